@@ -1,0 +1,85 @@
+#pragma once
+// Launch shapes of the normalization kernels: a pure function of the problem (and the SM count
+// for the backward's persistent grid), unit-tested on the host.
+//
+// A row is handled by `threads_per_row` threads (a multiple of 32), each holding
+// `vecs_per_thread` accesses of `vec_width` elements in registers, so the row is read from DRAM
+// once. Forward aims at 4 accesses (64 B) per thread and backward at 2 (x and dy both live, plus
+// the dweight/dbias accumulators): enough bytes in flight per SM (~20 KB needed by Little's law
+// at ~3 TB/s and ~0.7 us loaded latency, notes/memory-bound-sm90.md §1.7) without spilling.
+// Blocks are 256 threads (kernels are compiled with __launch_bounds__(256), so up to 255
+// registers a thread); rows wider than 256 threads x 8 accesses (forward) or x 4 accesses
+// (backward, which also holds dy and the accumulators) stream instead (vecs_per_thread = 0):
+// the row is re-read, from L2, for each pass. ptxas must report no spills for any instance.
+#include <algorithm>
+#include <cstdint>
+
+namespace kiln::cuda {
+
+struct NormConfig {
+  int vec_width = 1;        // elements per access: 16 / element bytes when aligned, else 1
+  int threads_per_row = 32;
+  int rows_per_block = 1;
+  int vecs_per_thread = 1;  // 1, 2, 4 or 8; 0 = streaming
+  int64_t grid = 1;         // blocks
+  int threads() const { return threads_per_row * rows_per_block; }
+};
+
+inline constexpr int kNormBlockThreads = 256;
+inline constexpr int kNormMaxThreadsPerRow = kNormBlockThreads;
+inline constexpr int kNormForwardMaxVecs = 8;
+inline constexpr int kNormBackwardMaxVecs = 4;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline int64_t next_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+inline NormConfig norm_row_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
+                                  int target_vecs_per_thread, int max_vecs_per_thread) {
+  NormConfig c;
+  c.vec_width = aligned ? 16 / elem_bytes : 1;
+  const int64_t vecs = ceil_div(cols, c.vec_width);
+  c.threads_per_row = static_cast<int>(
+      std::clamp<int64_t>(next_pow2(ceil_div(vecs, target_vecs_per_thread)), 32,
+                          kNormMaxThreadsPerRow));
+  const int64_t per_thread = ceil_div(vecs, c.threads_per_row);
+  c.vecs_per_thread = per_thread > max_vecs_per_thread ? 0 : static_cast<int>(next_pow2(per_thread));
+  c.rows_per_block = std::max(1, kNormBlockThreads / c.threads_per_row);
+  c.grid = std::max<int64_t>(1, ceil_div(rows, c.rows_per_block));
+  return c;
+}
+
+inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned) {
+  return norm_row_config(rows, cols, elem_bytes, aligned, 4, kNormForwardMaxVecs);
+}
+
+// The backward runs a persistent grid: each block walks rows blockIdx, blockIdx + grid, ... and
+// keeps one dweight/dbias partial per row slot (block x rows_per_block), so the grid, and with
+// it the bits of dweight, depends only on (rows, cols, dtype, SM count). Up to
+// `blocks_per_sm` blocks per SM; the launcher passes the occupancy it measured.
+inline NormConfig norm_backward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
+                                       int sm_count, int blocks_per_sm) {
+  NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs);
+  c.grid = std::min<int64_t>(c.grid, int64_t{sm_count} * std::max(1, blocks_per_sm));
+  return c;
+}
+
+// Upper bound on backward row slots for any dtype/occupancy: sizes the workspace.
+inline int64_t norm_backward_max_slots(int64_t rows, int64_t cols, int sm_count) {
+  int64_t most = 1;
+  for (int elem_bytes : {2, 4}) {
+    for (bool aligned : {false, true}) {
+      NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs);
+      const int max_blocks_per_sm = std::max(1, 2048 / c.threads());
+      most = std::max(most, std::min<int64_t>(c.grid, int64_t{sm_count} * max_blocks_per_sm) *
+                                c.rows_per_block);
+    }
+  }
+  return most;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,111 @@
+// Host-side core pieces: TensorView, element conversions, receipts, launch configs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "core/check.h"
+#include "core/element.h"
+#include "cuda/norm/norm_config.h"
+#include "kiln/core/core.h"
+
+namespace kiln {
+namespace {
+
+TEST(TensorView, ContiguousStridesAndDescribe) {
+  TensorView t(nullptr, DType::bf16, Device::cuda(1), {2, 3, 4});
+  EXPECT_EQ(t.stride(0), 12);
+  EXPECT_EQ(t.stride(-1), 1);
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.describe(), "bf16[2, 3, 4] cuda:1");
+  EXPECT_FALSE(TensorView().defined());
+}
+
+TEST(TensorView, RowsOfCollapsesLeadingDims) {
+  const int64_t sizes[] = {2, 3, 8}, strides[] = {3 * 40, 40, 1};
+  TensorView t(nullptr, DType::f32, Device::cpu(), sizes, strides);
+  const check::RowMatrix m = check::rows_of("op", "t", t);
+  EXPECT_EQ(m.rows, 6);
+  EXPECT_EQ(m.cols, 8);
+  EXPECT_EQ(m.row_stride, 40);
+}
+
+TEST(Element, Bf16RoundsToNearestEven) {
+  // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties to even (1).
+  EXPECT_EQ(element::bf16_to_float(element::float_to_bf16(1.0f + std::ldexp(1.0f, -8))), 1.0f);
+  EXPECT_EQ(element::bf16_to_float(element::float_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))),
+            1.0f + std::ldexp(1.0f, -6));
+  EXPECT_TRUE(std::isnan(element::bf16_to_float(element::float_to_bf16(NAN))));
+}
+
+TEST(Element, F16RoundTripAndLimits) {
+  for (float v : {0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f}) {
+    EXPECT_EQ(element::f16_to_float(element::float_to_f16(v)), v) << v;
+  }
+  EXPECT_TRUE(std::isinf(element::f16_to_float(element::float_to_f16(70000.0f))));
+}
+
+TEST(Element, Fp8SaturatesAndKeepsNan) {
+  EXPECT_EQ(element::e4m3_to_float(element::float_to_e4m3(1000.0f)), 448.0f);
+  EXPECT_EQ(element::e4m3_to_float(element::float_to_e4m3(-1000.0f)), -448.0f);
+  EXPECT_EQ(element::e4m3_to_float(element::float_to_e4m3(0.3f)), 0.3125f);
+  EXPECT_TRUE(std::isnan(element::e4m3_to_float(element::float_to_e4m3(NAN))));
+  EXPECT_EQ(element::e5m2_to_float(element::float_to_e5m2(1e6f)), 57344.0f);
+  EXPECT_EQ(element::e4m3_to_float(element::float_to_e4m3(std::ldexp(1.0f, -9))),
+            std::ldexp(1.0f, -9));  // smallest subnormal
+}
+
+TEST(Receipt, LastReceiptIsThreadLocalAndPrintable) {
+  record_receipt({"op_a", "reference", "v1", "asked for x"});
+  EXPECT_EQ(last_receipt().op, "op_a");
+  EXPECT_EQ(last_receipt().str(), "op_a backend=reference variant=v1 note=\"asked for x\"");
+}
+
+TEST(NormConfig, ForwardShapesAtModelSizes) {
+  // bf16 aligned: 8 elements a vector; N = 8192 -> 1024 vectors -> 256 threads x 4.
+  cuda::NormConfig c = cuda::norm_forward_config(16384, 8192, 2, true);
+  EXPECT_EQ(c.vec_width, 8);
+  EXPECT_EQ(c.threads_per_row, 256);
+  EXPECT_EQ(c.vecs_per_thread, 4);
+  EXPECT_EQ(c.rows_per_block, 1);
+  c = cuda::norm_forward_config(16384, 2048, 2, true);
+  EXPECT_EQ(c.threads_per_row, 64);
+  EXPECT_EQ(c.rows_per_block, 4);
+  EXPECT_EQ(c.grid, 4096);
+  // N = 1: one warp per row, eight rows a block.
+  c = cuda::norm_forward_config(3, 1, 2, false);
+  EXPECT_EQ(c.threads_per_row, 32);
+  EXPECT_EQ(c.vecs_per_thread, 1);
+  EXPECT_EQ(c.grid, 1);
+  // Too wide for registers: streaming.
+  EXPECT_EQ(cuda::norm_forward_config(4, 1 << 20, 2, true).vecs_per_thread, 0);
+}
+
+TEST(NormConfig, EveryRowFitsItsThreads) {
+  for (int64_t cols : {1, 7, 64, 4095, 4096, 8192, 16384, 65536}) {
+    for (int elem : {2, 4}) {
+      for (bool aligned : {false, true}) {
+        for (const cuda::NormConfig& c :
+             {cuda::norm_forward_config(1000, cols, elem, aligned),
+              cuda::norm_backward_config(1000, cols, elem, aligned, 132, 2)}) {
+          EXPECT_EQ(c.threads() % 32, 0);
+          EXPECT_LE(c.threads(), cuda::kNormBlockThreads);
+          if (c.vecs_per_thread > 0) {
+            EXPECT_GE(int64_t{c.threads_per_row} * c.vecs_per_thread * c.vec_width, cols);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(NormConfig, BackwardGridIsPersistentAndBounded) {
+  const cuda::NormConfig c = cuda::norm_backward_config(16384, 8192, 2, true, 132, 1);
+  EXPECT_EQ(c.grid, 132);
+  EXPECT_LE(c.grid * c.rows_per_block, cuda::norm_backward_max_slots(16384, 8192, 132));
+  EXPECT_EQ(cuda::norm_backward_config(3, 64, 2, true, 132, 8).grid, 1);
+}
+
+}  // namespace
+}  // namespace kiln
