@@ -1,1 +1,142 @@
-int main() { return 0; }
+// The kiln command-line tool:
+//   kiln list                         ops, dtypes and the backends available here
+//   kiln check [op]                   each op on the best device against the reference
+//   kiln bench [op] [--json FILE] [--quick] [--cpu]
+//                                     every op at model shapes: checked, then timed against
+//                                     the copy ceiling measured in the same run
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+#include "kiln/kiln.h"
+#if KILN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace {
+
+struct OpInfo {
+  const char* name;
+  const char* family;
+  const char* dtypes;
+  const char* summary;
+};
+
+constexpr OpInfo kOps[] = {
+    {"rms_norm", "norm", "f32 bf16 f16 (weight: x's or f32)", "y = x / rms(x) * w; fwd + bwd"},
+    {"add_rms_norm", "norm", "f32 bf16 f16 (weight: x's or f32)",
+     "residual_out = x + r; y = rms_norm(residual_out); fwd + bwd"},
+    {"layer_norm", "norm", "f32 bf16 f16 (weight/bias: x's or f32)",
+     "y = (x - mean) / std * w + b; fwd + bwd"},
+    {"add_layer_norm", "norm", "f32 bf16 f16 (weight/bias: x's or f32)",
+     "residual_out = x + r; y = layer_norm(residual_out); fwd + bwd"},
+};
+
+// The best device present: cuda:0 when this build has CUDA and a GPU is visible.
+kiln::Device best_device(std::string* why) {
+#if KILN_WITH_CUDA
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaSuccess && count > 0) {
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, 0);
+    *why = std::string(prop.name) + ", " + std::to_string(prop.multiProcessorCount) + " SMs";
+    return kiln::Device::cuda(0);
+  }
+  *why = std::string("no CUDA device (") + cudaGetErrorString(e) + "): reference backend";
+#else
+  *why = "built without CUDA: reference backend";
+#endif
+  return kiln::Device::cpu();
+}
+
+int list() {
+  std::string why;
+  const kiln::Device d = best_device(&why);
+  std::printf("backends: reference (cpu)%s\n", KILN_WITH_CUDA ? ", cuda (built)" : "");
+  std::printf("best device here: %s — %s\n\n", d.str().c_str(), why.c_str());
+  std::printf("%-16s %-6s %-40s %s\n", "op", "family", "dtypes", "what");
+  for (const OpInfo& op : kOps) {
+    std::printf("%-16s %-6s %-40s %s\n", op.name, op.family, op.dtypes, op.summary);
+  }
+  return 0;
+}
+
+bool known_op(const std::string& name) {
+  for (const OpInfo& op : kOps) {
+    if (name == op.name) return true;
+  }
+  return false;
+}
+
+int bench_or_check(bool timing, const std::vector<std::string>& args) {
+  kiln::bench::Options options;
+  std::string json_path, why;
+  bool force_cpu = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--json" && i + 1 < args.size()) {
+      json_path = args[++i];
+    } else if (args[i] == "--quick") {
+      options.quick = true;
+    } else if (args[i] == "--cpu") {
+      force_cpu = true;
+    } else if (known_op(args[i])) {
+      options.op_filter = args[i];
+    } else {
+      std::fprintf(stderr, "kiln: unknown op or option '%s' (see kiln list)\n", args[i].c_str());
+      return 2;
+    }
+  }
+  options.device = force_cpu ? kiln::Device::cpu() : best_device(&why);
+  if (force_cpu) why = "forced with --cpu";
+  std::fprintf(stderr, "device: %s (%s)\n", options.device.str().c_str(), why.c_str());
+  if (options.quick || options.device.is_cpu()) {
+    options.reps = 20;
+    options.warmup = 3;
+  }
+  if (!timing) {
+    // check: the same cases, correctness only.
+    int failed = 0;
+    for (const auto& c : kiln::bench::norm_cases(options)) {
+      if (!options.op_filter.empty() && c.op != options.op_filter) continue;
+      const std::string status = c.check();
+      const bool ok = status.rfind("ok", 0) == 0;
+      failed += !ok;
+      std::printf("%-16s %-18s %s  %s\n", c.op.c_str(), c.shape.c_str(), c.direction.c_str(),
+                  status.c_str());
+    }
+    std::printf("%s\n", failed ? "FAILED" : "all ok");
+    return failed ? 1 : 0;
+  }
+  double copy_gbps = 0;
+  const auto results = kiln::bench::run(options, &copy_gbps);
+  kiln::bench::print_table(results, copy_gbps, options);
+  if (!json_path.empty()) {
+    std::ofstream(json_path) << kiln::bench::to_json(results, copy_gbps, options);
+  }
+  for (const auto& r : results) {
+    if (r.check_status.rfind("ok", 0) != 0) return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const std::string cmd = args.empty() ? "help" : args[0];
+  const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
+  try {
+    if (cmd == "list") return list();
+    if (cmd == "check") return bench_or_check(false, rest);
+    if (cmd == "bench") return bench_or_check(true, rest);
+  } catch (const kiln::Error& e) {
+    std::fprintf(stderr, "kiln: %s\n", e.what());
+    return 1;
+  }
+  std::printf("usage: kiln list | kiln check [op] | kiln bench [op] [--json FILE] [--quick] [--cpu]\n");
+  return cmd == "help" || cmd == "--help" ? 0 : 2;
+}

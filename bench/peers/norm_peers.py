@@ -302,35 +302,38 @@ def import_liger():
     return L, None, {"version": ver, "path": loc}
 
 
+KILN_FUNCS = ("rms_norm", "add_rms_norm", "layer_norm", "add_layer_norm")
+
+
 def import_kiln(args):
+    """import kiln: --kiln-path first, then sys.path (PYTHONPATH / installed), then <repo>/torch.
+    A candidate that imports but has none of the norm functions (e.g. a namespace package of an
+    unbuilt tree) is skipped."""
     errs = []
-    tried = []
-
-    def attempt():
-        for k in [k for k in sys.modules if k == "kiln" or k.startswith("kiln.")]:
-            del sys.modules[k]
-        import kiln  # noqa: F401
-        return sys.modules["kiln"]
-
-    cands = []
-    if args.kiln_path:
-        cands.append(args.kiln_path)
-    cands.append(None)  # plain import (PYTHONPATH / installed)
+    cands = ([args.kiln_path] if args.kiln_path else []) + [None]
     if (REPO / "torch" / "kiln").is_dir():
         cands.append(str(REPO / "torch"))
     for c in cands:
+        where = c or "sys.path"
+        for k in [k for k in sys.modules if k == "kiln" or k.startswith("kiln.")]:
+            del sys.modules[k]
         if c is not None:
             sys.path.insert(0, c)
-        tried.append(c or "sys.path")
         try:
-            k = attempt()
-            info = {"path": getattr(k, "__file__", None), "version": getattr(k, "__version__", None)}
-            return k, None, info
+            import importlib
+            k = importlib.import_module("kiln")
+            have = [f for f in KILN_FUNCS if hasattr(k, f)]
+            if have:
+                info = {"path": getattr(k, "__file__", None) or list(getattr(k, "__path__", [])),
+                        "version": getattr(k, "__version__", None), "has": have}
+                return k, None, info
+            errs.append(f"{where}: kiln at {getattr(k, '__file__', None) or list(getattr(k, '__path__', []))} "
+                        f"has none of {'/'.join(KILN_FUNCS)}")
         except Exception as e:  # noqa: BLE001
-            errs.append(f"{c or 'sys.path'}: {short_err(e, 200)}")
-            if c is not None:
-                sys.path.remove(c)
-    return None, "import kiln failed (" + "; ".join(errs) + ")", {"tried": tried}
+            errs.append(f"{where}: {short_err(e, 200)}")
+        if c is not None:
+            sys.path.remove(c)
+    return None, "import kiln failed (" + "; ".join(errs) + ")", None
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,7 +494,7 @@ def rel_errs(op, got, ref):
     return errs
 
 
-FLOOR_TOL = {"bf16": 1.6e-2, "fp16": 2.5e-3, "fp32": 1e-4}
+FLOOR_TOL = {"bf16": 3.2e-2, "fp16": 4e-3, "fp32": 1e-4}  # ~8 ulp of the max (normalised)
 
 
 def verdict(errs, eager_errs, dname):

@@ -8,7 +8,9 @@
 #include "kiln/core/receipt.h"
 
 // Claims the namespace; each family adds its ops with TORCH_LIBRARY_FRAGMENT(kiln, m).
-TORCH_LIBRARY(kiln, m) {}
+TORCH_LIBRARY(kiln, m) {
+  (void)m;
+}
 
 namespace {
 
@@ -28,10 +30,19 @@ PyMethodDef methods[] = {
 };
 
 PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_C", "kiln's compiled ops (registered into torch.ops.kiln).", -1,
+    PyModuleDef_HEAD_INIT,
+    "_C",
+    "kiln's compiled ops (registered into torch.ops.kiln).",
+    -1,
     methods,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
 };
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__C() { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__C() {
+  return PyModule_Create(&module);
+}

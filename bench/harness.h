@@ -1,0 +1,61 @@
+#pragma once
+// The one benchmark harness: cases from every op family, timed with CUDA events (median of
+// many repetitions, warm-up apart, inputs rotated beyond L2), each checked against the
+// reference first, reported against the ceiling measured in the same run.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kiln/core/device.h"
+#include "kiln/core/stream.h"
+
+namespace kiln::bench {
+
+struct Options {
+  Device device = Device::cpu();
+  bool quick = false;       // one shape per op, fewer repetitions
+  std::string op_filter;    // run only cases whose op equals this ("" = all)
+  int reps = 100;
+  int warmup = 10;
+};
+
+// One timed configuration. `prepare(sets)` allocates and fills `sets` copies of the inputs
+// (rotating among them keeps repeated runs out of L2) and returns the call to time for a set;
+// `check()` runs the op once and compares with the reference ("" = passed, else the reason).
+struct Case {
+  std::string op;        // "rms_norm"
+  std::string shape;     // "bf16 16384x8192"
+  std::string direction; // "fwd" | "bwd"
+  double bytes = 0;      // each input read once + each output written once
+  double flops = 0;
+  std::function<std::function<void(int set, Stream)>(int sets)> prepare;
+  std::function<std::string()> check;
+  std::function<std::string()> variant;  // the receipt's variant after a run
+};
+
+struct Result {
+  Case c;
+  std::string check_status;  // "ok" or the failure
+  std::string variant;
+  double median_ms = 0;
+  double gbps = 0;
+  double ceiling_share = 0;  // of the copy bandwidth measured in the same run
+};
+
+// Device-to-device copy bandwidth in GB/s (bytes read + written), median of repetitions.
+double measure_copy_bandwidth(const Device& device, int reps);
+
+// Median milliseconds of fn(set, stream) over `reps` runs after `warmup`, rotating sets.
+double time_median_ms(const Device& device, const std::function<void(int, Stream)>& fn, int sets,
+                      int warmup, int reps);
+
+// Registered case lists, one per op family.
+std::vector<Case> norm_cases(const Options& options);
+
+// Runs every case, printing progress to stderr and the table to stdout.
+std::vector<Result> run(const Options& options, double* copy_gbps);
+void print_table(const std::vector<Result>& results, double copy_gbps, const Options& options);
+std::string to_json(const std::vector<Result>& results, double copy_gbps, const Options& options);
+
+}  // namespace kiln::bench
