@@ -7,7 +7,8 @@ One run measures, on the same GPU and in the same process:
       eager          the plain math composition (HF-Llama style RMSNorm, fp32 statistics)
       torch          torch.nn.functional.rms_norm / layer_norm (add variants: torch add + that)
       compile        torch.compile(plain math, dynamic=False), default mode
-      compile_maxat  torch.compile(plain math, dynamic=False, mode="max-autotune-no-cudagraphs")
+      compile_maxat  torch.compile(plain math, dynamic=False, mode="max-autotune-no-cudagraphs");
+                     only with --max-autotune on (20-70 s of autotuning per op and shape on an H100)
       liger          Liger-Kernel autograd Functions (add+LayerNorm: torch add + Liger LayerNorm)
       kiln           kiln.rms_norm / add_rms_norm / layer_norm / add_layer_norm
 
@@ -32,6 +33,7 @@ Usage:
   python3 bench/peers/norm_peers.py                 # full set, bf16, M=16384, N in {2048,4096,8192}
   python3 bench/peers/norm_peers.py --quick         # smoke test: one shape, fewer reps
   python3 bench/peers/norm_peers.py --dtype bf16,fp16,fp32
+  python3 bench/peers/norm_peers.py --quick --max-autotune on   # add the max-autotune compile peer
   python3 bench/peers/norm_peers.py --device cpu    # CPU smoke test of the code path, tiny shapes
 """
 
@@ -87,8 +89,9 @@ def parse_args(argv=None):
                                                           "(default 100; --quick 30; cpu 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 5)")
     p.add_argument("--quick", action="store_true", help="one shape, fewer reps (smoke test)")
-    p.add_argument("--max-autotune", choices=["on", "off"], default="on",
-                   help="include torch.compile mode=max-autotune-no-cudagraphs (default on)")
+    p.add_argument("--max-autotune", choices=["on", "off"], default="off",
+                   help="include torch.compile mode=max-autotune-no-cudagraphs (default off: on an H100 "
+                        "its autotuning costs 20-70 s per op and shape, for a few %% at most)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile impls")
     p.add_argument("--compile-on-cpu", action="store_true",
                    help="with --device cpu, also run torch.compile (slow: C++ codegen)")
@@ -593,12 +596,12 @@ def bench(args):
                         first_s = time.perf_counter() - t_first
                     except NotAvailable as e:
                         reason = str(e)
-                        log(f"   {impl:14s} n/a: {reason}")
+                        log(f"   {impl:14s} n/a: {reason[:140]}")
                         results += [dict(base, phase=ph, status="n/a", reason=reason) for ph in PHASES]
                         continue
                     except Exception as e:  # noqa: BLE001
                         reason = ("compile failed: " if impl.startswith("compile") else "failed: ") + short_err(e)
-                        log(f"   {impl:14s} n/a: {reason}")
+                        log(f"   {impl:14s} n/a: {reason[:140]}")
                         if os.environ.get("NORM_PEERS_TRACEBACK"):
                             traceback.print_exc()
                         results += [dict(base, phase=ph, status="n/a", reason=reason) for ph in PHASES]

@@ -90,7 +90,7 @@ TEST(NormConfig, EveryRowFitsItsThreads) {
              {cuda::norm_forward_config(1000, cols, elem, aligned),
               cuda::norm_backward_config(1000, cols, elem, aligned, 132, 2)}) {
           EXPECT_EQ(c.threads() % 32, 0);
-          EXPECT_LE(c.threads(), cuda::kNormBlockThreads);
+          EXPECT_LE(c.threads(), cuda::kNormBackwardThreads);
           if (c.vecs_per_thread > 0) {
             EXPECT_GE(int64_t{c.threads_per_row} * c.vecs_per_thread * c.vec_width, cols);
           }

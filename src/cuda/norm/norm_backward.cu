@@ -56,8 +56,8 @@ struct BackwardRow {
 };
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
-__global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
-  __shared__ float scratch[64];
+__global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
+  __shared__ float scratch[2 * kNormBackwardThreads / 32];
   const int tpr = blockDim.x;
   float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 2;
   const int64_t slot = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
@@ -78,18 +78,20 @@ __global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const 
           static_cast<const T*>(a.x) + r * a.x_stride,
           a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
           static_cast<T*>(a.dx) + r * a.dx_stride};
-      float xv[kVpt][kW], g[kVpt][kW];
+      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16, which
+      // leaves room for two blocks per SM next to the dweight/dbias accumulators).
+      Pack<T, kW> xp[kVpt], gp[kVpt];
       bool valid[kVpt];
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         const int c = (i * tpr + threadIdx.x) * kW;
         valid[i] = active && c < a.cols;
         if (valid[i]) {
-          load_floats<T, kW>(io.x + c, xv[i]);
-          load_floats<T, kW>(io.dy + c, g[i]);
+          xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
+          gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
         } else {
 #pragma unroll
-          for (int k = 0; k < kW; ++k) xv[i][k] = g[i][k] = 0.f;
+          for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
         }
       }
       float mean = 0.f;
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const 
 #pragma unroll
         for (int i = 0; i < kVpt; ++i)
 #pragma unroll
-          for (int k = 0; k < kW; ++k) s += xv[i][k];
+          for (int k = 0; k < kW; ++k) s += to_float(xp[i].v[k]);
         mean = row_sum(s, row_scratch) * inv_cols;
       }
       float ss = 0.f;
@@ -106,7 +108,10 @@ __global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const 
       for (int i = 0; i < kVpt; ++i) {
         if (!valid[i]) continue;
 #pragma unroll
-        for (int k = 0; k < kW; ++k) ss += (xv[i][k] - mean) * (xv[i][k] - mean);
+        for (int k = 0; k < kW; ++k) {
+          const float d = to_float(xp[i].v[k]) - mean;
+          ss += d * d;
+        }
       }
       const float rstd = rsqrtf(row_sum(ss, row_scratch) * inv_cols + a.eps);
       float sums[2] = {0.f, 0.f};  // sum(w*dy), sum(xhat * w*dy)
@@ -117,11 +122,12 @@ __global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const 
         io.weight((i * tpr + threadIdx.x) * kW, w);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float xhat = (xv[i][k] - mean) * rstd;
-          sums[0] += w[k] * g[i][k];
-          sums[1] += xhat * w[k] * g[i][k];
-          dw[i][k] += g[i][k] * xhat;
-          db[i][k] += g[i][k];
+          const float xhat = (to_float(xp[i].v[k]) - mean) * rstd;
+          const float g = to_float(gp[i].v[k]);
+          sums[0] += w[k] * g;
+          sums[1] += xhat * w[k] * g;
+          dw[i][k] += g * xhat;
+          if constexpr (kLayer) db[i][k] += g;
         }
       }
       row_sum(sums, row_scratch);
@@ -129,7 +135,13 @@ __global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const 
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (valid[i]) {
-          io.store_dx((i * tpr + threadIdx.x) * kW, xv[i], g[i], mean, rstd, mean_wdy,
+          float xv[kW], g[kW];
+#pragma unroll
+          for (int k = 0; k < kW; ++k) {
+            xv[k] = to_float(xp[i].v[k]);
+            g[k] = to_float(gp[i].v[k]);
+          }
+          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, mean, rstd, mean_wdy,
                       sums[1] * inv_cols);
         }
       }
@@ -141,7 +153,7 @@ __global__ void __launch_bounds__(kNormBlockThreads) norm_backward_kernel(const 
 #pragma unroll
       for (int k = 0; k < kW; ++k) {
         if (want_dw) dw_row[c + k] = dw[i][k];
-        if (want_db) db_row[c + k] = db[i][k];
+        if (kLayer && want_db) db_row[c + k] = db[i][k];
       }
     }
   } else {
@@ -265,7 +277,7 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
         dispatch_bool(aligned, [&](auto vec) {
           constexpr int kW = decltype(vec)::value ? 16 / sizeof(T) : 1;
           const NormConfig probe = norm_backward_config(p.rows, p.cols, elem, aligned, sms, 1);
-          dispatch_value<1, 2, 4, 0>(probe.vecs_per_thread, "norm_backward vecs_per_thread",
+          dispatch_value<1, 2, 0>(probe.vecs_per_thread, "norm_backward vecs_per_thread",
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
             auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;

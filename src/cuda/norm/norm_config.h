@@ -7,10 +7,12 @@
 // once. Forward aims at 4 accesses (64 B) per thread and backward at 2 (x and dy both live, plus
 // the dweight/dbias accumulators): enough bytes in flight per SM (~20 KB needed by Little's law
 // at ~3 TB/s and ~0.7 us loaded latency, notes/memory-bound-sm90.md §1.7) without spilling.
-// Blocks are 256 threads (kernels are compiled with __launch_bounds__(256), so up to 255
-// registers a thread); rows wider than 256 threads x 8 accesses (forward) or x 4 accesses
-// (backward, which also holds dy and the accumulators) stream instead (vecs_per_thread = 0):
-// the row is re-read, from L2, for each pass. ptxas must report no spills for any instance.
+// Forward blocks are 256 threads (__launch_bounds__(256): up to 255 registers a thread), and rows
+// wider than 256 threads x 8 accesses stream instead (vecs_per_thread = 0): the row is re-read,
+// from L2, for each pass. Backward blocks are 512 threads (up to 128 registers): x, dy and the
+// dweight/dbias accumulators of up to 2 accesses fit (121 registers for bf16 LayerNorm), and 512
+// threads a block keep 16 warps a SM in flight where 256 threads x 4 accesses (172 registers)
+// kept 8; rows wider than 512 x 2 accesses stream (4 accesses spilled at 128 registers). ptxas must report no spills for any instance.
 #include <algorithm>
 #include <cstdint>
 
@@ -25,10 +27,10 @@ struct NormConfig {
   int threads() const { return threads_per_row * rows_per_block; }
 };
 
-inline constexpr int kNormBlockThreads = 256;
-inline constexpr int kNormMaxThreadsPerRow = kNormBlockThreads;
+inline constexpr int kNormForwardThreads = 256;
+inline constexpr int kNormBackwardThreads = 512;
 inline constexpr int kNormForwardMaxVecs = 8;
-inline constexpr int kNormBackwardMaxVecs = 4;
+inline constexpr int kNormBackwardMaxVecs = 2;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -39,22 +41,24 @@ inline int64_t next_pow2(int64_t v) {
 }
 
 inline NormConfig norm_row_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
-                                  int target_vecs_per_thread, int max_vecs_per_thread) {
+                                  int target_vecs_per_thread, int max_vecs_per_thread,
+                                  int block_threads) {
   NormConfig c;
   c.vec_width = aligned ? 16 / elem_bytes : 1;
   const int64_t vecs = ceil_div(cols, c.vec_width);
   c.threads_per_row = static_cast<int>(
       std::clamp<int64_t>(next_pow2(ceil_div(vecs, target_vecs_per_thread)), 32,
-                          kNormMaxThreadsPerRow));
+                          block_threads));
   const int64_t per_thread = ceil_div(vecs, c.threads_per_row);
   c.vecs_per_thread = per_thread > max_vecs_per_thread ? 0 : static_cast<int>(next_pow2(per_thread));
-  c.rows_per_block = std::max(1, kNormBlockThreads / c.threads_per_row);
+  c.rows_per_block = std::max(1, block_threads / c.threads_per_row);
   c.grid = std::max<int64_t>(1, ceil_div(rows, c.rows_per_block));
   return c;
 }
 
 inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned) {
-  return norm_row_config(rows, cols, elem_bytes, aligned, 4, kNormForwardMaxVecs);
+  return norm_row_config(rows, cols, elem_bytes, aligned, 4, kNormForwardMaxVecs,
+                         kNormForwardThreads);
 }
 
 // The backward runs a persistent grid: each block walks rows blockIdx, blockIdx + grid, ... and
@@ -63,7 +67,8 @@ inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes
 // `blocks_per_sm` blocks per SM; the launcher passes the occupancy it measured.
 inline NormConfig norm_backward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
                                        int sm_count, int blocks_per_sm) {
-  NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs);
+  NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs,
+                                 kNormBackwardThreads);
   c.grid = std::min<int64_t>(c.grid, int64_t{sm_count} * std::max(1, blocks_per_sm));
   return c;
 }
@@ -73,7 +78,8 @@ inline int64_t norm_backward_max_slots(int64_t rows, int64_t cols, int sm_count)
   int64_t most = 1;
   for (int elem_bytes : {2, 4}) {
     for (bool aligned : {false, true}) {
-      NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs);
+      NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs,
+                                 kNormBackwardThreads);
       const int max_blocks_per_sm = std::max(1, 2048 / c.threads());
       most = std::max(most, std::min<int64_t>(c.grid, int64_t{sm_count} * max_blocks_per_sm) *
                                 c.rows_per_block);

@@ -65,7 +65,7 @@ struct ForwardRow {
 };
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
-__global__ void __launch_bounds__(kNormBlockThreads) norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
+__global__ void __launch_bounds__(kNormForwardThreads) norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
   __shared__ float scratch[64];
   const int tpr = blockDim.x;
   float* row_scratch = scratch + threadIdx.y * (tpr / 32);
