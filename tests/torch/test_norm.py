@@ -9,6 +9,8 @@ float64 on the same values. Tests that need a GPU are marked and skip without on
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -210,10 +212,12 @@ def _opcheck_cases(device):
     w, b = t(32, seed=13, grad=True, shift=1.0), t(32, seed=14, grad=True)
     dy, xs, dr = t(3, 5, 32, seed=15), t(3, 5, 32, seed=16), t(3, 5, 32, seed=17)
     wd, bd = t(32, seed=18, shift=1.0), t(32, seed=19)
+    x_rows = t(15, 40, seed=20, grad=True)[:, 4:36]  # a row view: row stride 40
     ops = torch.ops.kiln
     return {
         "rms_norm": (ops.rms_norm, (x, w, 1e-6)),
         "rms_norm-noweight": (ops.rms_norm, (x, None, 1e-6)),
+        "rms_norm-rowview": (ops.rms_norm, (x_rows, w, 1e-6)),
         "add_rms_norm": (ops.add_rms_norm, (x, r, w, 1e-6)),
         "add_rms_norm-noweight": (ops.add_rms_norm, (x, r, None, 1e-6)),
         "layer_norm": (ops.layer_norm, (x, w, b, 1e-5)),
@@ -221,6 +225,7 @@ def _opcheck_cases(device):
         "layer_norm-weight": (ops.layer_norm, (x, w, None, 1e-5)),
         "add_layer_norm": (ops.add_layer_norm, (x, r, w, b, 1e-5)),
         "add_layer_norm-bias": (ops.add_layer_norm, (x, r, None, b, 1e-5)),
+        "add_layer_norm-rowview": (ops.add_layer_norm, (x_rows, x_rows, w, b, 1e-5)),
         "rms_norm_backward": (ops.rms_norm_backward, (dy, xs, wd, 1e-6, None, True)),
         "rms_norm_backward-dresidual": (ops.rms_norm_backward, (dy, xs, wd, 1e-6, dr, False)),
         "rms_norm_backward-noweight": (ops.rms_norm_backward, (dy, xs, None, 1e-6, dr, False)),
@@ -414,18 +419,24 @@ def test_cuda_graph_capture_and_replay():
 def test_cuda_graphed_module_training_step():
     """The autograd path (forward + backward through kiln.nn) under make_graphed_callables."""
     m = kiln.nn.LayerNorm(512, device="cuda")
+    with torch.no_grad():
+        m.weight.copy_(make((512,), torch.float32, "cuda", seed=69, shift=1.0))
+    eager = copy.deepcopy(m)  # its own parameters, so eager and graphed autograd stay apart
     x = make((32, 512), torch.float32, "cuda", seed=70).requires_grad_()
     graphed = torch.cuda.make_graphed_callables(m, (x,))
     for seed in (71, 72):
-        xi = make((32, 512), torch.float32, "cuda", seed=seed).requires_grad_()
+        xg = make((32, 512), torch.float32, "cuda", seed=seed).requires_grad_()
+        xe = xg.detach().clone().requires_grad_()
         m.zero_grad(set_to_none=True)
-        graphed(xi).square().sum().backward()
-        got = (xi.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone())
-        xe = xi.detach().clone().requires_grad_()
-        m.zero_grad(set_to_none=True)
-        m(xe).square().sum().backward()
-        for a, b in zip(got, (xe.grad, m.weight.grad, m.bias.grad)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        eager.zero_grad(set_to_none=True)
+        graphed(xg).square().sum().backward()
+        eager(xe).square().sum().backward()
+        for name, a, b in (
+            ("dx", xg.grad, xe.grad),
+            ("dweight", m.weight.grad, eager.weight.grad),
+            ("dbias", m.bias.grad, eager.bias.grad),
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 
 # ---------------------------------------------------------------------------------------------

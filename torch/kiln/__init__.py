@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch  # loads libtorch before the extension that links it
+import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from . import _C
 from . import _ops  # noqa: F401  (fake impls and autograd of torch.ops.kiln.*)

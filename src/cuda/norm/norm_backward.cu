@@ -33,19 +33,12 @@ struct BackwardRow {
     }
   }
 
-  // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual. Reads of this row's
-  // elements [c, c + kW) happen before the store, so dx may alias dy.
+  // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual.
   __device__ __forceinline__ void store_dx(int c, const float (&xv)[kW], const float (&g)[kW],
-                                           float mean, float rstd, float mean_wdy,
-                                           float mean_xhat_wdy) const {
-    float w[kW], out[kW], dr[kW];
+                                           const float (&dr)[kW], float mean, float rstd,
+                                           float mean_wdy, float mean_xhat_wdy) const {
+    float w[kW], out[kW];
     weight(c, w);
-    if (dresidual) {
-      load_floats<T, kW>(dresidual + c, dr);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kW; ++k) dr[k] = 0.f;
-    }
 #pragma unroll
     for (int k = 0; k < kW; ++k) {
       const float xhat = (xv[k] - mean) * rstd;
@@ -53,6 +46,21 @@ struct BackwardRow {
     }
     store_floats<T, kW>(dx + c, out);
   }
+
+  __device__ __forceinline__ void load_dresidual(int c, float (&dr)[kW]) const {
+    if (dresidual) {
+      load_floats<T, kW>(dresidual + c, dr);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kW; ++k) dr[k] = 0.f;
+    }
+  }
+};
+
+// Elements [c, c + kW) of a row's x, dy and dresidual, as loaded (raw, in T).
+template <typename T, int kW>
+struct RawGrad {
+  Pack<T, kW> x, dy, dres;
 };
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
@@ -67,40 +75,57 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
   float* db_row = want_db ? a.dbias_partial + slot * a.cols : nullptr;
   const int64_t row_step = int64_t{gridDim.x} * blockDim.y;
 
+  auto row_io = [&](int64_t row) {
+    return BackwardRow<T, P, kW>{
+        a, static_cast<const T*>(a.dy) + row * a.dy_stride,
+        static_cast<const T*>(a.x) + row * a.x_stride,
+        a.dresidual ? static_cast<const T*>(a.dresidual) + row * a.dresidual_stride : nullptr,
+        static_cast<T*>(a.dx) + row * a.dx_stride};
+  };
+
   if constexpr (kVpt > 0) {
     float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
-    for (int64_t base = int64_t{blockIdx.x} * blockDim.y; base < a.rows; base += row_step) {
-      const int64_t row = base + threadIdx.y;
-      const bool active = row < a.rows;
-      const int64_t r = active ? row : 0;
-      const BackwardRow<T, P, kW> io{
-          a, static_cast<const T*>(a.dy) + r * a.dy_stride,
-          static_cast<const T*>(a.x) + r * a.x_stride,
-          a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
-          static_cast<T*>(a.dx) + r * a.dx_stride};
-      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16, which
-      // leaves room for two blocks per SM next to the dweight/dbias accumulators).
-      Pack<T, kW> xp[kVpt], gp[kVpt];
-      bool valid[kVpt];
+    // x, dy (and dresidual) stay packed in their dtype, and the next row's loads are issued
+    // before this row's reductions, so loads stay in flight while the block waits at barriers.
+    RawGrad<T, kW> next[kVpt];
+    auto load_raw = [&](int64_t row) {
+      if (row >= a.rows) return;
+      const BackwardRow<T, P, kW> io = row_io(row);
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         const int c = (i * tpr + threadIdx.x) * kW;
-        valid[i] = active && c < a.cols;
-        if (valid[i]) {
-          xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
-          gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
-        } else {
-#pragma unroll
-          for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
+        if (c < a.cols) {
+          next[i].x = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
+          next[i].dy = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
+          if (io.dresidual) next[i].dres = *reinterpret_cast<const Pack<T, kW>*>(io.dresidual + c);
         }
       }
+    };
+    const int64_t first = int64_t{blockIdx.x} * blockDim.y;
+    load_raw(first + threadIdx.y);
+    for (int64_t base = first; base < a.rows; base += row_step) {
+      const int64_t row = base + threadIdx.y;
+      const bool active = row < a.rows;
+      const BackwardRow<T, P, kW> io = row_io(active ? row : 0);
+      RawGrad<T, kW> cur[kVpt];
+      bool valid[kVpt];
+#pragma unroll
+      for (int i = 0; i < kVpt; ++i) {
+        cur[i] = next[i];
+        valid[i] = active && (i * tpr + threadIdx.x) * kW < a.cols;
+        if (!valid[i]) {
+#pragma unroll
+          for (int k = 0; k < kW; ++k) cur[i].x.v[k] = cur[i].dy.v[k] = from_float<T>(0.f);
+        }
+      }
+      load_raw(row + row_step);
       float mean = 0.f;
       if constexpr (kLayer) {
         float s = 0.f;
 #pragma unroll
         for (int i = 0; i < kVpt; ++i)
 #pragma unroll
-          for (int k = 0; k < kW; ++k) s += to_float(xp[i].v[k]);
+          for (int k = 0; k < kW; ++k) s += to_float(cur[i].x.v[k]);
         mean = row_sum(s, row_scratch) * inv_cols;
       }
       float ss = 0.f;
@@ -109,7 +134,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
         if (!valid[i]) continue;
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float d = to_float(xp[i].v[k]) - mean;
+          const float d = to_float(cur[i].x.v[k]) - mean;
           ss += d * d;
         }
       }
@@ -122,8 +147,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
         io.weight((i * tpr + threadIdx.x) * kW, w);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float xhat = (to_float(xp[i].v[k]) - mean) * rstd;
-          const float g = to_float(gp[i].v[k]);
+          const float xhat = (to_float(cur[i].x.v[k]) - mean) * rstd;
+          const float g = to_float(cur[i].dy.v[k]);
           sums[0] += w[k] * g;
           sums[1] += xhat * w[k] * g;
           dw[i][k] += g * xhat;
@@ -134,16 +159,16 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       const float mean_wdy = kLayer ? sums[0] * inv_cols : 0.f;
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
-        if (valid[i]) {
-          float xv[kW], g[kW];
+        if (!valid[i]) continue;
+        float xv[kW], g[kW], dr[kW];
 #pragma unroll
-          for (int k = 0; k < kW; ++k) {
-            xv[k] = to_float(xp[i].v[k]);
-            g[k] = to_float(gp[i].v[k]);
-          }
-          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, mean, rstd, mean_wdy,
-                      sums[1] * inv_cols);
+        for (int k = 0; k < kW; ++k) {
+          xv[k] = to_float(cur[i].x.v[k]);
+          g[k] = to_float(cur[i].dy.v[k]);
+          dr[k] = io.dresidual ? to_float(cur[i].dres.v[k]) : 0.f;
         }
+        io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy,
+                    sums[1] * inv_cols);
       }
     }
 #pragma unroll
@@ -173,11 +198,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       const bool active = row < a.rows;
       const int64_t r = active ? row : 0;
       const int end = active ? a.cols : 0;
-      const BackwardRow<T, P, kW> io{
-          a, static_cast<const T*>(a.dy) + r * a.dy_stride,
-          static_cast<const T*>(a.x) + r * a.x_stride,
-          a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
-          static_cast<T*>(a.dx) + r * a.dx_stride};
+      const BackwardRow<T, P, kW> io = row_io(r);
       float xv[kW], g[kW], w[kW];
       float s = 0.f;
       for (int c = first; c < end; c += step) {
@@ -217,7 +238,9 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       for (int c = first; c < end; c += step) {
         load_floats<T, kW>(io.x + c, xv);
         load_floats<T, kW>(io.dy + c, g);
-        io.store_dx(c, xv, g, mean, rstd, mean_wdy, sums[1] * inv_cols);
+        float dr[kW];
+        io.load_dresidual(c, dr);
+        io.store_dx(c, xv, g, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
       }
     }
   }

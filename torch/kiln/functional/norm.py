@@ -19,7 +19,9 @@ import torch
 _ops = torch.ops.kiln
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6
+) -> torch.Tensor:
     """y = x / sqrt(mean(x^2) + eps) * weight, over the last dim.
 
     x: [..., N] float32/bfloat16/float16; weight: [N] of x's dtype or float32, or None.
