@@ -35,10 +35,10 @@ struct BackwardRow {
 
   // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual.
   __device__ __forceinline__ void store_dx(int c, const float (&xv)[kW], const float (&g)[kW],
-                                           const float (&dr)[kW], float mean, float rstd,
-                                           float mean_wdy, float mean_xhat_wdy) const {
-    float w[kW], out[kW];
-    weight(c, w);
+                                           const float (&w)[kW], const float (&dr)[kW],
+                                           float mean, float rstd, float mean_wdy,
+                                           float mean_xhat_wdy) const {
+    float out[kW];
 #pragma unroll
     for (int k = 0; k < kW; ++k) {
       const float xhat = (xv[k] - mean) * rstd;
@@ -84,7 +84,22 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
   };
 
   if constexpr (kVpt > 0) {
-    float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
+    // The dweight/dbias accumulators live in shared memory (each thread touches only its own
+    // columns, so no barrier is needed): in registers they pushed the 512-thread block past
+    // 128 registers a thread and spilled.
+    extern __shared__ float accumulators[];  // [rows_per_block][kLayer ? 2 : 1][cols]
+    float* dw_acc = accumulators + threadIdx.y * (kLayer ? 2 : 1) * a.cols;
+    float* db_acc = dw_acc + a.cols;
+#pragma unroll
+    for (int i = 0; i < kVpt; ++i) {
+      const int c = (i * tpr + threadIdx.x) * kW;
+      if (c >= a.cols) continue;
+#pragma unroll
+      for (int k = 0; k < kW; ++k) {
+        dw_acc[c + k] = 0.f;
+        if constexpr (kLayer) db_acc[c + k] = 0.f;
+      }
+    }
     // x, dy (and dresidual) stay packed in their dtype, and the next row's loads are issued
     // before this row's reductions, so loads stay in flight while the block waits at barriers.
     RawGrad<T, kW> next[kVpt];
@@ -103,6 +118,18 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
     };
     const int64_t first = int64_t{blockIdx.x} * blockDim.y;
     load_raw(first + threadIdx.y);
+    // A thread owns the same columns on every row: its weights are loaded once.
+    float w[kVpt][kW];
+#pragma unroll
+    for (int i = 0; i < kVpt; ++i) {
+      const int c = (i * tpr + threadIdx.x) * kW;
+      if (c < a.cols) {
+        row_io(0).weight(c, w[i]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kW; ++k) w[i][k] = 0.f;
+      }
+    }
     for (int64_t base = first; base < a.rows; base += row_step) {
       const int64_t row = base + threadIdx.y;
       const bool active = row < a.rows;
@@ -143,16 +170,15 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (!valid[i]) continue;
-        float w[kW];
-        io.weight((i * tpr + threadIdx.x) * kW, w);
+        const int c = (i * tpr + threadIdx.x) * kW;
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
           const float xhat = (to_float(cur[i].x.v[k]) - mean) * rstd;
           const float g = to_float(cur[i].dy.v[k]);
-          sums[0] += w[k] * g;
-          sums[1] += xhat * w[k] * g;
-          dw[i][k] += g * xhat;
-          if constexpr (kLayer) db[i][k] += g;
+          sums[0] += w[i][k] * g;
+          sums[1] += xhat * w[i][k] * g;
+          dw_acc[c + k] += g * xhat;
+          if constexpr (kLayer) db_acc[c + k] += g;
         }
       }
       row_sum(sums, row_scratch);
@@ -167,7 +193,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
           g[k] = to_float(cur[i].dy.v[k]);
           dr[k] = io.dresidual ? to_float(cur[i].dres.v[k]) : 0.f;
         }
-        io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy,
+        io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, w[i], dr, mean, rstd, mean_wdy,
                     sums[1] * inv_cols);
       }
     }
@@ -177,8 +203,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       if (c >= a.cols) continue;
 #pragma unroll
       for (int k = 0; k < kW; ++k) {
-        if (want_dw) dw_row[c + k] = dw[i][k];
-        if (kLayer && want_db) db_row[c + k] = db[i][k];
+        if (want_dw) dw_row[c + k] = dw_acc[c + k];
+        if (kLayer && want_db) db_row[c + k] = db_acc[c + k];
       }
     }
   } else {
@@ -240,7 +266,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
         load_floats<T, kW>(io.dy + c, g);
         float dr[kW];
         io.load_dresidual(c, dr);
-        io.store_dx(c, xv, g, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
+        io.weight(c, w);
+        io.store_dx(c, xv, g, w, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
       }
     }
   }
@@ -304,9 +331,17 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
             auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
+            const size_t smem = kVpt > 0 ? size_t{probe.rows_per_block} *
+                                               (decltype(layer)::value ? 2 : 1) * p.cols *
+                                               sizeof(float)
+                                         : 0;
+            if (smem > 48 * 1024) {
+              KILN_CUDA_CHECK(cudaFuncSetAttribute(
+                  kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+            }
             int blocks_per_sm = 0;
             KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks_per_sm, kernel, probe.threads(), 0));
+                &blocks_per_sm, kernel, probe.threads(), smem));
             const NormConfig cfg =
                 norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
             const int64_t slots = cfg.grid * cfg.rows_per_block;
@@ -321,7 +356,7 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                         p.x.row_stride, p.dresidual.row_stride,
                                         p.dx.row_stride, static_cast<float>(p.eps)};
             const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            kernel<<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
+            kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
             KILN_CUDA_CHECK(cudaGetLastError());
             if (p.dweight || p.dbias) {
               const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);

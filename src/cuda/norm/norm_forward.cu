@@ -7,7 +7,6 @@
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
-#include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/norm/norm_args.h"
 #include "cuda/norm/norm_config.h"
@@ -227,14 +226,12 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
           dispatch_value<1, 2, 4, 8, 0>(cfg.vecs_per_thread, "norm_forward vecs_per_thread",
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
+            // One row group a block, no persistent loop: measured faster than a persistent grid
+            // with the next row prefetched (0.059 vs 0.127 ms at 16384 x 2048 bf16, H100): many
+            // short blocks a SM hide each other's reduction and weight-load latency better.
             auto kernel = norm_forward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
-            int blocks_per_sm = 0;
-            KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel,
-                                                                          cfg.threads(), 0));
-            const int64_t grid = std::min<int64_t>(
-                cfg.grid, int64_t{sm_count(p.device)} * std::max(1, blocks_per_sm));
             const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            kernel<<<static_cast<unsigned>(grid), block, 0, stream>>>(args);
+            kernel<<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
             KILN_CUDA_CHECK(cudaGetLastError());
             variant = std::string("norm_forward<") + (decltype(layer)::value ? "layer" : "rms") +
                       "," + std::string(dtype_name(p.x.dtype)) + ",param:" +
