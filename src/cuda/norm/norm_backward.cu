@@ -33,12 +33,19 @@ struct BackwardRow {
     }
   }
 
-  // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual.
+  // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual. Reads of this row's
+  // elements [c, c + kW) happen before the store, so dx may alias dy.
   __device__ __forceinline__ void store_dx(int c, const float (&xv)[kW], const float (&g)[kW],
-                                           const float (&w)[kW], const float (&dr)[kW],
                                            float mean, float rstd, float mean_wdy,
                                            float mean_xhat_wdy) const {
-    float out[kW];
+    float w[kW], out[kW], dr[kW];
+    weight(c, w);
+    if (dresidual) {
+      load_floats<T, kW>(dresidual + c, dr);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kW; ++k) dr[k] = 0.f;
+    }
 #pragma unroll
     for (int k = 0; k < kW; ++k) {
       const float xhat = (xv[k] - mean) * rstd;
@@ -46,28 +53,13 @@ struct BackwardRow {
     }
     store_floats<T, kW>(dx + c, out);
   }
-
-  __device__ __forceinline__ void load_dresidual(int c, float (&dr)[kW]) const {
-    if (dresidual) {
-      load_floats<T, kW>(dresidual + c, dr);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kW; ++k) dr[k] = 0.f;
-    }
-  }
-};
-
-// Elements [c, c + kW) of a row's x, dy and dresidual, as loaded (raw, in T).
-template <typename T, int kW>
-struct RawGrad {
-  Pack<T, kW> x, dy, dres;
 };
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
 __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
-  __shared__ float scratch[2 * kNormBackwardThreads / 32];
+  __shared__ float scratch[4 * kNormBackwardThreads / 32];
   const int tpr = blockDim.x;
-  float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 2;
+  float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 4;
   const int64_t slot = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
   const float inv_cols = 1.f / static_cast<float>(a.cols);
   const bool want_dw = a.dweight_partial != nullptr, want_db = a.dbias_partial != nullptr;
@@ -75,126 +67,90 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
   float* db_row = want_db ? a.dbias_partial + slot * a.cols : nullptr;
   const int64_t row_step = int64_t{gridDim.x} * blockDim.y;
 
-  auto row_io = [&](int64_t row) {
-    return BackwardRow<T, P, kW>{
-        a, static_cast<const T*>(a.dy) + row * a.dy_stride,
-        static_cast<const T*>(a.x) + row * a.x_stride,
-        a.dresidual ? static_cast<const T*>(a.dresidual) + row * a.dresidual_stride : nullptr,
-        static_cast<T*>(a.dx) + row * a.dx_stride};
-  };
-
   if constexpr (kVpt > 0) {
-    // The dweight/dbias accumulators live in shared memory (each thread touches only its own
-    // columns, so no barrier is needed): in registers they pushed the 512-thread block past
-    // 128 registers a thread and spilled.
-    extern __shared__ float accumulators[];  // [rows_per_block][kLayer ? 2 : 1][cols]
-    float* dw_acc = accumulators + threadIdx.y * (kLayer ? 2 : 1) * a.cols;
-    float* db_acc = dw_acc + a.cols;
-#pragma unroll
-    for (int i = 0; i < kVpt; ++i) {
-      const int c = (i * tpr + threadIdx.x) * kW;
-      if (c >= a.cols) continue;
-#pragma unroll
-      for (int k = 0; k < kW; ++k) {
-        dw_acc[c + k] = 0.f;
-        if constexpr (kLayer) db_acc[c + k] = 0.f;
-      }
-    }
-    // x, dy (and dresidual) stay packed in their dtype, and the next row's loads are issued
-    // before this row's reductions, so loads stay in flight while the block waits at barriers.
-    RawGrad<T, kW> next[kVpt];
-    auto load_raw = [&](int64_t row) {
-      if (row >= a.rows) return;
-      const BackwardRow<T, P, kW> io = row_io(row);
-#pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        const int c = (i * tpr + threadIdx.x) * kW;
-        if (c < a.cols) {
-          next[i].x = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
-          next[i].dy = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
-          if (io.dresidual) next[i].dres = *reinterpret_cast<const Pack<T, kW>*>(io.dresidual + c);
-        }
-      }
-    };
-    const int64_t first = int64_t{blockIdx.x} * blockDim.y;
-    load_raw(first + threadIdx.y);
-    // A thread owns the same columns on every row: its weights are loaded once.
-    float w[kVpt][kW];
-#pragma unroll
-    for (int i = 0; i < kVpt; ++i) {
-      const int c = (i * tpr + threadIdx.x) * kW;
-      if (c < a.cols) {
-        row_io(0).weight(c, w[i]);
-      } else {
-#pragma unroll
-        for (int k = 0; k < kW; ++k) w[i][k] = 0.f;
-      }
-    }
-    for (int64_t base = first; base < a.rows; base += row_step) {
+    float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
+    for (int64_t base = int64_t{blockIdx.x} * blockDim.y; base < a.rows; base += row_step) {
       const int64_t row = base + threadIdx.y;
       const bool active = row < a.rows;
-      const BackwardRow<T, P, kW> io = row_io(active ? row : 0);
-      RawGrad<T, kW> cur[kVpt];
+      const int64_t r = active ? row : 0;
+      const BackwardRow<T, P, kW> io{
+          a, static_cast<const T*>(a.dy) + r * a.dy_stride,
+          static_cast<const T*>(a.x) + r * a.x_stride,
+          a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
+          static_cast<T*>(a.dx) + r * a.dx_stride};
+      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16, which
+      // leaves room for two blocks per SM next to the dweight/dbias accumulators).
+      Pack<T, kW> xp[kVpt], gp[kVpt];
       bool valid[kVpt];
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
-        cur[i] = next[i];
-        valid[i] = active && (i * tpr + threadIdx.x) * kW < a.cols;
-        if (!valid[i]) {
-#pragma unroll
-          for (int k = 0; k < kW; ++k) cur[i].x.v[k] = cur[i].dy.v[k] = from_float<T>(0.f);
-        }
-      }
-      load_raw(row + row_step);
-      float mean = 0.f;
-      if constexpr (kLayer) {
-        float s = 0.f;
-#pragma unroll
-        for (int i = 0; i < kVpt; ++i)
-#pragma unroll
-          for (int k = 0; k < kW; ++k) s += to_float(cur[i].x.v[k]);
-        mean = row_sum(s, row_scratch) * inv_cols;
-      }
-      float ss = 0.f;
-#pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        if (!valid[i]) continue;
-#pragma unroll
-        for (int k = 0; k < kW; ++k) {
-          const float d = to_float(cur[i].x.v[k]) - mean;
-          ss += d * d;
-        }
-      }
-      const float rstd = rsqrtf(row_sum(ss, row_scratch) * inv_cols + a.eps);
-      float sums[2] = {0.f, 0.f};  // sum(w*dy), sum(xhat * w*dy)
-#pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        if (!valid[i]) continue;
         const int c = (i * tpr + threadIdx.x) * kW;
+        valid[i] = active && c < a.cols;
+        if (valid[i]) {
+          xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
+          gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
+        } else {
 #pragma unroll
-        for (int k = 0; k < kW; ++k) {
-          const float xhat = (to_float(cur[i].x.v[k]) - mean) * rstd;
-          const float g = to_float(cur[i].dy.v[k]);
-          sums[0] += w[i][k] * g;
-          sums[1] += xhat * w[i][k] * g;
-          dw_acc[c + k] += g * xhat;
-          if constexpr (kLayer) db_acc[c + k] += g;
+          for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
         }
       }
-      row_sum(sums, row_scratch);
-      const float mean_wdy = kLayer ? sums[0] * inv_cols : 0.f;
+      // One reduction per row. With d = x - shift (shift = x[0] for LayerNorm, 0 for RMSNorm)
+      // and wdy = w * dy: sums = {sum d, sum d^2, sum wdy, sum d * wdy}, from which
+      //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum wdy).
+      const float shift = kLayer && active ? to_float(io.x[0]) : 0.f;
+      float sums[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (!valid[i]) continue;
-        float xv[kW], g[kW], dr[kW];
+        float w[kW];
+        io.weight((i * tpr + threadIdx.x) * kW, w);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          xv[k] = to_float(cur[i].x.v[k]);
-          g[k] = to_float(cur[i].dy.v[k]);
-          dr[k] = io.dresidual ? to_float(cur[i].dres.v[k]) : 0.f;
+          const float d = to_float(xp[i].v[k]) - shift;
+          const float wdy = w[k] * to_float(gp[i].v[k]);
+          sums[0] += d;
+          sums[1] += d * d;
+          sums[2] += wdy;
+          sums[3] += d * wdy;
         }
-        io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, w[i], dr, mean, rstd, mean_wdy,
-                    sums[1] * inv_cols);
+      }
+      float mean = 0.f, rstd, mean_wdy = 0.f, mean_xhat_wdy;
+      if constexpr (kLayer) {
+        row_sum(sums, row_scratch);
+        const float m = sums[0] * inv_cols;
+        mean = shift + m;
+        rstd = rsqrtf(fmaxf(sums[1] * inv_cols - m * m, 0.f) + a.eps);
+        mean_wdy = sums[2] * inv_cols;
+        mean_xhat_wdy = rstd * (sums[3] - m * sums[2]) * inv_cols;
+      } else {
+        float pair[2] = {sums[1], sums[3]};
+        row_sum(pair, row_scratch);
+        rstd = rsqrtf(pair[0] * inv_cols + a.eps);
+        mean_xhat_wdy = rstd * pair[1] * inv_cols;
+      }
+#pragma unroll
+      for (int i = 0; i < kVpt; ++i) {
+        if (!valid[i]) continue;
+#pragma unroll
+        for (int k = 0; k < kW; ++k) {
+          const float xhat = (to_float(xp[i].v[k]) - mean) * rstd;
+          const float g = to_float(gp[i].v[k]);
+          dw[i][k] += g * xhat;
+          if constexpr (kLayer) db[i][k] += g;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kVpt; ++i) {
+        if (valid[i]) {
+          float xv[kW], g[kW];
+#pragma unroll
+          for (int k = 0; k < kW; ++k) {
+            xv[k] = to_float(xp[i].v[k]);
+            g[k] = to_float(gp[i].v[k]);
+          }
+          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, mean, rstd, mean_wdy,
+                      mean_xhat_wdy);
+        }
       }
     }
 #pragma unroll
@@ -203,8 +159,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       if (c >= a.cols) continue;
 #pragma unroll
       for (int k = 0; k < kW; ++k) {
-        if (want_dw) dw_row[c + k] = dw_acc[c + k];
-        if (kLayer && want_db) db_row[c + k] = db_acc[c + k];
+        if (want_dw) dw_row[c + k] = dw[i][k];
+        if (kLayer && want_db) db_row[c + k] = db[i][k];
       }
     }
   } else {
@@ -224,7 +180,11 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       const bool active = row < a.rows;
       const int64_t r = active ? row : 0;
       const int end = active ? a.cols : 0;
-      const BackwardRow<T, P, kW> io = row_io(r);
+      const BackwardRow<T, P, kW> io{
+          a, static_cast<const T*>(a.dy) + r * a.dy_stride,
+          static_cast<const T*>(a.x) + r * a.x_stride,
+          a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
+          static_cast<T*>(a.dx) + r * a.dx_stride};
       float xv[kW], g[kW], w[kW];
       float s = 0.f;
       for (int c = first; c < end; c += step) {
@@ -264,10 +224,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       for (int c = first; c < end; c += step) {
         load_floats<T, kW>(io.x + c, xv);
         load_floats<T, kW>(io.dy + c, g);
-        float dr[kW];
-        io.load_dresidual(c, dr);
-        io.weight(c, w);
-        io.store_dx(c, xv, g, w, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
+        io.store_dx(c, xv, g, mean, rstd, mean_wdy, sums[1] * inv_cols);
       }
     }
   }
@@ -331,17 +288,9 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
             auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
-            const size_t smem = kVpt > 0 ? size_t{probe.rows_per_block} *
-                                               (decltype(layer)::value ? 2 : 1) * p.cols *
-                                               sizeof(float)
-                                         : 0;
-            if (smem > 48 * 1024) {
-              KILN_CUDA_CHECK(cudaFuncSetAttribute(
-                  kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-            }
             int blocks_per_sm = 0;
             KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks_per_sm, kernel, probe.threads(), smem));
+                &blocks_per_sm, kernel, probe.threads(), 0));
             const NormConfig cfg =
                 norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
             const int64_t slots = cfg.grid * cfg.rows_per_block;
@@ -356,7 +305,7 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                         p.x.row_stride, p.dresidual.row_stride,
                                         p.dx.row_stride, static_cast<float>(p.eps)};
             const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
+            kernel<<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
             KILN_CUDA_CHECK(cudaGetLastError());
             if (p.dweight || p.dbias) {
               const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);

@@ -2,7 +2,6 @@
 // Bytes: x (+ residual) read once, y (+ residual_out) written once; weight/bias stay in L2.
 // A row is held in registers (vecs_per_thread > 0) or, for very wide rows, streamed and re-read
 // from L2 per pass (vecs_per_thread = 0). See norm_config.h for the launch shapes.
-#include <algorithm>
 #include <string>
 
 #include "core/dispatch.h"
@@ -65,128 +64,93 @@ struct ForwardRow {
   }
 };
 
-// Elements [c, c + kW) of a row's x and residual, as loaded (raw, in T).
-template <typename T, int kW>
-struct RawVec {
-  Pack<T, kW> x, r;
-};
-
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
-__global__ void __launch_bounds__(kNormForwardThreads)
-    norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
-  __shared__ float scratch[kNormForwardThreads / 32];
+__global__ void __launch_bounds__(kNormForwardThreads) norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
+  __shared__ float scratch[2 * kNormForwardThreads / 32];
   const int tpr = blockDim.x;
-  float* row_scratch = scratch + threadIdx.y * (tpr / 32);
+  float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 2;
+  const int64_t row = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
+  const bool active = row < a.rows;
+  const int64_t r = active ? row : 0;
+  const ForwardRow<T, P, kW> io{
+      a, static_cast<const T*>(a.x) + r * a.x_stride,
+      a.residual ? static_cast<const T*>(a.residual) + r * a.residual_stride : nullptr,
+      static_cast<T*>(a.y) + r * a.y_stride,
+      a.residual ? static_cast<T*>(a.residual_out) + r * a.residual_out_stride : nullptr};
   const float inv_cols = 1.f / static_cast<float>(a.cols);
-  const bool has_residual = a.residual != nullptr;
-  // Persistent: a block walks rows base, base + row_step, ... (the same count for every thread
-  // of the block, so the barriers in row_sum line up).
-  const int64_t row_step = int64_t{gridDim.x} * blockDim.y;
-  auto row_io = [&](int64_t row) {
-    return ForwardRow<T, P, kW>{
-        a, static_cast<const T*>(a.x) + row * a.x_stride,
-        has_residual ? static_cast<const T*>(a.residual) + row * a.residual_stride : nullptr,
-        static_cast<T*>(a.y) + row * a.y_stride,
-        has_residual ? static_cast<T*>(a.residual_out) + row * a.residual_out_stride : nullptr};
-  };
 
   if constexpr (kVpt > 0) {
-    // The next row's loads are issued before this row's reductions, so every thread keeps
-    // 16-byte loads in flight while it waits at the barriers.
-    RawVec<T, kW> next[kVpt];
-    auto load_raw = [&](int64_t row) {
-      if (row >= a.rows) return;
-      const ForwardRow<T, P, kW> io = row_io(row);
+    float v[kVpt][kW];
+    bool valid[kVpt];
 #pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        const int c = (i * tpr + threadIdx.x) * kW;
-        if (c < a.cols) {
-          next[i].x = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
-          if (has_residual) next[i].r = *reinterpret_cast<const Pack<T, kW>*>(io.residual + c);
-        }
+    for (int i = 0; i < kVpt; ++i) {
+      const int c = (i * tpr + threadIdx.x) * kW;
+      valid[i] = active && c < a.cols;
+      if (valid[i]) {
+        io.load(c, v[i], true);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kW; ++k) v[i][k] = 0.f;
       }
-    };
-    const int64_t first = int64_t{blockIdx.x} * blockDim.y;
-    load_raw(first + threadIdx.y);
-    for (int64_t base = first; base < a.rows; base += row_step) {
-      const int64_t row = base + threadIdx.y;
-      const bool active = row < a.rows;
-      const ForwardRow<T, P, kW> io = row_io(active ? row : 0);
-      float v[kVpt][kW];
-      bool valid[kVpt];
+    }
+    // One reduction per row: sum(x^2) for RMSNorm; for LayerNorm sum(d) and sum(d^2) with
+    // d = x - x[0], the row's first element as a shift, so E[d^2] - E[d]^2 does not cancel the
+    // way E[x^2] - E[x]^2 would for rows with a large mean.
+    const float shift = kLayer && active ? to_float(io.x[0]) : 0.f;
+    float part[2] = {0.f, 0.f};
 #pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        const int c = (i * tpr + threadIdx.x) * kW;
-        valid[i] = active && c < a.cols;
-        Pack<T, kW> sum;
+    for (int i = 0; i < kVpt; ++i) {
+      if (!valid[i]) continue;
 #pragma unroll
-        for (int k = 0; k < kW; ++k) {
-          float e = valid[i] ? to_float(next[i].x.v[k]) : 0.f;
-          if (has_residual && valid[i]) {
-            sum.v[k] = from_float<T>(e + to_float(next[i].r.v[k]));
-            e = to_float(sum.v[k]);  // normalise the rounded sum
-          }
-          v[i][k] = e;
-        }
-        if (has_residual && valid[i]) *reinterpret_cast<Pack<T, kW>*>(io.residual_out + c) = sum;
+      for (int k = 0; k < kW; ++k) {
+        const float d = v[i][k] - shift;
+        part[0] += d;
+        part[1] += d * d;
       }
-      load_raw(row + row_step);
-      float mean = 0.f;
-      if constexpr (kLayer) {
-        float s = 0.f;
+    }
+    float mean = 0.f, var;
+    if constexpr (kLayer) {
+      row_sum(part, row_scratch);
+      const float m = part[0] * inv_cols;
+      mean = shift + m;
+      var = fmaxf(part[1] * inv_cols - m * m, 0.f);
+    } else {
+      var = row_sum(part[1], row_scratch) * inv_cols;
+    }
+    const float rstd = rsqrtf(var + a.eps);
 #pragma unroll
-        for (int i = 0; i < kVpt; ++i)
-#pragma unroll
-          for (int k = 0; k < kW; ++k) s += v[i][k];
-        mean = row_sum(s, row_scratch) * inv_cols;
-      }
-      float ss = 0.f;
-#pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        if (!valid[i]) continue;
-#pragma unroll
-        for (int k = 0; k < kW; ++k) ss += (v[i][k] - mean) * (v[i][k] - mean);
-      }
-      const float rstd = rsqrtf(row_sum(ss, row_scratch) * inv_cols + a.eps);
-#pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        if (valid[i]) io.store((i * tpr + threadIdx.x) * kW, v[i], mean, rstd);
-      }
+    for (int i = 0; i < kVpt; ++i) {
+      if (valid[i]) io.store((i * tpr + threadIdx.x) * kW, v[i], mean, rstd);
     }
   } else {
     // Streaming: pass 1 sums (and writes residual_out), LayerNorm's pass 2 sums squared
     // deviations, the last pass normalises. Passes after the first read the row back from L2.
     const int step = tpr * kW;
-    const int first_col = threadIdx.x * kW;
-    for (int64_t base = int64_t{blockIdx.x} * blockDim.y; base < a.rows; base += row_step) {
-      const int64_t row = base + threadIdx.y;
-      const bool active = row < a.rows;
-      const ForwardRow<T, P, kW> io = row_io(active ? row : 0);
-      const int end = active ? a.cols : 0;
-      float v[kW];
-      float s = 0.f;
-      for (int c = first_col; c < end; c += step) {
-        io.load(c, v, true);
+    const int first = threadIdx.x * kW;
+    const int end = active ? a.cols : 0;
+    float v[kW];
+    float s = 0.f;
+    for (int c = first; c < end; c += step) {
+      io.load(c, v, true);
 #pragma unroll
-        for (int k = 0; k < kW; ++k) s += kLayer ? v[k] : v[k] * v[k];
-      }
-      s = row_sum(s, row_scratch) * inv_cols;
-      float mean = 0.f, var = s;
-      if constexpr (kLayer) {
-        mean = s;
-        float ss = 0.f;
-        for (int c = first_col; c < end; c += step) {
-          io.load(c, v, false);
-#pragma unroll
-          for (int k = 0; k < kW; ++k) ss += (v[k] - mean) * (v[k] - mean);
-        }
-        var = row_sum(ss, row_scratch) * inv_cols;
-      }
-      const float rstd = rsqrtf(var + a.eps);
-      for (int c = first_col; c < end; c += step) {
+      for (int k = 0; k < kW; ++k) s += kLayer ? v[k] : v[k] * v[k];
+    }
+    s = row_sum(s, row_scratch) * inv_cols;
+    float mean = 0.f, var = s;
+    if constexpr (kLayer) {
+      mean = s;
+      float ss = 0.f;
+      for (int c = first; c < end; c += step) {
         io.load(c, v, false);
-        io.store(c, v, mean, rstd);
+#pragma unroll
+        for (int k = 0; k < kW; ++k) ss += (v[k] - mean) * (v[k] - mean);
       }
+      var = row_sum(ss, row_scratch) * inv_cols;
+    }
+    const float rstd = rsqrtf(var + a.eps);
+    for (int c = first; c < end; c += step) {
+      io.load(c, v, false);
+      io.store(c, v, mean, rstd);
     }
   }
 }
@@ -226,12 +190,9 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
           dispatch_value<1, 2, 4, 8, 0>(cfg.vecs_per_thread, "norm_forward vecs_per_thread",
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
-            // One row group a block, no persistent loop: measured faster than a persistent grid
-            // with the next row prefetched (0.059 vs 0.127 ms at 16384 x 2048 bf16, H100): many
-            // short blocks a SM hide each other's reduction and weight-load latency better.
-            auto kernel = norm_forward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
             const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            kernel<<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
+            norm_forward_kernel<T, P, decltype(layer)::value, kW, kVpt>
+                <<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
             KILN_CUDA_CHECK(cudaGetLastError());
             variant = std::string("norm_forward<") + (decltype(layer)::value ? "layer" : "rms") +
                       "," + std::string(dtype_name(p.x.dtype)) + ",param:" +
