@@ -33,19 +33,21 @@ struct BackwardRow {
     }
   }
 
-  // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual. Reads of this row's
-  // elements [c, c + kW) happen before the store, so dx may alias dy.
-  __device__ __forceinline__ void store_dx(int c, const float (&xv)[kW], const float (&g)[kW],
-                                           float mean, float rstd, float mean_wdy,
-                                           float mean_xhat_wdy) const {
-    float w[kW], out[kW], dr[kW];
-    weight(c, w);
+  __device__ __forceinline__ void load_dresidual(int c, float (&dr)[kW]) const {
     if (dresidual) {
       load_floats<T, kW>(dresidual + c, dr);
     } else {
 #pragma unroll
       for (int k = 0; k < kW; ++k) dr[k] = 0.f;
     }
+  }
+
+  // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual.
+  __device__ __forceinline__ void store_dx(int c, const float (&xv)[kW], const float (&g)[kW],
+                                           const float (&dr)[kW], float mean, float rstd,
+                                           float mean_wdy, float mean_xhat_wdy) const {
+    float w[kW], out[kW];
+    weight(c, w);
 #pragma unroll
     for (int k = 0; k < kW; ++k) {
       const float xhat = (xv[k] - mean) * rstd;
@@ -54,6 +56,23 @@ struct BackwardRow {
     store_floats<T, kW>(dx + c, out);
   }
 };
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+// Shared-memory staging of the next row's x, dy and dresidual for the 16-byte vector path:
+// [2 buffers][rows_per_block][3 tensors][kVpt][threads_per_row] 16-byte packs. Each thread
+// stages and reads back only its own packs, so no barrier guards the buffers.
+template <int kVpt>
+constexpr size_t norm_backward_stage_bytes(int threads) {
+  return size_t{2} * 3 * kVpt * threads * 16;
+}
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
 __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
@@ -69,6 +88,35 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
 
   if constexpr (kVpt > 0) {
     float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
+    // Vector path: the next row's x, dy (and dresidual) are copied to shared memory with
+    // cp.async while this row is reduced and written, so the block (one per SM: x, dy and the
+    // accumulators need ~120 registers a thread) keeps DRAM busy through its barriers.
+    constexpr bool kStaged = kW * sizeof(T) == 16;
+    extern __shared__ uint4 stage[];
+    auto staged = [&](int buf, int which, int i) {
+      return reinterpret_cast<Pack<T, kW>*>(
+          stage + (((buf * blockDim.y + threadIdx.y) * 3 + which) * kVpt + i) * tpr + threadIdx.x);
+    };
+    auto prefetch = [&](int64_t row, int buf) {
+      if constexpr (kStaged) {
+        if (row < a.rows) {
+#pragma unroll
+          for (int i = 0; i < kVpt; ++i) {
+            const int c = (i * tpr + threadIdx.x) * kW;
+            if (c >= a.cols) continue;
+            cp_async16(staged(buf, 0, i), static_cast<const T*>(a.x) + row * a.x_stride + c);
+            cp_async16(staged(buf, 1, i), static_cast<const T*>(a.dy) + row * a.dy_stride + c);
+            if (a.dresidual) {
+              cp_async16(staged(buf, 2, i),
+                         static_cast<const T*>(a.dresidual) + row * a.dresidual_stride + c);
+            }
+          }
+        }
+        cp_async_commit();
+      }
+    };
+    int buf = 0;
+    prefetch(int64_t{blockIdx.x} * blockDim.y + threadIdx.y, buf);
     for (int64_t base = int64_t{blockIdx.x} * blockDim.y; base < a.rows; base += row_step) {
       const int64_t row = base + threadIdx.y;
       const bool active = row < a.rows;
@@ -78,22 +126,31 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
           static_cast<const T*>(a.x) + r * a.x_stride,
           a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
           static_cast<T*>(a.dx) + r * a.dx_stride};
-      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16, which
-      // leaves room for two blocks per SM next to the dweight/dbias accumulators).
-      Pack<T, kW> xp[kVpt], gp[kVpt];
+      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16).
+      Pack<T, kW> xp[kVpt], gp[kVpt], rp[kVpt];
       bool valid[kVpt];
+      if constexpr (kStaged) cp_async_wait_all();
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         const int c = (i * tpr + threadIdx.x) * kW;
         valid[i] = active && c < a.cols;
         if (valid[i]) {
-          xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
-          gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
+          if constexpr (kStaged) {
+            xp[i] = *staged(buf, 0, i);
+            gp[i] = *staged(buf, 1, i);
+            if (io.dresidual) rp[i] = *staged(buf, 2, i);
+          } else {
+            xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
+            gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
+            if (io.dresidual) rp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dresidual + c);
+          }
         } else {
 #pragma unroll
           for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
         }
       }
+      prefetch(row + row_step, buf ^ 1);
+      buf ^= 1;
       // One reduction per row. With d = x - shift (shift = x[0] for LayerNorm, 0 for RMSNorm)
       // and wdy = w * dy: sums = {sum d, sum d^2, sum wdy, sum d * wdy}, from which
       //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum wdy).
@@ -148,7 +205,10 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
             xv[k] = to_float(xp[i].v[k]);
             g[k] = to_float(gp[i].v[k]);
           }
-          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, mean, rstd, mean_wdy,
+          float dr[kW];
+#pragma unroll
+          for (int k = 0; k < kW; ++k) dr[k] = io.dresidual ? to_float(rp[i].v[k]) : 0.f;
+          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy,
                       mean_xhat_wdy);
         }
       }
@@ -224,7 +284,9 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       for (int c = first; c < end; c += step) {
         load_floats<T, kW>(io.x + c, xv);
         load_floats<T, kW>(io.dy + c, g);
-        io.store_dx(c, xv, g, mean, rstd, mean_wdy, sums[1] * inv_cols);
+        float dr[kW];
+        io.load_dresidual(c, dr);
+        io.store_dx(c, xv, g, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
       }
     }
   }
@@ -288,9 +350,16 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
             auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
+            const size_t smem = kVpt > 0 && kW * sizeof(T) == 16
+                                    ? norm_backward_stage_bytes<kVpt>(probe.threads())
+                                    : 0;
+            if (smem > 48 * 1024) {
+              KILN_CUDA_CHECK(cudaFuncSetAttribute(
+                  kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+            }
             int blocks_per_sm = 0;
             KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks_per_sm, kernel, probe.threads(), 0));
+                &blocks_per_sm, kernel, probe.threads(), smem));
             const NormConfig cfg =
                 norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
             const int64_t slots = cfg.grid * cfg.rows_per_block;
@@ -305,7 +374,7 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                         p.x.row_stride, p.dresidual.row_stride,
                                         p.dx.row_stride, static_cast<float>(p.eps)};
             const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            kernel<<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
+            kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
             KILN_CUDA_CHECK(cudaGetLastError());
             if (p.dweight || p.dbias) {
               const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);
