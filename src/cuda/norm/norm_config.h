@@ -56,9 +56,10 @@ inline NormConfig norm_row_config(int64_t rows, int64_t cols, int elem_bytes, bo
   return c;
 }
 
-inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned) {
-  return norm_row_config(rows, cols, elem_bytes, aligned, 4, kNormForwardMaxVecs,
-                         kNormForwardThreads);
+inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
+                                      int target_vecs_per_thread = 4) {
+  return norm_row_config(rows, cols, elem_bytes, aligned, target_vecs_per_thread,
+                         kNormForwardMaxVecs, kNormForwardThreads);
 }
 
 // The backward runs a persistent grid: each block walks rows blockIdx, blockIdx + grid, ... and

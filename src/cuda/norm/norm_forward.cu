@@ -2,6 +2,7 @@
 // Bytes: x (+ residual) read once, y (+ residual_out) written once; weight/bias stay in L2.
 // A row is held in registers (vecs_per_thread > 0) or, for very wide rows, streamed and re-read
 // from L2 per pass (vecs_per_thread = 0). See norm_config.h for the launch shapes.
+#include <cstdlib>
 #include <string>
 
 #include "core/dispatch.h"
@@ -171,7 +172,12 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
     if (m->data) aligned = aligned && aligned16(m->data) && m->row_stride % w == 0;
   }
   for (const void* q : {p.weight, p.bias}) aligned = aligned && (q == nullptr || aligned16(q));
-  const NormConfig cfg = norm_forward_config(p.rows, p.cols, elem, aligned);
+  // KILN_DEV_NORM_FWD_VECS: a tuning knob for the lab (accesses a thread aims for; default 4).
+  static const int target_vecs = [] {
+    const char* v = std::getenv("KILN_DEV_NORM_FWD_VECS");
+    return v ? std::atoi(v) : 4;
+  }();
+  const NormConfig cfg = norm_forward_config(p.rows, p.cols, elem, aligned, target_vecs);
 
   const NormForwardArgs args{p.x.data,    p.residual.data,     p.weight,
                              p.bias,      p.y.data,            p.residual_out.data,
