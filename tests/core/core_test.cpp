@@ -63,17 +63,17 @@ TEST(Receipt, LastReceiptIsThreadLocalAndPrintable) {
 }
 
 TEST(NormConfig, ForwardShapesAtModelSizes) {
-  // bf16 aligned: 8 elements a vector; N = 8192 -> 1024 vectors -> 256 threads x 4.
+  // bf16 aligned: 8 elements a vector; N = 8192 -> 1024 vectors -> 512 threads x 2.
   cuda::NormConfig c = cuda::norm_forward_config(16384, 8192, 2, true);
   EXPECT_EQ(c.vec_width, 8);
-  EXPECT_EQ(c.threads_per_row, 256);
-  EXPECT_EQ(c.vecs_per_thread, 4);
+  EXPECT_EQ(c.threads_per_row, 512);
+  EXPECT_EQ(c.vecs_per_thread, 2);
   EXPECT_EQ(c.rows_per_block, 1);
   c = cuda::norm_forward_config(16384, 2048, 2, true);
-  EXPECT_EQ(c.threads_per_row, 64);
-  EXPECT_EQ(c.rows_per_block, 4);
-  EXPECT_EQ(c.grid, 4096);
-  // N = 1: one warp per row, eight rows a block.
+  EXPECT_EQ(c.threads_per_row, 256);
+  EXPECT_EQ(c.rows_per_block, 2);
+  EXPECT_EQ(c.grid, 8192);
+  // N = 1: one warp per row, sixteen rows a block.
   c = cuda::norm_forward_config(3, 1, 2, false);
   EXPECT_EQ(c.threads_per_row, 32);
   EXPECT_EQ(c.vecs_per_thread, 1);

@@ -172,10 +172,10 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
     if (m->data) aligned = aligned && aligned16(m->data) && m->row_stride % w == 0;
   }
   for (const void* q : {p.weight, p.bias}) aligned = aligned && (q == nullptr || aligned16(q));
-  // KILN_DEV_NORM_FWD_VECS: a tuning knob for the lab (accesses a thread aims for; default 4).
+  // KILN_DEV_NORM_FWD_VECS: a tuning knob for the lab (accesses a thread aims for; default 1).
   static const int target_vecs = [] {
     const char* v = std::getenv("KILN_DEV_NORM_FWD_VECS");
-    return v ? std::atoi(v) : 4;
+    return v ? std::max(1, std::atoi(v)) : 1;
   }();
   const NormConfig cfg = norm_forward_config(p.rows, p.cols, elem, aligned, target_vecs);
 
@@ -193,7 +193,7 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
       dispatch_bool(p.kind == NormKind::layer, [&](auto layer) {
         dispatch_bool(aligned, [&](auto vec) {
           constexpr int kW = decltype(vec)::value ? 16 / sizeof(T) : 1;
-          dispatch_value<1, 2, 4, 8, 0>(cfg.vecs_per_thread, "norm_forward vecs_per_thread",
+          dispatch_value<1, 2, 4, 0>(cfg.vecs_per_thread, "norm_forward vecs_per_thread",
                                         [&](auto vpt) {
             constexpr int kVpt = decltype(vpt)::value;
             const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
