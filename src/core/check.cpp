@@ -1,5 +1,6 @@
 #include "core/check.h"
 
+#include <algorithm>
 #include <string>
 
 namespace kiln::check {
@@ -62,6 +63,10 @@ RowMatrix rows_of(std::string_view op, std::string_view arg, const TensorView& t
   present(op, arg, t);
   rank_at_least(op, arg, t, 1);
   const int last = t.rank - 1;
+  if (t.numel() == 0) {  // nothing is addressed: any strides will do (e.g. expanded gradients)
+    return RowMatrix{t.data, t.dtype, t.numel() / std::max<int64_t>(t.sizes[last], 1),
+                     t.sizes[last], t.sizes[last]};
+  }
   if (t.sizes[last] > 1 && t.strides[last] != 1) {
     throw_arg_error(op, arg, "a contiguous last dim (stride 1)",
                     "stride " + std::to_string(t.strides[last]) + " on shape " + t.shape_str());

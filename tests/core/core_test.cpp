@@ -31,6 +31,15 @@ TEST(TensorView, RowsOfCollapsesLeadingDims) {
   EXPECT_EQ(m.row_stride, 40);
 }
 
+TEST(TensorView, RowsOfEmptyTensorIgnoresStrides) {
+  // An expanded gradient of an empty tensor: stride 0 everywhere, nothing addressed.
+  const int64_t sizes[] = {0, 8}, strides[] = {0, 0};
+  TensorView t(nullptr, DType::bf16, Device::cpu(), sizes, strides);
+  const check::RowMatrix m = check::rows_of("op", "t", t);
+  EXPECT_EQ(m.rows, 0);
+  EXPECT_EQ(m.cols, 8);
+}
+
 TEST(Element, Bf16RoundsToNearestEven) {
   // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties to even (1).
   EXPECT_EQ(element::bf16_to_float(element::float_to_bf16(1.0f + std::ldexp(1.0f, -8))), 1.0f);
