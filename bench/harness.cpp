@@ -88,7 +88,8 @@ std::vector<Result> run(const Options& options, double* copy_gbps) {
   std::vector<Case> cases = norm_cases(options);
   if (!options.op_filter.empty()) {
     std::erase_if(cases, [&](const Case& c) { return c.op != options.op_filter; });
-    if (cases.empty()) throw Error("kiln bench: no benchmark cases for op '" + options.op_filter + "'");
+    if (cases.empty())
+      throw Error("kiln bench: no benchmark cases for op '" + options.op_filter + "'");
   }
   std::fprintf(stderr, "measuring the copy ceiling on %s ...\n", options.device.str().c_str());
   *copy_gbps = measure_copy_bandwidth(options.device, options.quick ? 10 : 30);

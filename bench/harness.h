@@ -14,8 +14,8 @@ namespace kiln::bench {
 
 struct Options {
   Device device = Device::cpu();
-  bool quick = false;       // one shape per op, fewer repetitions
-  std::string op_filter;    // run only cases whose op equals this ("" = all)
+  bool quick = false;     // one shape per op, fewer repetitions
+  std::string op_filter;  // run only cases whose op equals this ("" = all)
   int reps = 100;
   int warmup = 10;
 };
@@ -24,10 +24,10 @@ struct Options {
 // (rotating among them keeps repeated runs out of L2) and returns the call to time for a set;
 // `check()` runs the op once and compares with the reference ("" = passed, else the reason).
 struct Case {
-  std::string op;        // "rms_norm"
-  std::string shape;     // "bf16 16384x8192"
-  std::string direction; // "fwd" | "bwd"
-  double bytes = 0;      // each input read once + each output written once
+  std::string op;         // "rms_norm"
+  std::string shape;      // "bf16 16384x8192"
+  std::string direction;  // "fwd" | "bwd"
+  double bytes = 0;       // each input read once + each output written once
   double flops = 0;
   std::function<std::function<void(int set, Stream)>(int sets)> prepare;
   std::function<std::string()> check;

@@ -53,8 +53,11 @@ std::shared_ptr<HostInputs> make_inputs(DType dtype, int64_t rows, int64_t cols)
 struct Tensors {
   Buffer x, residual, dy, y, residual_out, dx;
   Tensors(const Device& d, const HostInputs& h, bool backward)
-      : x(d, h.bytes()), residual(d, h.bytes()), dy(d, backward ? h.bytes() : 0),
-        y(d, backward ? 0 : h.bytes()), residual_out(d, backward ? 0 : h.bytes()),
+      : x(d, h.bytes()),
+        residual(d, h.bytes()),
+        dy(d, backward ? h.bytes() : 0),
+        y(d, backward ? 0 : h.bytes()),
+        residual_out(d, backward ? 0 : h.bytes()),
         dx(d, backward ? h.bytes() : 0) {
     x.upload(h.x.data(), h.bytes());
     residual.upload(h.residual.data(), h.bytes());
@@ -65,8 +68,11 @@ struct Tensors {
 struct Params {
   Buffer weight, bias, dweight, dbias, workspace;
   Params(const Device& d, const HostInputs& h, size_t workspace_bytes)
-      : weight(d, h.row_bytes()), bias(d, h.row_bytes()), dweight(d, h.row_bytes()),
-        dbias(d, h.row_bytes()), workspace(d, workspace_bytes) {
+      : weight(d, h.row_bytes()),
+        bias(d, h.row_bytes()),
+        dweight(d, h.row_bytes()),
+        dbias(d, h.row_bytes()),
+        workspace(d, workspace_bytes) {
     weight.upload(h.weight.data(), h.row_bytes());
     bias.upload(h.bias.data(), h.row_bytes());
   }
@@ -104,8 +110,8 @@ void backward(const NormOp& op, Tensors& t, Params& p, const HostInputs& h, cons
   const TensorView dres = op.residual ? matrix(t.residual, h, d) : TensorView();
   if (op.layer) {
     layer_norm_backward(matrix(t.dx, h, d), vec(p.dweight, h, d), vec(p.dbias, h, d),
-                        matrix(t.dy, h, d), matrix(t.x, h, d), vec(p.weight, h, d), kEps, dres,
-                        ws, s);
+                        matrix(t.dy, h, d), matrix(t.x, h, d), vec(p.weight, h, d), kEps, dres, ws,
+                        s);
   } else {
     rms_norm_backward(matrix(t.dx, h, d), vec(p.dweight, h, d), matrix(t.dy, h, d),
                       matrix(t.x, h, d), vec(p.weight, h, d), kEps, dres, ws, s);
@@ -158,7 +164,8 @@ std::string check(const NormOp& op, bool is_backward, const HostInputs& h, const
     if (op.layer) outs.push_back({"dbias", &pdev.dbias, &pref.dbias, h.cols});
   } else {
     outs = {{"y", &dev.y, &ref.y, h.rows * h.cols}};
-    if (op.residual) outs.push_back({"residual_out", &dev.residual_out, &ref.residual_out, h.rows * h.cols});
+    if (op.residual)
+      outs.push_back({"residual_out", &dev.residual_out, &ref.residual_out, h.rows * h.cols});
   }
   for (const Out& o : outs) {
     std::vector<uint8_t> got(o.n * dtype_size(h.dtype)), want(got.size());

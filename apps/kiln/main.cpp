@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln: %s\n", e.what());
     return 1;
   }
-  std::printf("usage: kiln list | kiln check [op] | kiln bench [op] [--json FILE] [--quick] [--cpu]\n");
+  std::printf(
+      "usage: kiln list | kiln check [op] | kiln bench [op] [--json FILE] [--quick] [--cpu]\n");
   return cmd == "help" || cmd == "--help" ? 0 : 2;
 }

@@ -86,7 +86,8 @@ RowMatrix rows_of(std::string_view op, std::string_view arg, const TensorView& t
     m.rows *= t.sizes[d];
   }
   if (m.rows > 1 && m.row_stride < m.cols) {
-    throw_arg_error(op, arg, "rows that do not overlap (row stride >= " + std::to_string(m.cols) + ")",
+    throw_arg_error(op, arg,
+                    "rows that do not overlap (row stride >= " + std::to_string(m.cols) + ")",
                     "row stride " + std::to_string(m.row_stride));
   }
   return m;

@@ -22,7 +22,9 @@ inline float bits_float(uint32_t u) {
   return f;
 }
 
-inline float bf16_to_float(uint16_t h) { return bits_float(uint32_t{h} << 16); }
+inline float bf16_to_float(uint16_t h) {
+  return bits_float(uint32_t{h} << 16);
+}
 inline uint16_t float_to_bf16(float f) {
   uint32_t u = float_bits(f);
   if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
@@ -89,7 +91,9 @@ inline uint8_t float_to_e4m3(float f) {
 }
 
 // fp8 e5m2 (bias 15, has infinity; saturating conversion clamps to 57344).
-inline float e5m2_to_float(uint8_t b) { return f16_to_float(static_cast<uint16_t>(b) << 8); }
+inline float e5m2_to_float(uint8_t b) {
+  return f16_to_float(static_cast<uint16_t>(b) << 8);
+}
 inline uint8_t float_to_e5m2(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0;
@@ -104,15 +108,24 @@ inline uint8_t float_to_e5m2(float f) {
 // Reads element `i` (an offset in elements) of a buffer of `dtype` as double.
 inline double load(const void* data, DType dtype, int64_t i) {
   switch (dtype) {
-    case DType::f32: return static_cast<const float*>(data)[i];
-    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case DType::f16: return f16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case DType::f8e4m3: return e4m3_to_float(static_cast<const uint8_t*>(data)[i]);
-    case DType::f8e5m2: return e5m2_to_float(static_cast<const uint8_t*>(data)[i]);
-    case DType::i32: return static_cast<const int32_t*>(data)[i];
-    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
-    case DType::u8: return static_cast<const uint8_t*>(data)[i];
-    case DType::boolean: return static_cast<const uint8_t*>(data)[i] != 0;
+    case DType::f32:
+      return static_cast<const float*>(data)[i];
+    case DType::bf16:
+      return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::f16:
+      return f16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::f8e4m3:
+      return e4m3_to_float(static_cast<const uint8_t*>(data)[i]);
+    case DType::f8e5m2:
+      return e5m2_to_float(static_cast<const uint8_t*>(data)[i]);
+    case DType::i32:
+      return static_cast<const int32_t*>(data)[i];
+    case DType::i64:
+      return static_cast<double>(static_cast<const int64_t*>(data)[i]);
+    case DType::u8:
+      return static_cast<const uint8_t*>(data)[i];
+    case DType::boolean:
+      return static_cast<const uint8_t*>(data)[i] != 0;
   }
   throw Error("element::load: unknown dtype");
 }
@@ -121,15 +134,33 @@ inline double load(const void* data, DType dtype, int64_t i) {
 inline void store(void* data, DType dtype, int64_t i, double v) {
   const float f = static_cast<float>(v);
   switch (dtype) {
-    case DType::f32: static_cast<float*>(data)[i] = f; return;
-    case DType::bf16: static_cast<uint16_t*>(data)[i] = float_to_bf16(f); return;
-    case DType::f16: static_cast<uint16_t*>(data)[i] = float_to_f16(f); return;
-    case DType::f8e4m3: static_cast<uint8_t*>(data)[i] = float_to_e4m3(f); return;
-    case DType::f8e5m2: static_cast<uint8_t*>(data)[i] = float_to_e5m2(f); return;
-    case DType::i32: static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v); return;
-    case DType::i64: static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v); return;
-    case DType::u8: static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(v); return;
-    case DType::boolean: static_cast<uint8_t*>(data)[i] = v != 0; return;
+    case DType::f32:
+      static_cast<float*>(data)[i] = f;
+      return;
+    case DType::bf16:
+      static_cast<uint16_t*>(data)[i] = float_to_bf16(f);
+      return;
+    case DType::f16:
+      static_cast<uint16_t*>(data)[i] = float_to_f16(f);
+      return;
+    case DType::f8e4m3:
+      static_cast<uint8_t*>(data)[i] = float_to_e4m3(f);
+      return;
+    case DType::f8e5m2:
+      static_cast<uint8_t*>(data)[i] = float_to_e5m2(f);
+      return;
+    case DType::i32:
+      static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v);
+      return;
+    case DType::i64:
+      static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v);
+      return;
+    case DType::u8:
+      static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(v);
+      return;
+    case DType::boolean:
+      static_cast<uint8_t*>(data)[i] = v != 0;
+      return;
   }
   throw Error("element::store: unknown dtype");
 }

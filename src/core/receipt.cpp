@@ -25,7 +25,9 @@ std::string Receipt::str() const {
   return s;
 }
 
-const Receipt& last_receipt() { return tls_last_receipt; }
+const Receipt& last_receipt() {
+  return tls_last_receipt;
+}
 
 void record_receipt(Receipt receipt) {
   tls_last_receipt = std::move(receipt);

@@ -44,13 +44,11 @@ void run_backward(const NormBackwardProblem& p, const Workspace& workspace, Stre
 
 void rms_norm(const TensorView& y, const TensorView& x, const TensorView& weight, double eps,
               Stream stream) {
-  run_forward(check_norm_forward("rms_norm", NormKind::rms, y, {}, x, {}, weight, {}, eps),
-              stream);
+  run_forward(check_norm_forward("rms_norm", NormKind::rms, y, {}, x, {}, weight, {}, eps), stream);
 }
 
 void add_rms_norm(const TensorView& y, const TensorView& residual_out, const TensorView& x,
-                  const TensorView& residual, const TensorView& weight, double eps,
-                  Stream stream) {
+                  const TensorView& residual, const TensorView& weight, double eps, Stream stream) {
   check::present("add_rms_norm", "residual", residual);
   check::present("add_rms_norm", "residual_out", residual_out);
   run_forward(check_norm_forward("add_rms_norm", NormKind::rms, y, residual_out, x, residual,
@@ -88,10 +86,10 @@ void rms_norm_backward(const TensorView& dx, const TensorView& dweight, const Te
                workspace, stream);
 }
 
-void layer_norm_backward(const TensorView& dx, const TensorView& dweight,
-                         const TensorView& dbias, const TensorView& dy, const TensorView& x,
-                         const TensorView& weight, double eps, const TensorView& dresidual,
-                         const Workspace& workspace, Stream stream) {
+void layer_norm_backward(const TensorView& dx, const TensorView& dweight, const TensorView& dbias,
+                         const TensorView& dy, const TensorView& x, const TensorView& weight,
+                         double eps, const TensorView& dresidual, const Workspace& workspace,
+                         Stream stream) {
   run_backward(check_norm_backward("layer_norm_backward", NormKind::layer, dx, dweight, dbias, dy,
                                    x, weight, eps, dresidual),
                workspace, stream);

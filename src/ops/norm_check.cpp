@@ -26,8 +26,7 @@ const void* param(std::string_view op, std::string_view arg, const TensorView& t
   check::same_device(op, arg, t, x.device);
   if (first_param == nullptr) {
     if (t.dtype != x.dtype && t.dtype != DType::f32) {
-      throw_arg_error(op, arg,
-                      "dtype " + std::string(dtype_name(x.dtype)) + " (x's) or f32",
+      throw_arg_error(op, arg, "dtype " + std::string(dtype_name(x.dtype)) + " (x's) or f32",
                       dtype_name(t.dtype));
     }
     first_param = &t;
@@ -38,7 +37,9 @@ const void* param(std::string_view op, std::string_view arg, const TensorView& t
   return t.data;
 }
 
-void check_x(std::string_view op, const TensorView& x, double eps) {
+// Checks x and eps and fills what every normalization call has.
+void check_common(std::string_view op, NormKind kind, const TensorView& x, double eps,
+                  NormProblemBase& p) {
   check::present(op, "x", x);
   check::rank_at_least(op, "x", x, 1);
   check::dtype_in(op, "x", x, kActivationDtypes);
@@ -46,6 +47,14 @@ void check_x(std::string_view op, const TensorView& x, double eps) {
   if (!(eps >= 0) || !std::isfinite(eps)) {
     throw_arg_error(op, "eps", "a finite value >= 0", std::to_string(eps));
   }
+  p.op = op;
+  p.kind = kind;
+  p.device = x.device;
+  p.eps = eps;
+  p.x = check::rows_of(op, "x", x);
+  p.rows = p.x.rows;
+  p.cols = p.x.cols;
+  p.param_dtype = x.dtype;
 }
 
 }  // namespace
@@ -54,15 +63,8 @@ NormForwardProblem check_norm_forward(std::string_view op, NormKind kind, const 
                                       const TensorView& residual_out, const TensorView& x,
                                       const TensorView& residual, const TensorView& weight,
                                       const TensorView& bias, double eps) {
-  check_x(op, x, eps);
   NormForwardProblem p;
-  p.op = op;
-  p.kind = kind;
-  p.device = x.device;
-  p.eps = eps;
-  p.x = check::rows_of(op, "x", x);
-  p.rows = p.x.rows;
-  p.cols = p.x.cols;
+  check_common(op, kind, x, eps, p);
   p.y = like_x(op, "y", y, x);
   if (residual.defined() != residual_out.defined()) {
     throw_arg_error(op, residual.defined() ? "residual_out" : "residual",
@@ -76,7 +78,7 @@ NormForwardProblem check_norm_forward(std::string_view op, NormKind kind, const 
   const TensorView* first_param = nullptr;
   p.weight = param(op, "weight", weight, x, p.cols, first_param);
   p.bias = param(op, "bias", bias, x, p.cols, first_param);
-  p.param_dtype = first_param ? first_param->dtype : x.dtype;
+  if (first_param) p.param_dtype = first_param->dtype;
   return p;
 }
 
@@ -85,15 +87,8 @@ NormBackwardProblem check_norm_backward(std::string_view op, NormKind kind, cons
                                         const TensorView& dy, const TensorView& x,
                                         const TensorView& weight, double eps,
                                         const TensorView& dresidual) {
-  check_x(op, x, eps);
   NormBackwardProblem p;
-  p.op = op;
-  p.kind = kind;
-  p.device = x.device;
-  p.eps = eps;
-  p.x = check::rows_of(op, "x", x);
-  p.rows = p.x.rows;
-  p.cols = p.x.cols;
+  check_common(op, kind, x, eps, p);
   p.dy = like_x(op, "dy", dy, x);
   p.dx = like_x(op, "dx", dx, x);
   if (dresidual.defined()) p.dresidual = like_x(op, "dresidual", dresidual, x);
@@ -104,7 +99,7 @@ NormBackwardProblem check_norm_backward(std::string_view op, NormKind kind, cons
   p.weight = param(op, "weight", weight, x, p.cols, first_param);
   p.dweight = const_cast<void*>(param(op, "dweight", dweight, x, p.cols, first_param));
   p.dbias = const_cast<void*>(param(op, "dbias", dbias, x, p.cols, first_param));
-  p.param_dtype = first_param ? first_param->dtype : x.dtype;
+  if (first_param) p.param_dtype = first_param->dtype;
   if (kind == NormKind::rms && dbias.defined()) {
     throw_arg_error(op, "dbias", "absent (RMSNorm has no bias)", dbias.describe());
   }

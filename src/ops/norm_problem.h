@@ -10,29 +10,28 @@ namespace kiln {
 
 enum class NormKind { rms, layer };
 
-struct NormForwardProblem {
+// What every normalization call has: the op, the row matrix x, the sizes, eps.
+struct NormProblemBase {
   std::string op;
   NormKind kind = NormKind::rms;
   Device device;
   int64_t rows = 0, cols = 0;
   double eps = 0;
-  check::RowMatrix x, residual, y, residual_out;  // residual/residual_out: data null if absent
-  const void* weight = nullptr;                   // [cols] or null
-  const void* bias = nullptr;                     // [cols] or null
-  DType param_dtype = DType::f32;                 // dtype of weight and bias
+  check::RowMatrix x;
+  DType param_dtype = DType::f32;  // dtype of weight and bias (and of dweight, dbias)
 };
 
-struct NormBackwardProblem {
-  std::string op;
-  NormKind kind = NormKind::rms;
-  Device device;
-  int64_t rows = 0, cols = 0;
-  double eps = 0;
-  check::RowMatrix dy, x, dresidual, dx;  // dresidual: data null if absent
-  const void* weight = nullptr;           // [cols] or null
-  void* dweight = nullptr;                // [cols] or null, param_dtype
-  void* dbias = nullptr;                  // [cols] or null, param_dtype
-  DType param_dtype = DType::f32;
+struct NormForwardProblem : NormProblemBase {
+  check::RowMatrix residual, y, residual_out;  // residual/residual_out: data null if absent
+  const void* weight = nullptr;                // [cols] or null
+  const void* bias = nullptr;                  // [cols] or null
+};
+
+struct NormBackwardProblem : NormProblemBase {
+  check::RowMatrix dy, dresidual, dx;  // x: the forward's normalised input; dresidual may be absent
+  const void* weight = nullptr;        // [cols] or null
+  void* dweight = nullptr;             // [cols] or null
+  void* dbias = nullptr;               // [cols] or null
 };
 
 NormForwardProblem check_norm_forward(std::string_view op, NormKind kind, const TensorView& y,

@@ -88,8 +88,8 @@ inline Comparison compare(const HostTensor& got, const HostTensor& want, double 
       den += w * w;
       const double scale = std::fabs(w) + 1e-3;
       if ((std::isnan(g) || std::fabs(g - w) > 50 * tolerance * scale) && shown < 5) {
-        c.first_mismatches += "(" + std::to_string(i) + ", " + std::to_string(j) +
-                              "): got " + std::to_string(g) + ", want " + std::to_string(w) + "; ";
+        c.first_mismatches += "(" + std::to_string(i) + ", " + std::to_string(j) + "): got " +
+                              std::to_string(g) + ", want " + std::to_string(w) + "; ";
         ++shown;
       }
     }
@@ -102,10 +102,14 @@ inline Comparison compare(const HostTensor& got, const HostTensor& want, double 
 // The tolerance table (DESIGN.md): relative L2 per dtype.
 inline double tolerance(DType dtype) {
   switch (dtype) {
-    case DType::f32: return 1e-5;
-    case DType::bf16: return 1e-2;
-    case DType::f16: return 1e-2;
-    default: return 0.0;
+    case DType::f32:
+      return 1e-5;
+    case DType::bf16:
+      return 1e-2;
+    case DType::f16:
+      return 1e-2;
+    default:
+      return 0.0;
   }
 }
 

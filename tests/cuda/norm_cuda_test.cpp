@@ -32,15 +32,18 @@ struct Case {
   int64_t row_pitch = 0;  // > cols: strided rows
 };
 
-bool is_layer(Op op) { return op == Op::layer || op == Op::add_layer; }
-bool has_residual(Op op) { return op == Op::add_rms || op == Op::add_layer; }
+bool is_layer(Op op) {
+  return op == Op::layer || op == Op::add_layer;
+}
+bool has_residual(Op op) {
+  return op == Op::add_rms || op == Op::add_layer;
+}
 
 std::string case_name(const Case& c) {
   const char* ops[] = {"RmsNorm", "AddRmsNorm", "LayerNorm", "AddLayerNorm"};
   std::string n = std::string(ops[static_cast<int>(c.op)]) + "_" +
-                  std::string(dtype_name(c.dtype)) + "_w" +
-                  std::string(dtype_name(c.param_dtype)) + "_M" + std::to_string(c.rows) +
-                  "_N" + std::to_string(c.cols);
+                  std::string(dtype_name(c.dtype)) + "_w" + std::string(dtype_name(c.param_dtype)) +
+                  "_M" + std::to_string(c.rows) + "_N" + std::to_string(c.cols);
   if (c.row_pitch) n += "_pitch" + std::to_string(c.row_pitch);
   return n;
 }
@@ -68,11 +71,15 @@ void run_case(const Case& c, uint64_t seed) {
   const bool add = has_residual(c.op);
   // GPU forward, then the reference on the host copies.
   switch (c.op) {
-    case Op::rms: rms_norm(y.view(), x.view(), w.view(), eps); break;
+    case Op::rms:
+      rms_norm(y.view(), x.view(), w.view(), eps);
+      break;
     case Op::add_rms:
       add_rms_norm(y.view(), r_out.view(), x.view(), res.view(), w.view(), eps);
       break;
-    case Op::layer: layer_norm(y.view(), x.view(), w.view(), b.view(), eps); break;
+    case Op::layer:
+      layer_norm(y.view(), x.view(), w.view(), b.view(), eps);
+      break;
     case Op::add_layer:
       add_layer_norm(y.view(), r_out.view(), x.view(), res.view(), w.view(), b.view(), eps);
       break;
@@ -81,7 +88,9 @@ void run_case(const Case& c, uint64_t seed) {
   const std::string fwd_variant = last_receipt().variant;
   testing::cuda_ok(cudaDeviceSynchronize(), "forward");
   switch (c.op) {
-    case Op::rms: rms_norm(y_ref.view(), x.host.view(), w.host.view(), eps); break;
+    case Op::rms:
+      rms_norm(y_ref.view(), x.host.view(), w.host.view(), eps);
+      break;
     case Op::add_rms:
       add_rms_norm(y_ref.view(), r_out_ref.view(), x.host.view(), res.host.view(), w.host.view(),
                    eps);
@@ -90,8 +99,8 @@ void run_case(const Case& c, uint64_t seed) {
       layer_norm(y_ref.view(), x.host.view(), w.host.view(), b.host.view(), eps);
       break;
     case Op::add_layer:
-      add_layer_norm(y_ref.view(), r_out_ref.view(), x.host.view(), res.host.view(),
-                     w.host.view(), b.host.view(), eps);
+      add_layer_norm(y_ref.view(), r_out_ref.view(), x.host.view(), res.host.view(), w.host.view(),
+                     b.host.view(), eps);
       break;
   }
   y.download();
@@ -129,14 +138,15 @@ void run_case(const Case& c, uint64_t seed) {
   }
   const std::string bwd_variant = last_receipt().variant;
   testing::cuda_ok(cudaDeviceSynchronize(), "backward");
-  HostTensor dx_ref(c.dtype, shape), dw_ref(c.param_dtype, {c.cols}), db_ref(c.param_dtype, {c.cols});
+  HostTensor dx_ref(c.dtype, shape), dw_ref(c.param_dtype, {c.cols}),
+      db_ref(c.param_dtype, {c.cols});
   const TensorView dres_host = add ? dres.host.view() : TensorView();
   if (is_layer(c.op)) {
     layer_norm_backward(dx_ref.view(), dw_ref.view(), db_ref.view(), dy.host.view(),
                         xin.host.view(), w.host.view(), eps, dres_host, {});
   } else {
-    rms_norm_backward(dx_ref.view(), dw_ref.view(), dy.host.view(), xin.host.view(),
-                      w.host.view(), eps, dres_host, {});
+    rms_norm_backward(dx_ref.view(), dw_ref.view(), dy.host.view(), xin.host.view(), w.host.view(),
+                      eps, dres_host, {});
   }
   dx.download();
   dw.download();
@@ -148,7 +158,8 @@ void run_case(const Case& c, uint64_t seed) {
     for (int64_t j = 0; j < c.cols; ++j) mean += is_layer(c.op) ? xin.host.at(i, j) / c.cols : 0;
     for (int64_t j = 0; j < c.cols; ++j) var += std::pow(xin.host.at(i, j) - mean, 2) / c.cols;
     const double rstd = 1 / std::sqrt(var + eps);
-    for (int64_t j = 0; j < c.cols; ++j) scale2 += std::pow(rstd * w.host.at(0, j) * dy.host.at(i, j), 2);
+    for (int64_t j = 0; j < c.cols; ++j)
+      scale2 += std::pow(rstd * w.host.at(0, j) * dy.host.at(i, j), 2);
   }
   auto cdx = compare(dx.host, dx_ref, tol, std::sqrt(scale2));
   EXPECT_EQ(cdx.nan_count, 0) << bwd_variant;

@@ -39,8 +39,7 @@ TEST(NormErrors, MismatchedN) {
 
 TEST(NormErrors, MismatchedOutputShape) {
   HostTensor x(DType::f32, {4, 64}), y(DType::f32, {4, 65});
-  expect_names(error_of([&] { layer_norm(y.view(), x.view(), {}, {}, 1e-5); }), "layer_norm",
-               "y");
+  expect_names(error_of([&] { layer_norm(y.view(), x.view(), {}, {}, 1e-5); }), "layer_norm", "y");
 }
 
 TEST(NormErrors, UnsupportedDtype) {

@@ -167,13 +167,11 @@ TEST_P(NormRefFiniteDifference, BackwardMatchesForward) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Rows, NormRefFiniteDifference,
-                         ::testing::Values(FdCase{NormKind::rms, 1, true},
-                                           FdCase{NormKind::rms, 7, true},
-                                           FdCase{NormKind::rms, 64, false},
-                                           FdCase{NormKind::layer, 2, true},
-                                           FdCase{NormKind::layer, 7, true},
-                                           FdCase{NormKind::layer, 64, false}));
+INSTANTIATE_TEST_SUITE_P(
+    Rows, NormRefFiniteDifference,
+    ::testing::Values(FdCase{NormKind::rms, 1, true}, FdCase{NormKind::rms, 7, true},
+                      FdCase{NormKind::rms, 64, false}, FdCase{NormKind::layer, 2, true},
+                      FdCase{NormKind::layer, 7, true}, FdCase{NormKind::layer, 64, false}));
 
 TEST(NormRef, TensorBackwardMatchesRowMathAndAddsResidualGradient) {
   // The tensor-level backward (f32 I/O) = the row math summed over rows, plus dresidual.

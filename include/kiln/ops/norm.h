@@ -65,18 +65,17 @@ void rms_norm_backward(const TensorView& dx, const TensorView& dweight, const Te
 
 // Backward of layer_norm: dx = rstd * (w*dy - mean(w*dy) - xhat * mean(xhat * w*dy)) + dresidual,
 // dweight = sum dy * xhat, dbias = sum dy. Absent dweight/dbias are not computed.
-void layer_norm_backward(const TensorView& dx, const TensorView& dweight,
-                         const TensorView& dbias, const TensorView& dy, const TensorView& x,
-                         const TensorView& weight, double eps, const TensorView& dresidual,
-                         const Workspace& workspace, Stream stream = nullptr);
+void layer_norm_backward(const TensorView& dx, const TensorView& dweight, const TensorView& dbias,
+                         const TensorView& dy, const TensorView& x, const TensorView& weight,
+                         double eps, const TensorView& dresidual, const Workspace& workspace,
+                         Stream stream = nullptr);
 
 // Backward of add_rms_norm. residual_out and d_residual_out are the forward's second output and
 // its incoming gradient. d_sum is the gradient of both x and residual (they get the same one).
 inline void add_rms_norm_backward(const TensorView& d_sum, const TensorView& dweight,
                                   const TensorView& dy, const TensorView& d_residual_out,
                                   const TensorView& residual_out, const TensorView& weight,
-                                  double eps, const Workspace& workspace,
-                                  Stream stream = nullptr) {
+                                  double eps, const Workspace& workspace, Stream stream = nullptr) {
   rms_norm_backward(d_sum, dweight, dy, residual_out, weight, eps, d_residual_out, workspace,
                     stream);
 }

@@ -13,8 +13,7 @@ int sm_count(const Device& device) {
   }
   int count = cache[device.index].load(std::memory_order_relaxed);
   if (count == 0) {
-    KILN_CUDA_CHECK(
-        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device.index));
+    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device.index));
     cache[device.index].store(count, std::memory_order_relaxed);
   }
   return count;

@@ -61,7 +61,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
@@ -75,7 +77,8 @@ constexpr size_t norm_backward_stage_bytes(int threads) {
 }
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
-__global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
+__global__ void __launch_bounds__(kNormBackwardThreads)
+    norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
   __shared__ float scratch[4 * kNormBackwardThreads / 32];
   const int tpr = blockDim.x;
   float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 4;
@@ -158,7 +161,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
       buf ^= 1;
       // One reduction per row. With d = x - shift (shift = x[0] for LayerNorm, 0 for RMSNorm)
       // and wdy = w * dy: sums = {sum d, sum d^2, sum wdy, sum d * wdy}, from which
-      //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum wdy).
+      //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum
+      //   wdy).
       float sums[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
@@ -212,8 +216,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads) norm_backward_kernel(con
           float dr[kW];
 #pragma unroll
           for (int k = 0; k < kW; ++k) dr[k] = io.dresidual ? to_float(rp[i].v[k]) : 0.f;
-          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy,
-                      mean_xhat_wdy);
+          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy, mean_xhat_wdy);
         }
       }
     }
@@ -319,7 +322,9 @@ __global__ void fold_partials_kernel(const float* dw_partial, const float* db_pa
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 }  // namespace
 
@@ -328,8 +333,7 @@ size_t norm_backward_workspace_size(int64_t rows, int64_t cols, Device device) {
   return static_cast<size_t>(2 * slots * cols) * sizeof(float);
 }
 
-std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspace,
-                          Stream stream) {
+std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspace, Stream stream) {
   if (p.rows == 0 && p.dweight == nullptr && p.dbias == nullptr) return "empty";
   if (p.cols > (int64_t{1} << 30)) {
     throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
@@ -350,51 +354,60 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
         dispatch_bool(aligned, [&](auto vec) {
           constexpr int kW = decltype(vec)::value ? 16 / sizeof(T) : 1;
           const NormConfig probe = norm_backward_config(p.rows, p.cols, elem, aligned, sms, 1);
-          dispatch_value<1, 2, 0>(probe.vecs_per_thread, "norm_backward vecs_per_thread",
-                                        [&](auto vpt) {
-            constexpr int kVpt = decltype(vpt)::value;
-            auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
-            const size_t smem = kVpt > 0 && kW * sizeof(T) == 16
-                                    ? norm_backward_stage_bytes<kVpt>(probe.threads())
-                                    : 0;
-            if (smem > 0) {  // beyond the default 48 KB with the kernel's static shared memory
-              KILN_CUDA_CHECK(cudaFuncSetAttribute(
-                  kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-            }
-            int blocks_per_sm = 0;
-            KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks_per_sm, kernel, probe.threads(), smem));
-            const NormConfig cfg =
-                norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
-            const int64_t slots = cfg.grid * cfg.rows_per_block;
-            float* dw_partial = p.dweight ? static_cast<float*>(workspace.data) : nullptr;
-            float* db_partial =
-                p.dbias ? static_cast<float*>(workspace.data) + slots * p.cols : nullptr;
-            const NormBackwardArgs args{p.dy.data,      p.x.data,
-                                        p.weight,       p.dresidual.data,
-                                        p.dx.data,      dw_partial,
-                                        db_partial,     p.rows,
-                                        static_cast<int>(p.cols), p.dy.row_stride,
-                                        p.x.row_stride, p.dresidual.row_stride,
-                                        p.dx.row_stride, static_cast<float>(p.eps)};
-            const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
-            KILN_CUDA_CHECK(cudaGetLastError());
-            if (p.dweight || p.dbias) {
-              const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);
-              fold_partials_kernel<P><<<fold_grid, dim3(32, 32), 0, stream>>>(
-                  dw_partial, db_partial, slots, static_cast<int>(p.cols),
-                  static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
-              KILN_CUDA_CHECK(cudaGetLastError());
-            }
-            variant = std::string("norm_backward<") + (decltype(layer)::value ? "layer" : "rms") +
-                      "," + std::string(dtype_name(p.x.dtype)) + ",param:" +
-                      std::string(dtype_name(p.param_dtype)) + ",vec" + std::to_string(kW) +
-                      (kVpt ? "x" + std::to_string(kVpt) : std::string("xstream")) + ",tpr" +
-                      std::to_string(cfg.threads_per_row) + ",rpb" +
-                      std::to_string(cfg.rows_per_block) + ",grid" + std::to_string(cfg.grid) +
-                      "> + fold_partials";
-          });
+          dispatch_value<1, 2, 0>(
+              probe.vecs_per_thread, "norm_backward vecs_per_thread", [&](auto vpt) {
+                constexpr int kVpt = decltype(vpt)::value;
+                auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
+                const size_t smem = kVpt > 0 && kW * sizeof(T) == 16
+                                        ? norm_backward_stage_bytes<kVpt>(probe.threads())
+                                        : 0;
+                if (smem > 0) {  // beyond the default 48 KB with the kernel's static shared memory
+                  KILN_CUDA_CHECK(cudaFuncSetAttribute(
+                      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+                }
+                int blocks_per_sm = 0;
+                KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                    &blocks_per_sm, kernel, probe.threads(), smem));
+                const NormConfig cfg =
+                    norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
+                const int64_t slots = cfg.grid * cfg.rows_per_block;
+                float* dw_partial = p.dweight ? static_cast<float*>(workspace.data) : nullptr;
+                float* db_partial =
+                    p.dbias ? static_cast<float*>(workspace.data) + slots * p.cols : nullptr;
+                const NormBackwardArgs args{p.dy.data,
+                                            p.x.data,
+                                            p.weight,
+                                            p.dresidual.data,
+                                            p.dx.data,
+                                            dw_partial,
+                                            db_partial,
+                                            p.rows,
+                                            static_cast<int>(p.cols),
+                                            p.dy.row_stride,
+                                            p.x.row_stride,
+                                            p.dresidual.row_stride,
+                                            p.dx.row_stride,
+                                            static_cast<float>(p.eps)};
+                const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
+                kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
+                KILN_CUDA_CHECK(cudaGetLastError());
+                if (p.dweight || p.dbias) {
+                  const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);
+                  fold_partials_kernel<P><<<fold_grid, dim3(32, 32), 0, stream>>>(
+                      dw_partial, db_partial, slots, static_cast<int>(p.cols),
+                      static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
+                  KILN_CUDA_CHECK(cudaGetLastError());
+                }
+                variant = std::string("norm_backward<") +
+                          (decltype(layer)::value ? "layer" : "rms") + "," +
+                          std::string(dtype_name(p.x.dtype)) +
+                          ",param:" + std::string(dtype_name(p.param_dtype)) + ",vec" +
+                          std::to_string(kW) +
+                          (kVpt ? "x" + std::to_string(kVpt) : std::string("xstream")) + ",tpr" +
+                          std::to_string(cfg.threads_per_row) + ",rpb" +
+                          std::to_string(cfg.rows_per_block) + ",grid" + std::to_string(cfg.grid) +
+                          "> + fold_partials";
+              });
         });
       });
     });

@@ -11,17 +11,19 @@
 // H100 (bf16, M = 16384, blocks of 256): aiming for 1, 2, 4, 8 accesses a thread gave 0.051,
 // 0.053, 0.059, 0.069 ms at N = 2048 — more threads a row, more rows in flight. Blocks are 512
 // threads (__launch_bounds__(512): up to 128 registers), and rows wider than 512 threads x 4
-// accesses stream instead (vecs_per_thread = 0): the row is re-read, from L2, for each pass. Backward blocks are 512 threads (up to 128 registers): x, dy and the
-// dweight/dbias accumulators of up to 2 accesses fit (121 registers for bf16 LayerNorm), and 512
-// threads a block keep 16 warps a SM in flight where 256 threads x 4 accesses (172 registers)
-// kept 8; rows wider than 512 x 2 accesses stream (4 accesses spilled at 128 registers). ptxas must report no spills for any instance.
+// accesses stream instead (vecs_per_thread = 0): the row is re-read, from L2, for each pass.
+// Backward blocks are 512 threads (up to 128 registers): x, dy and the dweight/dbias accumulators
+// of up to 2 accesses fit (121 registers for bf16 LayerNorm), and 512 threads a block keep 16 warps
+// a SM in flight where 256 threads x 4 accesses (172 registers) kept 8; rows wider than 512 x 2
+// accesses stream (4 accesses spilled at 128 registers). ptxas must report no spills for any
+// instance.
 #include <algorithm>
 #include <cstdint>
 
 namespace kiln::cuda {
 
 struct NormConfig {
-  int vec_width = 1;        // elements per access: 16 / element bytes when aligned, else 1
+  int vec_width = 1;  // elements per access: 16 / element bytes when aligned, else 1
   int threads_per_row = 32;
   int rows_per_block = 1;
   int vecs_per_thread = 1;  // 1, 2, 4 or 8; 0 = streaming
@@ -34,7 +36,9 @@ inline constexpr int kNormBackwardThreads = 512;
 inline constexpr int kNormForwardMaxVecs = 4;
 inline constexpr int kNormBackwardMaxVecs = 2;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 inline int64_t next_pow2(int64_t v) {
   int64_t p = 1;
@@ -49,10 +53,10 @@ inline NormConfig norm_row_config(int64_t rows, int64_t cols, int elem_bytes, bo
   c.vec_width = aligned ? 16 / elem_bytes : 1;
   const int64_t vecs = ceil_div(cols, c.vec_width);
   c.threads_per_row = static_cast<int>(
-      std::clamp<int64_t>(next_pow2(ceil_div(vecs, target_vecs_per_thread)), 32,
-                          block_threads));
+      std::clamp<int64_t>(next_pow2(ceil_div(vecs, target_vecs_per_thread)), 32, block_threads));
   const int64_t per_thread = ceil_div(vecs, c.threads_per_row);
-  c.vecs_per_thread = per_thread > max_vecs_per_thread ? 0 : static_cast<int>(next_pow2(per_thread));
+  c.vecs_per_thread =
+      per_thread > max_vecs_per_thread ? 0 : static_cast<int>(next_pow2(per_thread));
   c.rows_per_block = std::max(1, block_threads / c.threads_per_row);
   c.grid = std::max<int64_t>(1, ceil_div(rows, c.rows_per_block));
   return c;
@@ -82,7 +86,7 @@ inline int64_t norm_backward_max_slots(int64_t rows, int64_t cols, int sm_count)
   for (int elem_bytes : {2, 4}) {
     for (bool aligned : {false, true}) {
       NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs,
-                                 kNormBackwardThreads);
+                                     kNormBackwardThreads);
       const int max_blocks_per_sm = std::max(1, 2048 / c.threads());
       most = std::max(most, std::min<int64_t>(c.grid, int64_t{sm_count} * max_blocks_per_sm) *
                                 c.rows_per_block);

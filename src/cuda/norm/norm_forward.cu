@@ -66,7 +66,8 @@ struct ForwardRow {
 };
 
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
-__global__ void __launch_bounds__(kNormForwardThreads) norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
+__global__ void __launch_bounds__(kNormForwardThreads)
+    norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
   __shared__ float scratch[2 * kNormForwardThreads / 32];
   const int tpr = blockDim.x;
   float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 2;
@@ -156,7 +157,9 @@ __global__ void __launch_bounds__(kNormForwardThreads) norm_forward_kernel(const
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
 
 }  // namespace
 
@@ -179,10 +182,18 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
   }();
   const NormConfig cfg = norm_forward_config(p.rows, p.cols, elem, aligned, target_vecs);
 
-  const NormForwardArgs args{p.x.data,    p.residual.data,     p.weight,
-                             p.bias,      p.y.data,            p.residual_out.data,
-                             p.rows,      static_cast<int>(p.cols), p.x.row_stride,
-                             p.residual.row_stride, p.y.row_stride, p.residual_out.row_stride,
+  const NormForwardArgs args{p.x.data,
+                             p.residual.data,
+                             p.weight,
+                             p.bias,
+                             p.y.data,
+                             p.residual_out.data,
+                             p.rows,
+                             static_cast<int>(p.cols),
+                             p.x.row_stride,
+                             p.residual.row_stride,
+                             p.y.row_stride,
+                             p.residual_out.row_stride,
                              static_cast<float>(p.eps)};
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.x.dtype, p.op, [&](auto xt) {
@@ -193,20 +204,22 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
       dispatch_bool(p.kind == NormKind::layer, [&](auto layer) {
         dispatch_bool(aligned, [&](auto vec) {
           constexpr int kW = decltype(vec)::value ? 16 / sizeof(T) : 1;
-          dispatch_value<1, 2, 4, 0>(cfg.vecs_per_thread, "norm_forward vecs_per_thread",
-                                        [&](auto vpt) {
-            constexpr int kVpt = decltype(vpt)::value;
-            const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
-            norm_forward_kernel<T, P, decltype(layer)::value, kW, kVpt>
-                <<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
-            KILN_CUDA_CHECK(cudaGetLastError());
-            variant = std::string("norm_forward<") + (decltype(layer)::value ? "layer" : "rms") +
-                      "," + std::string(dtype_name(p.x.dtype)) + ",param:" +
-                      std::string(dtype_name(p.param_dtype)) + ",vec" + std::to_string(kW) +
-                      (kVpt ? "x" + std::to_string(kVpt) : std::string("xstream")) + ",tpr" +
-                      std::to_string(cfg.threads_per_row) + ",rpb" +
-                      std::to_string(cfg.rows_per_block) + ">";
-          });
+          dispatch_value<1, 2, 4, 0>(
+              cfg.vecs_per_thread, "norm_forward vecs_per_thread", [&](auto vpt) {
+                constexpr int kVpt = decltype(vpt)::value;
+                const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
+                norm_forward_kernel<T, P, decltype(layer)::value, kW, kVpt>
+                    <<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
+                KILN_CUDA_CHECK(cudaGetLastError());
+                variant = std::string("norm_forward<") +
+                          (decltype(layer)::value ? "layer" : "rms") + "," +
+                          std::string(dtype_name(p.x.dtype)) +
+                          ",param:" + std::string(dtype_name(p.param_dtype)) + ",vec" +
+                          std::to_string(kW) +
+                          (kVpt ? "x" + std::to_string(kVpt) : std::string("xstream")) + ",tpr" +
+                          std::to_string(cfg.threads_per_row) + ",rpb" +
+                          std::to_string(cfg.rows_per_block) + ">";
+              });
         });
       });
     });

@@ -10,7 +10,6 @@ namespace kiln::cuda {
 // Each returns the name of the kernel variant that ran, for the receipt.
 std::string norm_forward(const NormForwardProblem& p, Stream stream);
 size_t norm_backward_workspace_size(int64_t rows, int64_t cols, Device device);
-std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspace,
-                          Stream stream);
+std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspace, Stream stream);
 
 }  // namespace kiln::cuda
