@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/check.h"
+#include "core/dispatch.h"
 #include "core/element.h"
 #include "cuda/norm/norm_config.h"
 #include "kiln/core/core.h"
@@ -69,6 +70,18 @@ TEST(Receipt, LastReceiptIsThreadLocalAndPrintable) {
   record_receipt({"op_a", "reference", "v1", "asked for x"});
   EXPECT_EQ(last_receipt().op, "op_a");
   EXPECT_EQ(last_receipt().str(), "op_a backend=reference variant=v1 note=\"asked for x\"");
+}
+
+TEST(Dispatch, PicksTheCompileTimeValueOrNamesTheMissingOne) {
+  int seen = -1;
+  dispatch_value<1, 2, 4, 0>(4, "vecs", [&](auto v) { seen = decltype(v)::value; });
+  EXPECT_EQ(seen, 4);
+  try {
+    dispatch_value<DType::f32, DType::bf16>(DType::i64, "rms_norm x", [](auto) {});
+    FAIL() << "no kiln::Error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "rms_norm x: no kernel instantiated for i64");
+  }
 }
 
 TEST(NormConfig, ForwardShapesAtModelSizes) {
