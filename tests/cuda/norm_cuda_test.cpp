@@ -127,8 +127,8 @@ void run_case(const Case& c, uint64_t seed) {
   Mirrored& xin = add ? r_out : x;
   if (add) r_out.upload();  // the reference-checked residual_out, host copy == device copy
   const TensorView dres_view = add ? dres.view() : TensorView();
-  testing::DeviceBuffer ws(norm_backward_workspace_size(xin.view()));
-  const Workspace workspace{ws.get(), ws.bytes()};
+  testing::DeviceBuffer ws(Device::cuda(0), norm_backward_workspace_size(xin.view()));
+  const Workspace workspace{ws.data(), ws.bytes()};
   if (is_layer(c.op)) {
     layer_norm_backward(dx.view(), dw.view(), db.view(), dy.view(), xin.view(), w.view(), eps,
                         dres_view, workspace);
@@ -231,8 +231,8 @@ TEST(NormCudaExtra, BackwardIsDeterministicAndDxMayAliasDy) {
   x.upload();
   dy.upload();
   w.upload();
-  testing::DeviceBuffer ws(norm_backward_workspace_size(x.view()));
-  const Workspace workspace{ws.get(), ws.bytes()};
+  testing::DeviceBuffer ws(Device::cuda(0), norm_backward_workspace_size(x.view()));
+  const Workspace workspace{ws.data(), ws.bytes()};
   dx.poison();
   rms_norm_backward(dx.view(), dw1.view(), dy.view(), x.view(), w.view(), 1e-6, {}, workspace);
   rms_norm_backward(dy.view(), dw2.view(), dy.view(), x.view(), w.view(), 1e-6, {}, workspace);
