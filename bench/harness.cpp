@@ -134,17 +134,39 @@ void print_table(const std::vector<Result>& results, double copy_gbps, const Opt
   }
 }
 
+namespace {
+
+// A JSON string literal: quotes, backslashes and control characters escaped.
+std::string quoted(const std::string& s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", ch);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
 std::string to_json(const std::vector<Result>& results, double copy_gbps, const Options& options) {
   std::ostringstream o;
-  o << "{\"device\": \"" << options.device.str() << "\", \"copy_gbps\": " << copy_gbps
+  o << "{\"device\": " << quoted(options.device.str()) << ", \"copy_gbps\": " << copy_gbps
     << ", \"results\": [";
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
-    o << (i ? ", " : "") << "{\"op\": \"" << r.c.op << "\", \"shape\": \"" << r.c.shape
-      << "\", \"direction\": \"" << r.c.direction << "\", \"check\": \"" << r.check_status
-      << "\", \"median_ms\": " << r.median_ms << ", \"bytes\": " << r.c.bytes
+    o << (i ? ", " : "") << "{\"op\": " << quoted(r.c.op) << ", \"shape\": " << quoted(r.c.shape)
+      << ", \"direction\": " << quoted(r.c.direction) << ", \"check\": " << quoted(r.check_status)
+      << ", \"median_ms\": " << r.median_ms << ", \"bytes\": " << r.c.bytes
       << ", \"gbps\": " << r.gbps << ", \"ceiling_share\": " << r.ceiling_share
-      << ", \"variant\": \"" << r.variant << "\"}";
+      << ", \"variant\": " << quoted(r.variant) << "}";
   }
   o << "]}\n";
   return o.str();
