@@ -11,6 +11,7 @@
 #include "cuda/norm/norm_args.h"
 #include "cuda/norm/norm_config.h"
 #include "cuda/norm/norm_launch.h"
+#include "cuda/norm/norm_launch_common.h"
 #include "cuda/norm/row_reduce.cuh"
 
 namespace kiln::cuda {
@@ -322,10 +323,6 @@ __global__ void fold_partials_kernel(const float* dw_partial, const float* db_pa
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 size_t norm_backward_workspace_size(int64_t rows, int64_t cols, Device device) {
@@ -335,15 +332,9 @@ size_t norm_backward_workspace_size(int64_t rows, int64_t cols, Device device) {
 
 std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspace, Stream stream) {
   if (p.rows == 0 && p.dweight == nullptr && p.dbias == nullptr) return "empty";
-  if (p.cols > (int64_t{1} << 30)) {
-    throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
-  }
+  check_norm_cols(p);
   const int elem = static_cast<int>(dtype_size(p.x.dtype));
-  const int w = 16 / elem;
-  bool aligned = p.cols % w == 0 && (p.weight == nullptr || aligned16(p.weight));
-  for (const check::RowMatrix* m : {&p.dy, &p.x, &p.dresidual, &p.dx}) {
-    if (m->data) aligned = aligned && aligned16(m->data) && m->row_stride % w == 0;
-  }
+  const bool aligned = norm_vector_aligned(p, {&p.dy, &p.x, &p.dresidual, &p.dx}, {p.weight});
   const int sms = sm_count(p.device);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.x.dtype, p.op, [&](auto xt) {
@@ -398,15 +389,8 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                       static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
                   KILN_CUDA_CHECK(cudaGetLastError());
                 }
-                variant = std::string("norm_backward<") +
-                          (decltype(layer)::value ? "layer" : "rms") + "," +
-                          std::string(dtype_name(p.x.dtype)) +
-                          ",param:" + std::string(dtype_name(p.param_dtype)) + ",vec" +
-                          std::to_string(kW) +
-                          (kVpt ? "x" + std::to_string(kVpt) : std::string("xstream")) + ",tpr" +
-                          std::to_string(cfg.threads_per_row) + ",rpb" +
-                          std::to_string(cfg.rows_per_block) + ",grid" + std::to_string(cfg.grid) +
-                          "> + fold_partials";
+                variant = norm_variant_name("norm_backward", p, kW, kVpt, cfg) + ",grid" +
+                          std::to_string(cfg.grid) + "> + fold_partials";
               });
         });
       });

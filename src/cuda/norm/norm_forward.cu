@@ -11,6 +11,7 @@
 #include "cuda/norm/norm_args.h"
 #include "cuda/norm/norm_config.h"
 #include "cuda/norm/norm_launch.h"
+#include "cuda/norm/norm_launch_common.h"
 #include "cuda/norm/row_reduce.cuh"
 
 namespace kiln::cuda {
@@ -157,24 +158,14 @@ __global__ void __launch_bounds__(kNormForwardThreads)
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 std::string norm_forward(const NormForwardProblem& p, Stream stream) {
   if (p.rows == 0) return "empty";
-  if (p.cols > (int64_t{1} << 30)) {
-    throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
-  }
+  check_norm_cols(p);
   const int elem = static_cast<int>(dtype_size(p.x.dtype));
-  const int w = 16 / elem;
-  bool aligned = p.cols % w == 0;
-  for (const check::RowMatrix* m : {&p.x, &p.residual, &p.y, &p.residual_out}) {
-    if (m->data) aligned = aligned && aligned16(m->data) && m->row_stride % w == 0;
-  }
-  for (const void* q : {p.weight, p.bias}) aligned = aligned && (q == nullptr || aligned16(q));
+  const bool aligned =
+      norm_vector_aligned(p, {&p.x, &p.residual, &p.y, &p.residual_out}, {p.weight, p.bias});
   // KILN_DEV_NORM_FWD_VECS: a tuning knob for the lab (accesses a thread aims for; default 1).
   static const int target_vecs = [] {
     const char* v = std::getenv("KILN_DEV_NORM_FWD_VECS");
@@ -211,14 +202,7 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
                 norm_forward_kernel<T, P, decltype(layer)::value, kW, kVpt>
                     <<<static_cast<unsigned>(cfg.grid), block, 0, stream>>>(args);
                 KILN_CUDA_CHECK(cudaGetLastError());
-                variant = std::string("norm_forward<") +
-                          (decltype(layer)::value ? "layer" : "rms") + "," +
-                          std::string(dtype_name(p.x.dtype)) +
-                          ",param:" + std::string(dtype_name(p.param_dtype)) + ",vec" +
-                          std::to_string(kW) +
-                          (kVpt ? "x" + std::to_string(kVpt) : std::string("xstream")) + ",tpr" +
-                          std::to_string(cfg.threads_per_row) + ",rpb" +
-                          std::to_string(cfg.rows_per_block) + ">";
+                variant = norm_variant_name("norm_forward", p, kW, kVpt, cfg) + ">";
               });
         });
       });
