@@ -13,6 +13,7 @@
 #include "cuda/norm/norm_launch.h"
 #include "cuda/norm/norm_launch_common.h"
 #include "cuda/norm/row_reduce.cuh"
+#include "cuda/norm/row_stage.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -58,74 +59,51 @@ struct BackwardRow {
   }
 };
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-// Shared-memory staging of the next row's x, dy and dresidual for the 16-byte vector path:
-// [2 buffers][rows_per_block][3 tensors][kVpt][threads_per_row] 16-byte packs. Each thread
-// stages and reads back only its own packs, so no barrier guards the buffers.
-template <int kVpt>
-constexpr size_t norm_backward_stage_bytes(int threads) {
-  return size_t{2} * 3 * kVpt * threads * 16;
-}
-
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
 __global__ void __launch_bounds__(kNormBackwardThreads)
     norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
-  __shared__ float scratch[4 * kNormBackwardThreads / 32];
+  // Two halves, used by alternate rows, so the reduction needs no trailing barrier.
+  __shared__ __align__(16) float scratch[2][4 * kNormBackwardThreads / 32];
   const int tpr = blockDim.x;
-  float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 4;
+  const int scratch_offset = threadIdx.y * (tpr / 32) * 4;
+  int parity = 0;
   const int64_t slot = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
   const float inv_cols = 1.f / static_cast<float>(a.cols);
   const bool want_dw = a.dweight_partial != nullptr, want_db = a.dbias_partial != nullptr;
   float* dw_row = want_dw ? a.dweight_partial + slot * a.cols : nullptr;
   float* db_row = want_db ? a.dbias_partial + slot * a.cols : nullptr;
+  const int64_t first_base = int64_t{blockIdx.x} * blockDim.y;
   const int64_t row_step = int64_t{gridDim.x} * blockDim.y;
 
   if constexpr (kVpt > 0) {
     float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
-    // Vector path: the next row's x, dy (and dresidual) are copied to shared memory with
+    // Vector path: the next rows' x, dy (and dresidual) are copied to shared memory with
     // cp.async while this row is reduced and written, so the block (one per SM: x, dy and the
     // accumulators need ~120 registers a thread) keeps DRAM busy through its barriers.
     constexpr bool kStaged = kW * sizeof(T) == 16;
-    extern __shared__ uint4 stage[];
-    auto staged = [&](int buf, int which, int i) {
-      return reinterpret_cast<Pack<T, kW>*>(
-          stage + (((buf * blockDim.y + threadIdx.y) * 3 + which) * kVpt + i) * tpr + threadIdx.x);
+    extern __shared__ uint4 stage_memory[];
+    const RowStage<kNormStages, kVpt> stage{stage_memory, a.dresidual ? 3 : 2};
+    auto fetch = [&](int64_t row, int s) {
+      if constexpr (kStaged) {
+        const bool ok = row < a.rows;
+        const int64_t r = ok ? row : 0;
+        stage.template fetch<kW>(
+            s, ok, a.cols, static_cast<const T*>(a.x) + r * a.x_stride,
+            static_cast<const T*>(a.dy) + r * a.dy_stride,
+            a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr);
+      }
     };
     // LayerNorm's shift (the row's first x) is loaded a row ahead too: as a plain load at use
     // time its latency sat exposed in front of every row's reduction.
-    T next_shift = from_float<T>(0.f);
-    auto prefetch = [&](int64_t row, int buf) {
-      if (kLayer && row < a.rows) next_shift = static_cast<const T*>(a.x)[row * a.x_stride];
-      if constexpr (kStaged) {
-        if (row < a.rows) {
-#pragma unroll
-          for (int i = 0; i < kVpt; ++i) {
-            const int c = (i * tpr + threadIdx.x) * kW;
-            if (c >= a.cols) continue;
-            cp_async16(staged(buf, 0, i), static_cast<const T*>(a.x) + row * a.x_stride + c);
-            cp_async16(staged(buf, 1, i), static_cast<const T*>(a.dy) + row * a.dy_stride + c);
-            if (a.dresidual) {
-              cp_async16(staged(buf, 2, i),
-                         static_cast<const T*>(a.dresidual) + row * a.dresidual_stride + c);
-            }
-          }
-        }
-        cp_async_commit();
-      }
+    auto shift_of = [&](int64_t row) {
+      return kLayer && row < a.rows ? static_cast<const T*>(a.x)[row * a.x_stride]
+                                    : from_float<T>(0.f);
     };
+    T next_shift = shift_of(first_base + threadIdx.y);
+#pragma unroll
+    for (int s = 0; s + 1 < kNormStages; ++s) fetch(first_base + threadIdx.y + s * row_step, s);
     int buf = 0;
-    prefetch(int64_t{blockIdx.x} * blockDim.y + threadIdx.y, buf);
-    for (int64_t base = int64_t{blockIdx.x} * blockDim.y; base < a.rows; base += row_step) {
+    for (int64_t base = first_base; base < a.rows; base += row_step) {
       const int64_t row = base + threadIdx.y;
       const bool active = row < a.rows;
       const int64_t r = active ? row : 0;
@@ -137,16 +115,17 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
       // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16).
       Pack<T, kW> xp[kVpt], gp[kVpt], rp[kVpt];
       bool valid[kVpt];
-      if constexpr (kStaged) cp_async_wait_all();
+      if constexpr (kStaged) stage.wait_oldest();
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         const int c = (i * tpr + threadIdx.x) * kW;
         valid[i] = active && c < a.cols;
         if (valid[i]) {
           if constexpr (kStaged) {
-            xp[i] = *staged(buf, 0, i);
-            gp[i] = *staged(buf, 1, i);
-            if (io.dresidual) rp[i] = *staged(buf, 2, i);
+            using Vec = Pack<T, kW>;
+            xp[i] = stage.template read<Vec>(buf, 0, i);
+            gp[i] = stage.template read<Vec>(buf, 1, i);
+            if (io.dresidual) rp[i] = stage.template read<Vec>(buf, 2, i);
           } else {
             xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
             gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
@@ -157,9 +136,10 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
           for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
         }
       }
-      const float shift = kLayer && active ? to_float(next_shift) : 0.f;
-      prefetch(row + row_step, buf ^ 1);
-      buf ^= 1;
+      const float shift = to_float(next_shift);
+      next_shift = shift_of(row + row_step);
+      fetch(row + (kNormStages - 1) * row_step, buf == 0 ? kNormStages - 1 : buf - 1);
+      buf = buf + 1 == kNormStages ? 0 : buf + 1;
       // One reduction per row. With d = x - shift (shift = x[0] for LayerNorm, 0 for RMSNorm)
       // and wdy = w * dy: sums = {sum d, sum d^2, sum wdy, sum d * wdy}, from which
       //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum
@@ -180,9 +160,11 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
           sums[3] += d * wdy;
         }
       }
+      float* row_scratch = scratch[parity] + scratch_offset;
+      parity ^= 1;
       float mean = 0.f, rstd, mean_wdy = 0.f, mean_xhat_wdy;
       if constexpr (kLayer) {
-        row_sum(sums, row_scratch);
+        row_sum<4, false>(sums, row_scratch);
         const float m = sums[0] * inv_cols;
         mean = shift + m;
         rstd = rsqrtf(fmaxf(sums[1] * inv_cols - m * m, 0.f) + a.eps);
@@ -190,7 +172,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
         mean_xhat_wdy = rstd * (sums[3] - m * sums[2]) * inv_cols;
       } else {
         float pair[2] = {sums[1], sums[3]};
-        row_sum(pair, row_scratch);
+        row_sum<2, false>(pair, row_scratch);
         rstd = rsqrtf(pair[0] * inv_cols + a.eps);
         mean_xhat_wdy = rstd * pair[1] * inv_cols;
       }
@@ -243,7 +225,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
         if (want_db) db_row[c + k] = 0.f;
       }
     }
-    for (int64_t base = int64_t{blockIdx.x} * blockDim.y; base < a.rows; base += row_step) {
+    for (int64_t base = first_base; base < a.rows; base += row_step) {
       const int64_t row = base + threadIdx.y;
       const bool active = row < a.rows;
       const int64_t r = active ? row : 0;
@@ -260,7 +242,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
 #pragma unroll
         for (int k = 0; k < kW; ++k) s += kLayer ? xv[k] : xv[k] * xv[k];
       }
-      s = row_sum(s, row_scratch) * inv_cols;
+      s = row_sum(s, scratch[0] + scratch_offset) * inv_cols;
       float mean = 0.f, var = s;
       if constexpr (kLayer) {
         mean = s;
@@ -270,7 +252,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
 #pragma unroll
           for (int k = 0; k < kW; ++k) ss += (xv[k] - mean) * (xv[k] - mean);
         }
-        var = row_sum(ss, row_scratch) * inv_cols;
+        var = row_sum(ss, scratch[0] + scratch_offset) * inv_cols;
       }
       const float rstd = rsqrtf(var + a.eps);
       float sums[2] = {0.f, 0.f};
@@ -287,7 +269,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
           if (want_db) db_row[c + k] += g[k];
         }
       }
-      row_sum(sums, row_scratch);
+      row_sum(sums, scratch[0] + scratch_offset);
       const float mean_wdy = kLayer ? sums[0] * inv_cols : 0.f;
       for (int c = first; c < end; c += step) {
         load_floats<T, kW>(io.x + c, xv);
@@ -349,16 +331,12 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
               probe.vecs_per_thread, "norm_backward vecs_per_thread", [&](auto vpt) {
                 constexpr int kVpt = decltype(vpt)::value;
                 auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
-                const size_t smem = kVpt > 0 && kW * sizeof(T) == 16
-                                        ? norm_backward_stage_bytes<kVpt>(probe.threads())
-                                        : 0;
-                if (smem > 0) {  // beyond the default 48 KB with the kernel's static shared memory
-                  KILN_CUDA_CHECK(cudaFuncSetAttribute(
-                      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-                }
-                int blocks_per_sm = 0;
-                KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &blocks_per_sm, kernel, probe.threads(), smem));
+                const int tensors = p.dresidual.data ? 3 : 2;
+                const size_t smem =
+                    kVpt > 0 && kW * sizeof(T) == 16
+                        ? RowStage<kNormStages, kVpt>::bytes(probe.threads(), tensors)
+                        : 0;
+                const int blocks_per_sm = resident_blocks_per_sm(kernel, probe.threads(), smem);
                 const NormConfig cfg =
                     norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
                 const int64_t slots = cfg.grid * cfg.rows_per_block;
@@ -389,8 +367,8 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                       static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
                   KILN_CUDA_CHECK(cudaGetLastError());
                 }
-                variant = norm_variant_name("norm_backward", p, kW, kVpt, cfg) + ",grid" +
-                          std::to_string(cfg.grid) + "> + fold_partials";
+                variant =
+                    norm_variant_name("norm_backward", p, kW, kVpt, cfg) + "> + fold_partials";
               });
         });
       });

@@ -1,10 +1,14 @@
 #pragma once
 // Host-side pieces both norm launchers share: the CUDA size limit, the 16-byte-path test, and the
 // kernel variant name the receipt carries.
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 
+#include <cuda_runtime.h>
+
+#include "cuda/common/cuda_check.h"
 #include "cuda/norm/norm_config.h"
 #include "ops/norm_problem.h"
 
@@ -30,6 +34,20 @@ inline bool norm_vector_aligned(const NormProblemBase& p,
   return aligned;
 }
 
+// Blocks of `kernel` that fit on one SM with `smem` bytes of dynamic shared memory (raising the
+// kernel's limit past the default 48 KB first). At least 1: a kernel that fits none fails its
+// launch, which the caller checks.
+template <typename Kernel>
+int resident_blocks_per_sm(Kernel kernel, int threads, size_t smem) {
+  if (smem > 0) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+  }
+  int blocks = 0;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem));
+  return std::max(blocks, 1);
+}
+
 // "norm_forward<rms,bf16,param:bf16,vec8x2,tpr512,rpb1" — the caller closes it.
 inline std::string norm_variant_name(const char* kernel, const NormProblemBase& p, int vec_width,
                                      int vecs_per_thread, const NormConfig& cfg) {
@@ -37,7 +55,8 @@ inline std::string norm_variant_name(const char* kernel, const NormProblemBase& 
          std::string(dtype_name(p.x.dtype)) + ",param:" + std::string(dtype_name(p.param_dtype)) +
          ",vec" + std::to_string(vec_width) +
          (vecs_per_thread ? "x" + std::to_string(vecs_per_thread) : std::string("xstream")) +
-         ",tpr" + std::to_string(cfg.threads_per_row) + ",rpb" + std::to_string(cfg.rows_per_block);
+         ",tpr" + std::to_string(cfg.threads_per_row) + ",rpb" +
+         std::to_string(cfg.rows_per_block) + ",grid" + std::to_string(cfg.grid);
 }
 
 }  // namespace kiln::cuda
