@@ -2,6 +2,8 @@
 // Bytes: x, dy (+ dresidual) read once, dx written once; plus slots x cols fp32 partials written
 // and folded (slots ~ SMs x occupancy x rows per block, a few % at M = 16k).
 // The row statistics are recomputed from x (no saved rstd/mean needed).
+#include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "core/dispatch.h"
@@ -318,6 +320,14 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
   const int elem = static_cast<int>(dtype_size(p.x.dtype));
   const bool aligned = norm_vector_aligned(p, {&p.dy, &p.x, &p.dresidual, &p.dx}, {p.weight});
   const int sms = sm_count(p.device);
+  // Accesses a thread aims for: RMSNorm 1 (64 registers: two blocks a SM), LayerNorm 2 (its
+  // dbias accumulators take one access to 77 registers, one block a SM either way, and 2 measured
+  // faster). KILN_DEV_NORM_BWD_VECS overrides it in the lab.
+  static const int knob = [] {
+    const char* v = std::getenv("KILN_DEV_NORM_BWD_VECS");
+    return v ? std::clamp(std::atoi(v), 1, kNormBackwardMaxVecs) : 0;
+  }();
+  const int target_vecs = knob ? knob : p.kind == NormKind::layer ? 2 : 1;
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.x.dtype, p.op, [&](auto xt) {
     using T = typename CudaType<decltype(xt)::value>::type;
@@ -326,7 +336,8 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
       dispatch_bool(p.kind == NormKind::layer, [&](auto layer) {
         dispatch_bool(aligned, [&](auto vec) {
           constexpr int kW = decltype(vec)::value ? 16 / sizeof(T) : 1;
-          const NormConfig probe = norm_backward_config(p.rows, p.cols, elem, aligned, sms, 1);
+          const NormConfig probe =
+              norm_backward_config(p.rows, p.cols, elem, aligned, sms, 1, target_vecs);
           dispatch_value<1, 2, 0>(
               probe.vecs_per_thread, "norm_backward vecs_per_thread", [&](auto vpt) {
                 constexpr int kVpt = decltype(vpt)::value;
@@ -337,8 +348,8 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                         ? RowStage<kNormStages, kVpt>::bytes(probe.threads(), tensors)
                         : 0;
                 const int blocks_per_sm = resident_blocks_per_sm(kernel, probe.threads(), smem);
-                const NormConfig cfg =
-                    norm_backward_config(p.rows, p.cols, elem, aligned, sms, blocks_per_sm);
+                const NormConfig cfg = norm_backward_config(p.rows, p.cols, elem, aligned, sms,
+                                                            blocks_per_sm, target_vecs);
                 const int64_t slots = cfg.grid * cfg.rows_per_block;
                 float* dw_partial = p.dweight ? static_cast<float*>(workspace.data) : nullptr;
                 float* db_partial =

@@ -1,22 +1,18 @@
 #pragma once
 // Launch shapes of the normalization kernels: a pure function of the problem (and the SM count
-// for the backward's persistent grid), unit-tested on the host.
+// and measured occupancy for the backward's persistent grid), unit-tested on the host.
 //
-// A row is handled by `threads_per_row` threads (a multiple of 32), each holding
+// A row is handled by `threads_per_row` threads (a power of two >= 32), each holding
 // `vecs_per_thread` accesses of `vec_width` elements in registers, so the row is read from DRAM
-// once. Forward aims at 4 accesses (64 B) per thread and backward at 2 (x and dy both live, plus
-// the dweight/dbias accumulators): enough bytes in flight per SM (~20 KB needed by Little's law
-// at ~3 TB/s and ~0.7 us loaded latency, notes/memory-bound-sm90.md §1.7) without spilling.
-// Forward: a thread aims for one 16-byte access and a row gets up to 512 threads. Measured on the
-// H100 (bf16, M = 16384, blocks of 256): aiming for 1, 2, 4, 8 accesses a thread gave 0.051,
-// 0.053, 0.059, 0.069 ms at N = 2048 — more threads a row, more rows in flight. Blocks are 512
-// threads (__launch_bounds__(512): up to 128 registers), and rows wider than 512 threads x 4
-// accesses stream instead (vecs_per_thread = 0): the row is re-read, from L2, for each pass.
-// Backward blocks are 512 threads (up to 128 registers): x, dy and the dweight/dbias accumulators
-// of up to 2 accesses fit (121 registers for bf16 LayerNorm), and 512 threads a block keep 16 warps
-// a SM in flight where 256 threads x 4 accesses (172 registers) kept 8; rows wider than 512 x 2
-// accesses stream (4 accesses spilled at 128 registers). ptxas must report no spills for any
-// instance.
+// once; rows too wide for that stream (vecs_per_thread = 0) and re-read from L2 per pass.
+// Measured on the H100 (bf16, M = 16384, N = 2048-8192; bench/results/2026-11-22-norm-h100-v2):
+// - Forward: one row group a block (not persistent), 512-thread blocks, one 16-byte access a
+//   thread where the row allows (2 and 4 accesses were 1-10 points of copy slower at every N).
+//   The kernels are issue-bound (ncu: ~0.8 warps issued a scheduler cycle), so more rows in
+//   flight and fewer instructions a row are what count.
+// - Backward: persistent, 512-thread blocks, the next row staged in shared memory; RMSNorm aims
+//   at 1 access a thread (64 registers, 2 blocks a SM), LayerNorm at 2 (1 block a SM either way;
+//   2 measured faster). Up to 2 accesses (4 spilled at 128 registers).
 #include <algorithm>
 #include <cstdint>
 
@@ -85,27 +81,31 @@ inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes
 
 // The backward keeps one dweight/dbias partial per row slot (block x rows_per_block), so the
 // grid, and with it the bits of dweight, depends only on (rows, cols, dtype, SM count).
-inline NormConfig norm_backward_row_config(int64_t rows, int64_t cols, int elem_bytes,
-                                           bool aligned) {
-  return norm_row_config(rows, cols, elem_bytes, aligned, 2, kNormBackwardMaxVecs,
-                         kNormBackwardThreads);
+inline NormConfig norm_backward_row_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
+                                           int target_vecs_per_thread = 2) {
+  return norm_row_config(rows, cols, elem_bytes, aligned, target_vecs_per_thread,
+                         kNormBackwardMaxVecs, kNormBackwardThreads);
 }
 
 inline NormConfig norm_backward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
-                                       int sm_count, int blocks_per_sm) {
-  return persistent(norm_backward_row_config(rows, cols, elem_bytes, aligned), rows, sm_count,
-                    blocks_per_sm);
+                                       int sm_count, int blocks_per_sm,
+                                       int target_vecs_per_thread = 2) {
+  return persistent(
+      norm_backward_row_config(rows, cols, elem_bytes, aligned, target_vecs_per_thread), rows,
+      sm_count, blocks_per_sm);
 }
 
-// Upper bound on backward row slots for any dtype/occupancy: sizes the workspace.
+// Upper bound on backward row slots for any dtype, target and occupancy: sizes the workspace.
 inline int64_t norm_backward_max_slots(int64_t rows, int64_t cols, int sm_count) {
   int64_t most = 1;
   for (int elem_bytes : {2, 4}) {
     for (bool aligned : {false, true}) {
-      const NormConfig c = norm_backward_row_config(rows, cols, elem_bytes, aligned);
-      const int max_blocks_per_sm = std::max(1, 2048 / c.threads());
-      most = std::max(most, std::min<int64_t>(c.grid, int64_t{sm_count} * max_blocks_per_sm) *
-                                c.rows_per_block);
+      for (int target = 1; target <= kNormBackwardMaxVecs; target *= 2) {
+        const NormConfig c = norm_backward_row_config(rows, cols, elem_bytes, aligned, target);
+        const int max_blocks_per_sm = std::max(1, 2048 / c.threads());
+        most = std::max(most, std::min<int64_t>(c.grid, int64_t{sm_count} * max_blocks_per_sm) *
+                                  c.rows_per_block);
+      }
     }
   }
   return most;
