@@ -15,6 +15,7 @@ struct NormForwardArgs {
   int cols;
   int64_t x_stride, residual_stride, y_stride, residual_out_stride;
   float eps;
+  float inv_cols;  // 1 / cols (IEEE division rounds the same on host and device)
 };
 
 struct NormBackwardArgs {
@@ -29,6 +30,7 @@ struct NormBackwardArgs {
   int cols;
   int64_t dy_stride, x_stride, dresidual_stride, dx_stride;
   float eps;
+  float inv_cols;  // 1 / cols
 };
 
 }  // namespace kiln::cuda

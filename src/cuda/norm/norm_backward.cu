@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
   const int scratch_offset = threadIdx.y * (tpr / 32) * 4;
   int parity = 0;
   const int64_t slot = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
-  const float inv_cols = 1.f / static_cast<float>(a.cols);
+  const float inv_cols = a.inv_cols;
   const bool want_dw = a.dweight_partial != nullptr, want_db = a.dbias_partial != nullptr;
   float* dw_row = want_dw ? a.dweight_partial + slot * a.cols : nullptr;
   float* db_row = want_db ? a.dbias_partial + slot * a.cols : nullptr;
@@ -152,10 +152,13 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
         if (!valid[i]) continue;
         float w[kW];
         io.weight((i * tpr + threadIdx.x) * kW, w);
+        float xf[kW], gf[kW];
+        widen(xp[i], xf);
+        widen(gp[i], gf);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float d = to_float(xp[i].v[k]) - shift;
-          const float wdy = w[k] * to_float(gp[i].v[k]);
+          const float d = xf[k] - shift;
+          const float wdy = w[k] * gf[k];
           sums[0] += d;
           sums[1] += d * d;
           sums[2] += wdy;
@@ -181,10 +184,13 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (!valid[i]) continue;
+        float xf[kW], gf[kW];
+        widen(xp[i], xf);
+        widen(gp[i], gf);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float xhat = (to_float(xp[i].v[k]) - mean) * rstd;
-          const float g = to_float(gp[i].v[k]);
+          const float xhat = (xf[k] - mean) * rstd;
+          const float g = gf[k];
           dw[i][k] += g * xhat;
           if constexpr (kLayer) db[i][k] += g;
         }
@@ -192,15 +198,15 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (valid[i]) {
-          float xv[kW], g[kW];
+          float xv[kW], g[kW], dr[kW];
+          widen(xp[i], xv);
+          widen(gp[i], g);
+          if (io.dresidual) {
+            widen(rp[i], dr);
+          } else {
 #pragma unroll
-          for (int k = 0; k < kW; ++k) {
-            xv[k] = to_float(xp[i].v[k]);
-            g[k] = to_float(gp[i].v[k]);
+            for (int k = 0; k < kW; ++k) dr[k] = 0.f;
           }
-          float dr[kW];
-#pragma unroll
-          for (int k = 0; k < kW; ++k) dr[k] = io.dresidual ? to_float(rp[i].v[k]) : 0.f;
           io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy, mean_xhat_wdy);
         }
       }
@@ -367,7 +373,8 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                                             p.x.row_stride,
                                             p.dresidual.row_stride,
                                             p.dx.row_stride,
-                                            static_cast<float>(p.eps)};
+                                            static_cast<float>(p.eps),
+                                            1.f / static_cast<float>(p.cols)};
                 const dim3 block(cfg.threads_per_row, cfg.rows_per_block);
                 kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
                 KILN_CUDA_CHECK(cudaGetLastError());

@@ -38,9 +38,12 @@ struct ForwardRow {
   __device__ __forceinline__ Pack<T, kW> combine(int c, const Pack<T, kW>& xp,
                                                  const Pack<T, kW>* rp) const {
     if (rp == nullptr) return xp;
-    Pack<T, kW> sum;
+    float xf[kW], rf[kW];
+    widen(xp, xf);
+    widen(*rp, rf);
 #pragma unroll
-    for (int k = 0; k < kW; ++k) sum.v[k] = from_float<T>(to_float(xp.v[k]) + to_float(rp->v[k]));
+    for (int k = 0; k < kW; ++k) xf[k] += rf[k];
+    const Pack<T, kW> sum = narrow<T, kW>(xf);
     *reinterpret_cast<Pack<T, kW>*>(residual_out + c) = sum;
     return sum;
   }
@@ -61,14 +64,17 @@ struct ForwardRow {
   template <bool kLayer>
   __device__ __forceinline__ void store(int c, const Pack<T, kW>& v, const Pack<P, kW>& w,
                                         const Pack<P, kW>& b, float mean, float rstd) const {
-    float out[kW];
+    float out[kW], vf[kW], wf[kW];
+    widen(v, vf);
+    widen(w, wf);
+    if constexpr (kLayer) {
+      float bf[kW];
+      widen(b, bf);
 #pragma unroll
-    for (int k = 0; k < kW; ++k) {
-      if constexpr (kLayer) {
-        out[k] = (to_float(v.v[k]) - mean) * rstd * to_float(w.v[k]) + to_float(b.v[k]);
-      } else {
-        out[k] = to_float(v.v[k]) * rstd * to_float(w.v[k]);
-      }
+      for (int k = 0; k < kW; ++k) out[k] = (vf[k] - mean) * rstd * wf[k] + bf[k];
+    } else {
+#pragma unroll
+      for (int k = 0; k < kW; ++k) out[k] = vf[k] * rstd * wf[k];
     }
     store_floats<T, kW>(y + c, out);
   }
@@ -79,19 +85,15 @@ struct ForwardRow {
 template <typename P, int kW, bool kLayer>
 __device__ __forceinline__ void load_params(const NormForwardArgs& a, int c, Pack<P, kW>& w,
                                             Pack<P, kW>& b) {
-  auto fill = [](Pack<P, kW>& p, float value) {
-#pragma unroll
-    for (int k = 0; k < kW; ++k) p.v[k] = from_float<P>(value);
-  };
   if (a.weight) {
     w = *reinterpret_cast<const Pack<P, kW>*>(static_cast<const P*>(a.weight) + c);
   } else {
-    fill(w, 1.f);
+    w = splat<P, kW>(1.f);
   }
   if (kLayer && a.bias) {
     b = *reinterpret_cast<const Pack<P, kW>*>(static_cast<const P*>(a.bias) + c);
   } else {
-    fill(b, 0.f);
+    b = splat<P, kW>(0.f);
   }
 }
 
@@ -116,7 +118,7 @@ __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>(
   const int64_t row = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
   const bool active = row < a.rows;
   const ForwardRow<T, P, kW> io(a, active ? row : 0);
-  const float inv_cols = 1.f / static_cast<float>(a.cols);
+  const float inv_cols = a.inv_cols;
 
   if constexpr (kVpt > 0) {
     Pack<T, kW> v[kVpt];
@@ -140,9 +142,11 @@ __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>(
 #pragma unroll
     for (int i = 0; i < kVpt; ++i) {
       if (!valid[i]) continue;
+      float vf[kW];
+      widen(v[i], vf);
 #pragma unroll
       for (int k = 0; k < kW; ++k) {
-        const float d = to_float(v[i].v[k]) - shift;
+        const float d = vf[k] - shift;
         part[0] += d;
         part[1] += d * d;
       }
@@ -177,10 +181,10 @@ __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>(
     const int end = active ? a.cols : 0;
     float s = 0.f;
     for (int c = first; c < end; c += step) {
-      const Pack<T, kW> v = io.load(c, true);
+      float v[kW];
+      widen(io.load(c, true), v);
 #pragma unroll
-      for (int k = 0; k < kW; ++k)
-        s += kLayer ? to_float(v.v[k]) : to_float(v.v[k]) * to_float(v.v[k]);
+      for (int k = 0; k < kW; ++k) s += kLayer ? v[k] : v[k] * v[k];
     }
     s = row_sum(s, row_scratch) * inv_cols;
     float mean = 0.f, var = s;
@@ -188,9 +192,10 @@ __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>(
       mean = s;
       float ss = 0.f;
       for (int c = first; c < end; c += step) {
-        const Pack<T, kW> v = io.load(c, false);
+        float v[kW];
+        widen(io.load(c, false), v);
 #pragma unroll
-        for (int k = 0; k < kW; ++k) ss += (to_float(v.v[k]) - mean) * (to_float(v.v[k]) - mean);
+        for (int k = 0; k < kW; ++k) ss += (v[k] - mean) * (v[k] - mean);
       }
       var = row_sum(ss, row_scratch) * inv_cols;
     }
@@ -230,7 +235,8 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
                              p.residual.row_stride,
                              p.y.row_stride,
                              p.residual_out.row_stride,
-                             static_cast<float>(p.eps)};
+                             static_cast<float>(p.eps),
+                             1.f / static_cast<float>(p.cols)};
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.x.dtype, p.op, [&](auto xt) {
     using T = typename CudaType<decltype(xt)::value>::type;
