@@ -93,4 +93,13 @@ RowMatrix rows_of(std::string_view op, std::string_view arg, const TensorView& t
   return m;
 }
 
+RowMatrix like(std::string_view op, std::string_view arg, const TensorView& t,
+               const TensorView& first) {
+  present(op, arg, t);
+  same_device(op, arg, t, first.device);
+  same_dtype(op, arg, t, first.dtype);
+  same_shape(op, arg, t, first);
+  return rows_of(op, arg, t);
+}
+
 }  // namespace kiln::check

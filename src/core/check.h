@@ -32,5 +32,8 @@ void rank_at_least(std::string_view op, std::string_view arg, const TensorView& 
 void vector_of(std::string_view op, std::string_view arg, const TensorView& t, int64_t n);
 // Last dim contiguous and leading dims collapsible into one row stride.
 RowMatrix rows_of(std::string_view op, std::string_view arg, const TensorView& t);
+// Present, on `first`'s device, of its dtype and shape; then rows_of.
+RowMatrix like(std::string_view op, std::string_view arg, const TensorView& t,
+               const TensorView& first);
 
 }  // namespace kiln::check

@@ -9,16 +9,6 @@ namespace {
 
 constexpr std::initializer_list<DType> kActivationDtypes = {DType::f32, DType::bf16, DType::f16};
 
-// Checks one [..., N] tensor against x: same device, dtype and shape; returns its row view.
-check::RowMatrix like_x(std::string_view op, std::string_view arg, const TensorView& t,
-                        const TensorView& x) {
-  check::present(op, arg, t);
-  check::same_device(op, arg, t, x.device);
-  check::same_dtype(op, arg, t, x.dtype);
-  check::same_shape(op, arg, t, x);
-  return check::rows_of(op, arg, t);
-}
-
 // Checks an optional [N] parameter; returns its dtype through `dtype` when present.
 const void* param(std::string_view op, std::string_view arg, const TensorView& t,
                   const TensorView& x, int64_t n, const TensorView*& first_param) {
@@ -65,15 +55,15 @@ NormForwardProblem check_norm_forward(std::string_view op, NormKind kind, const 
                                       const TensorView& bias, double eps) {
   NormForwardProblem p;
   check_common(op, kind, x, eps, p);
-  p.y = like_x(op, "y", y, x);
+  p.y = check::like(op, "y", y, x);
   if (residual.defined() != residual_out.defined()) {
     throw_arg_error(op, residual.defined() ? "residual_out" : "residual",
                     "residual and residual_out both present or both absent",
                     residual.defined() ? "residual_out absent" : "residual absent");
   }
   if (residual.defined()) {
-    p.residual = like_x(op, "residual", residual, x);
-    p.residual_out = like_x(op, "residual_out", residual_out, x);
+    p.residual = check::like(op, "residual", residual, x);
+    p.residual_out = check::like(op, "residual_out", residual_out, x);
   }
   const TensorView* first_param = nullptr;
   p.weight = param(op, "weight", weight, x, p.cols, first_param);
@@ -89,9 +79,9 @@ NormBackwardProblem check_norm_backward(std::string_view op, NormKind kind, cons
                                         const TensorView& dresidual) {
   NormBackwardProblem p;
   check_common(op, kind, x, eps, p);
-  p.dy = like_x(op, "dy", dy, x);
-  p.dx = like_x(op, "dx", dx, x);
-  if (dresidual.defined()) p.dresidual = like_x(op, "dresidual", dresidual, x);
+  p.dy = check::like(op, "dy", dy, x);
+  p.dx = check::like(op, "dx", dx, x);
+  if (dresidual.defined()) p.dresidual = check::like(op, "dresidual", dresidual, x);
   if (dweight.defined() && !weight.defined()) {
     throw_arg_error(op, "dweight", "absent when weight is absent", dweight.describe());
   }
