@@ -65,6 +65,12 @@ double time_median_ms(const Device& device, const std::function<void(int, Stream
   return median(times);
 }
 
+std::vector<Case> all_cases(const Options& options) {
+  std::vector<Case> cases = norm_cases(options);
+  for (Case& c : activation_cases(options)) cases.push_back(std::move(c));
+  return cases;
+}
+
 double measure_copy_bandwidth(const Device& device, int reps) {
   const size_t bytes = device.is_cpu() ? (size_t{256} << 20) : (size_t{1} << 30);
   Buffer a(device, bytes), b(device, bytes);
@@ -85,7 +91,7 @@ double measure_copy_bandwidth(const Device& device, int reps) {
 }
 
 std::vector<Result> run(const Options& options, double* copy_gbps) {
-  std::vector<Case> cases = norm_cases(options);
+  std::vector<Case> cases = all_cases(options);
   if (!options.op_filter.empty()) {
     std::erase_if(cases, [&](const Case& c) { return c.op != options.op_filter; });
     if (cases.empty())

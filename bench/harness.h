@@ -50,8 +50,10 @@ double measure_copy_bandwidth(const Device& device, int reps);
 double time_median_ms(const Device& device, const std::function<void(int, Stream)>& fn, int sets,
                       int warmup, int reps);
 
-// Registered case lists, one per op family.
+// Registered case lists, one per op family, and all of them in order.
 std::vector<Case> norm_cases(const Options& options);
+std::vector<Case> activation_cases(const Options& options);
+std::vector<Case> all_cases(const Options& options);
 
 // Runs every case, printing progress to stderr and the table to stdout.
 std::vector<Result> run(const Options& options, double* copy_gbps);

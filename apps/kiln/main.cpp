@@ -33,6 +33,10 @@ constexpr OpInfo kOps[] = {
      "y = (x - mean) / std * w + b; fwd + bwd"},
     {"add_layer_norm", "norm", "f32 bf16 f16 (weight/bias: x's or f32)",
      "residual_out = x + r; y = layer_norm(residual_out); fwd + bwd"},
+    {"relu2", "activation", "f32 bf16 f16", "y = relu(x)^2; fwd + bwd"},
+    {"swiglu", "activation", "f32 bf16 f16", "y = silu(gate) * up (or packed gate|up); fwd + bwd"},
+    {"gelu_residual", "activation", "f32 bf16 f16",
+     "y = GELU(h) * (g + 1), erf or tanh (or packed h|g); fwd + bwd"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.
@@ -58,9 +62,9 @@ int list() {
   const kiln::Device d = best_device(&why);
   std::printf("backends: reference (cpu)%s\n", KILN_WITH_CUDA ? ", cuda (built)" : "");
   std::printf("best device here: %s — %s\n\n", d.str().c_str(), why.c_str());
-  std::printf("%-16s %-6s %-40s %s\n", "op", "family", "dtypes", "what");
+  std::printf("%-16s %-10s %-40s %s\n", "op", "family", "dtypes", "what");
   for (const OpInfo& op : kOps) {
-    std::printf("%-16s %-6s %-40s %s\n", op.name, op.family, op.dtypes, op.summary);
+    std::printf("%-16s %-10s %-40s %s\n", op.name, op.family, op.dtypes, op.summary);
   }
   return 0;
 }
@@ -100,7 +104,7 @@ int bench_or_check(bool timing, const std::vector<std::string>& args) {
   if (!timing) {
     // check: the same cases, correctness only.
     int failed = 0;
-    for (const auto& c : kiln::bench::norm_cases(options)) {
+    for (const auto& c : kiln::bench::all_cases(options)) {
       if (!options.op_filter.empty() && c.op != options.op_filter) continue;
       const std::string status = c.check();
       const bool ok = status.rfind("ok", 0) == 0;

@@ -1,7 +1,7 @@
 """kiln: fused GPU kernels for hybrid LLMs, as PyTorch ops.
 
 The ops live in ``torch.ops.kiln`` (registered by the compiled ``kiln._C``); this package adds
-their fake (meta) impls and autograd formulas, a functional API (``kiln.rms_norm``, ...),
+their fake (meta) impls and autograd formulas, a functional API (``kiln.rms_norm``, ``kiln.swiglu``, ...),
 ``kiln.nn`` modules and ``kiln.last_receipt()``.
 
 CPU tensors run kiln's float64 reference backend (slow, exact: the spec); CUDA tensors run the
@@ -19,16 +19,27 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 from . import _C
 from . import _ops  # noqa: F401  (fake impls and autograd of torch.ops.kiln.*)
 from . import nn
-from .functional import add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from .functional import (
+    add_layer_norm,
+    add_rms_norm,
+    gelu_residual,
+    layer_norm,
+    relu2,
+    rms_norm,
+    swiglu,
+)
 
 __all__ = [
     "Receipt",
     "add_layer_norm",
     "add_rms_norm",
+    "gelu_residual",
     "last_receipt",
     "layer_norm",
     "nn",
+    "relu2",
     "rms_norm",
+    "swiglu",
 ]
 
 

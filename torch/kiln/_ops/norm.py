@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.library import register_autograd, register_fake
 
+from ._grad import rows as _rows
+
 _ops = torch.ops.kiln
 
 
@@ -56,13 +58,6 @@ def _layer_norm_backward_fake(dy, x, weight, bias, eps, dresidual, need_dweight,
 
 
 # ---- autograd ----
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """An incoming gradient as kiln takes it: contiguous. Autograd may hand over expanded or
-    strided ones (the stride-0 ones of ``y.sum()``), and torch calls an empty tensor contiguous
-    whatever its strides, which kiln does not, so an empty one is made afresh."""
-    return t.new_empty(t.shape) if t.numel() == 0 else t.contiguous()
 
 
 def _dresidual(t: torch.Tensor | None) -> torch.Tensor | None:

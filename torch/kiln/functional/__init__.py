@@ -1,6 +1,15 @@
 """kiln's functional API: thin wrappers over torch.ops.kiln.* with defaults and docs. Each works
 under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
 
+from .activation import gelu_residual, relu2, swiglu
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 
-__all__ = ["add_layer_norm", "add_rms_norm", "layer_norm", "rms_norm"]
+__all__ = [
+    "add_layer_norm",
+    "add_rms_norm",
+    "gelu_residual",
+    "layer_norm",
+    "relu2",
+    "rms_norm",
+    "swiglu",
+]
