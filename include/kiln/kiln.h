@@ -2,4 +2,5 @@
 // Kiln: fused GPU kernels for hybrid LLMs. One include for the whole C++ API.
 #include "kiln/core/core.h"
 #include "kiln/ops/activation.h"
+#include "kiln/ops/dropout.h"
 #include "kiln/ops/norm.h"

@@ -3,11 +3,7 @@
 // fp32 CUDA kernels (F = double or float).
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define KILN_HD __host__ __device__ __forceinline__
-#else
-#define KILN_HD inline
-#endif
+#include "core/hd.h"
 
 namespace kiln::act {
 

@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "common/expect_error.h"
 #include "common/host_tensor.h"
 #include "kiln/ops/activation.h"
 #include "ops/activation_math.h"
@@ -14,6 +15,7 @@
 namespace kiln {
 namespace {
 
+using testing::expect_error;
 using testing::HostTensor;
 
 double gelu_erf(double h) {
@@ -170,15 +172,6 @@ TEST(ActivationRef, PackedEqualsSplitAndInPlaceEqualsOutOfPlace) {
     // In place: the backward overwrites gate_up with its own gradient.
     swiglu_backward(packed.view(), dy.view(), packed.view());
     EXPECT_EQ(packed.bytes, d_packed.bytes) << dtype_name(dtype);
-  }
-}
-
-void expect_error(const std::function<void()>& call, const std::string& fragment) {
-  try {
-    call();
-    ADD_FAILURE() << "no kiln::Error; wanted one containing: " << fragment;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
   }
 }
 
