@@ -68,6 +68,7 @@ double time_median_ms(const Device& device, const std::function<void(int, Stream
 std::vector<Case> all_cases(const Options& options) {
   std::vector<Case> cases = norm_cases(options);
   for (Case& c : activation_cases(options)) cases.push_back(std::move(c));
+  for (Case& c : dropout_cases(options)) cases.push_back(std::move(c));
   return cases;
 }
 

@@ -37,6 +37,8 @@ constexpr OpInfo kOps[] = {
     {"swiglu", "activation", "f32 bf16 f16", "y = silu(gate) * up (or packed gate|up); fwd + bwd"},
     {"gelu_residual", "activation", "f32 bf16 f16",
      "y = GELU(h) * (g + 1), erf or tanh (or packed h|g); fwd + bwd"},
+    {"bias_dropout_add", "dropout", "f32 bf16 f16",
+     "out = residual + dropout(x + bias), Philox mask; fwd + bwd (dx, dbias)"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

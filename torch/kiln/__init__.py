@@ -22,6 +22,7 @@ from . import nn
 from .functional import (
     add_layer_norm,
     add_rms_norm,
+    bias_dropout_add,
     gelu_residual,
     layer_norm,
     relu2,
@@ -33,6 +34,7 @@ __all__ = [
     "Receipt",
     "add_layer_norm",
     "add_rms_norm",
+    "bias_dropout_add",
     "gelu_residual",
     "last_receipt",
     "layer_norm",

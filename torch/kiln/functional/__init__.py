@@ -2,11 +2,13 @@
 under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
 
 from .activation import gelu_residual, relu2, swiglu
+from .dropout import bias_dropout_add
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 
 __all__ = [
     "add_layer_norm",
     "add_rms_norm",
+    "bias_dropout_add",
     "gelu_residual",
     "layer_norm",
     "relu2",
