@@ -54,6 +54,7 @@ double time_median_ms(const Device& device, const std::function<void(int, Stream
 std::vector<Case> norm_cases(const Options& options);
 std::vector<Case> activation_cases(const Options& options);
 std::vector<Case> dropout_cases(const Options& options);
+std::vector<Case> moe_sum_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 
 // Runs every case, printing progress to stderr and the table to stdout.

@@ -39,6 +39,8 @@ constexpr OpInfo kOps[] = {
      "y = GELU(h) * (g + 1), erf or tanh (or packed h|g); fwd + bwd"},
     {"bias_dropout_add", "dropout", "f32 bf16 f16",
      "out = residual + dropout(x + bias), Philox mask; fwd + bwd (dx, dbias)"},
+    {"moe_sum", "moe", "f32 bf16 f16 (weights: x's or f32)",
+     "out[t] = sum_j w[t, j] x[t, j], k <= 16; fwd + bwd (dx, dweights)"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

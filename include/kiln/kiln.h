@@ -3,4 +3,5 @@
 #include "kiln/core/core.h"
 #include "kiln/ops/activation.h"
 #include "kiln/ops/dropout.h"
+#include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"

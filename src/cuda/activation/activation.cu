@@ -9,6 +9,7 @@
 #include "cuda/activation/activation_launch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/row_launch.h"
 
 namespace kiln::cuda {
 namespace {
@@ -24,11 +25,8 @@ struct ActivationArgs {
   int64_t a_stride, b_stride, dy_stride, out0_stride, out1_stride;
 };
 
-constexpr int kBlockThreads = 256;
-constexpr int kMaxGridY = 65535;
-
 template <typename T, int kW, act::Kind kKind, bool kBackward>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kRowBlockThreads)
     activation_kernel(const __grid_constant__ ActivationArgs p) {
   constexpr bool kTwoInputs = kKind != act::Kind::relu2;
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * kW;
@@ -61,11 +59,6 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-bool aligned16(const check::RowMatrix& m, int w) {
-  return m.data == nullptr ||
-         (reinterpret_cast<uintptr_t>(m.data) % 16 == 0 && (m.rows <= 1 || m.row_stride % w == 0));
-}
-
 const char* kind_name(act::Kind k) {
   switch (k) {
     case act::Kind::relu2:
@@ -87,9 +80,7 @@ std::string activation(const ActivationProblem& p, Stream stream) {
     throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
   }
   const int w = 16 / static_cast<int>(dtype_size(p.dtype));
-  bool vec = p.cols % w == 0;
-  for (const check::RowMatrix* m : {&p.a, &p.b, &p.dy, &p.out0, &p.out1})
-    vec = vec && aligned16(*m, w);
+  const bool vec = rows_vector_aligned(p.cols, w, {&p.a, &p.b, &p.dy, &p.out0, &p.out1});
   const ActivationArgs args{p.a.data,
                             p.b.data,
                             p.dy.data,
@@ -102,13 +93,7 @@ std::string activation(const ActivationProblem& p, Stream stream) {
                             p.dy.row_stride,
                             p.out0.row_stride,
                             p.out1.row_stride};
-  const int64_t accesses = (p.cols + (vec ? w : 1) - 1) / (vec ? w : 1);
-  int tpr = 32;
-  while (tpr < kBlockThreads && tpr < accesses) tpr *= 2;
-  const int rpb = kBlockThreads / tpr;
-  const dim3 block(tpr, rpb);
-  const dim3 grid(static_cast<unsigned>((accesses + tpr - 1) / tpr),
-                  static_cast<unsigned>(std::min<int64_t>((p.rows + rpb - 1) / rpb, kMaxGridY)));
+  const RowLaunch launch = row_launch(p.rows, p.cols, vec ? w : 1);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
@@ -118,12 +103,12 @@ std::string activation(const ActivationProblem& p, Stream stream) {
             dispatch_bool(vec, [&](auto v) {
               constexpr int kW = decltype(v)::value ? 16 / sizeof(T) : 1;
               activation_kernel<T, kW, decltype(kind)::value, decltype(bwd)::value>
-                  <<<grid, block, 0, stream>>>(args);
+                  <<<launch.grid, launch.block, 0, stream>>>(args);
               KILN_CUDA_CHECK(cudaGetLastError());
               variant = std::string("activation_") + (p.backward ? "backward<" : "forward<") +
                         kind_name(p.kind) + "," + std::string(dtype_name(p.dtype)) + ",vec" +
-                        std::to_string(kW) + ",tpr" + std::to_string(tpr) + ",rpb" +
-                        std::to_string(rpb) + ">";
+                        std::to_string(kW) + ",tpr" + std::to_string(launch.threads_per_row) +
+                        ",rpb" + std::to_string(launch.rows_per_block) + ">";
             });
           });
         });

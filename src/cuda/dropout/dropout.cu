@@ -9,6 +9,7 @@
 #include "core/philox.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/row_launch.h"
 #include "cuda/dropout/dropout_launch.h"
 
 namespace kiln::cuda {
@@ -26,9 +27,6 @@ struct DropoutArgs {
   bool masked;
   uint64_t seed, offset;
 };
-
-constexpr int kBlockThreads = 256;
-constexpr int kMaxGridY = 65535;
 
 // The scale of elements [i, i + kW) of the stream: 1/(1-p) if kept, 0 if dropped, 1 unmasked.
 template <int kW>
@@ -55,7 +53,7 @@ __device__ __forceinline__ void element_scales(const DropoutArgs& a, uint64_t i,
 }
 
 template <typename T, int kW, bool kBackward>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kRowBlockThreads)
     dropout_kernel(const __grid_constant__ DropoutArgs a) {
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * kW;
   if (c >= a.cols) return;
@@ -108,11 +106,6 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
-bool aligned16(const check::RowMatrix& m, int w) {
-  return m.data == nullptr ||
-         (reinterpret_cast<uintptr_t>(m.data) % 16 == 0 && (m.rows <= 1 || m.row_stride % w == 0));
-}
-
 }  // namespace
 
 std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
@@ -120,9 +113,9 @@ std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
     throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
   }
   const int w = 16 / static_cast<int>(dtype_size(p.dtype));
-  bool vec = p.cols % w == 0 &&
-             (p.bias == nullptr || p.backward || reinterpret_cast<uintptr_t>(p.bias) % 16 == 0);
-  for (const check::RowMatrix* m : {&p.x, &p.residual, &p.out}) vec = vec && aligned16(*m, w);
+  const bool bias_ok =
+      p.bias == nullptr || p.backward || reinterpret_cast<uintptr_t>(p.bias) % 16 == 0;
+  const bool vec = bias_ok && rows_vector_aligned(p.cols, w, {&p.x, &p.residual, &p.out});
   const DropoutArgs args{p.x.data,
                          p.residual.data,
                          p.backward ? nullptr : p.bias,
@@ -137,14 +130,7 @@ std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
                          p.masked,
                          p.seed,
                          p.offset};
-  const int64_t accesses = (p.cols + (vec ? w : 1) - 1) / (vec ? w : 1);
-  int tpr = 32;
-  while (tpr < kBlockThreads && tpr < accesses) tpr *= 2;
-  const int rpb = kBlockThreads / tpr;
-  const dim3 block(tpr, rpb);
-  const dim3 grid(
-      static_cast<unsigned>((accesses + tpr - 1) / tpr),
-      static_cast<unsigned>(std::clamp<int64_t>((p.rows + rpb - 1) / rpb, 1, kMaxGridY)));
+  const RowLaunch launch = row_launch(p.rows, p.cols, vec ? w : 1);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
@@ -152,13 +138,15 @@ std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
       dispatch_bool(vec, [&](auto v) {
         constexpr int kW = decltype(v)::value ? 16 / sizeof(T) : 1;
         if (p.rows > 0 && p.cols > 0) {
-          dropout_kernel<T, kW, decltype(bwd)::value><<<grid, block, 0, stream>>>(args);
+          dropout_kernel<T, kW, decltype(bwd)::value>
+              <<<launch.grid, launch.block, 0, stream>>>(args);
           KILN_CUDA_CHECK(cudaGetLastError());
         }
         variant = std::string(p.backward ? "dropout_backward<" : "dropout_forward<") +
                   std::string(dtype_name(p.dtype)) + ",vec" + std::to_string(kW) +
-                  (p.masked ? ",masked" : ",unmasked") + ",tpr" + std::to_string(tpr) + ",rpb" +
-                  std::to_string(rpb) + ">";
+                  (p.masked ? ",masked" : ",unmasked") + ",tpr" +
+                  std::to_string(launch.threads_per_row) + ",rpb" +
+                  std::to_string(launch.rows_per_block) + ">";
       });
       if (p.backward && p.bias && p.cols > 0) {
         const dim3 dgrid(static_cast<unsigned>((p.cols + 31) / 32));

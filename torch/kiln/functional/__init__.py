@@ -3,6 +3,7 @@ under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
 
 from .activation import gelu_residual, relu2, swiglu
 from .dropout import bias_dropout_add
+from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "bias_dropout_add",
     "gelu_residual",
     "layer_norm",
+    "moe_sum",
     "relu2",
     "rms_norm",
     "swiglu",

@@ -1,0 +1,154 @@
+// moe_sum forward (weighted sum of k rows a token), backward dx (the token's dout scaled per
+// expert) and dweights (k dot products a token). The k loop is unrolled to kMoeSumMaxK with a
+// guard, so one instance serves every k; terms are added in order j = 0 .. k-1.
+#include <algorithm>
+#include <string>
+
+#include "core/dispatch.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/elements.cuh"
+#include "cuda/common/row_launch.h"
+#include "cuda/moe_sum/moe_sum_launch.h"
+#include "kiln/ops/moe_sum.h"
+
+namespace kiln::cuda {
+namespace {
+
+struct MoeSumArgs {
+  const void* x;        // [T * k, N]
+  const void* weights;  // [T, k] or null
+  void* out;            // forward out / backward dout [T, N]
+  void* dx;             // backward [T * k, N]
+  void* dweights;       // backward [T, k] or null
+  int64_t tokens;
+  int k, cols;
+  int64_t x_stride, w_stride, out_stride, dx_stride, dw_stride;
+};
+
+template <typename W>
+__device__ __forceinline__ float weight_of(const MoeSumArgs& a, int64_t t, int j) {
+  return a.weights ? to_float(static_cast<const W*>(a.weights)[t * a.w_stride + j]) : 1.f;
+}
+
+template <typename T, typename W, int kW, bool kBackward>
+__global__ void __launch_bounds__(kRowBlockThreads)
+    moe_sum_kernel(const __grid_constant__ MoeSumArgs a) {
+  const int c = (blockIdx.x * blockDim.x + threadIdx.x) * kW;
+  if (c >= a.cols) return;
+  const int64_t step = int64_t{gridDim.y} * blockDim.y;
+  for (int64_t t = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; t < a.tokens; t += step) {
+    if constexpr (!kBackward) {
+      float acc[kW] = {};
+#pragma unroll
+      for (int j = 0; j < kMoeSumMaxK; ++j) {
+        if (j >= a.k) break;
+        float v[kW];
+        load_floats<T, kW>(static_cast<const T*>(a.x) + (t * a.k + j) * a.x_stride + c, v);
+        const float w = weight_of<W>(a, t, j);
+#pragma unroll
+        for (int e = 0; e < kW; ++e) acc[e] += w * v[e];
+      }
+      store_floats<T, kW>(static_cast<T*>(a.out) + t * a.out_stride + c, acc);
+    } else {
+      float g[kW];
+      load_floats<T, kW>(static_cast<const T*>(a.out) + t * a.out_stride + c, g);
+#pragma unroll
+      for (int j = 0; j < kMoeSumMaxK; ++j) {
+        if (j >= a.k) break;
+        const float w = weight_of<W>(a, t, j);
+        float d[kW];
+#pragma unroll
+        for (int e = 0; e < kW; ++e) d[e] = w * g[e];
+        store_floats<T, kW>(static_cast<T*>(a.dx) + (t * a.k + j) * a.dx_stride + c, d);
+      }
+    }
+  }
+}
+
+// dweights[t, j] = <dout[t, :], x[t, j, :]>: one block a token; each thread sums its columns for
+// every j, then a fixed-order reduction over the block (warp butterflies, then warps in order).
+template <typename T, typename W>
+__global__ void __launch_bounds__(kRowBlockThreads)
+    moe_sum_dweights_kernel(const __grid_constant__ MoeSumArgs a) {
+  __shared__ float partial[kRowBlockThreads / 32][kMoeSumMaxK];
+  for (int64_t t = blockIdx.x; t < a.tokens; t += gridDim.x) {
+    float dot[kMoeSumMaxK] = {};
+    for (int c = threadIdx.x; c < a.cols; c += blockDim.x) {
+      const float g = to_float(static_cast<const T*>(a.out)[t * a.out_stride + c]);
+#pragma unroll
+      for (int j = 0; j < kMoeSumMaxK; ++j) {
+        if (j < a.k)
+          dot[j] += g * to_float(static_cast<const T*>(a.x)[(t * a.k + j) * a.x_stride + c]);
+      }
+    }
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int j = 0; j < kMoeSumMaxK; ++j) {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) dot[j] += __shfl_xor_sync(~0u, dot[j], o);
+      if (lane == 0) partial[warp][j] = dot[j];
+    }
+    __syncthreads();
+    if (threadIdx.x < a.k) {
+      float s = 0.f;
+      for (int w = 0; w < kRowBlockThreads / 32; ++w) s += partial[w][threadIdx.x];
+      static_cast<W*>(a.dweights)[t * a.dw_stride + threadIdx.x] = from_float<W>(s);
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+std::string moe_sum(const MoeSumProblem& p, Stream stream) {
+  if (p.cols > (int64_t{1} << 30)) {
+    throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
+  }
+  const int w = 16 / static_cast<int>(dtype_size(p.dtype));
+  const bool vec = rows_vector_aligned(p.cols, w, {&p.x, &p.out, &p.dx});
+  const MoeSumArgs args{p.x.data,
+                        p.weights.data,
+                        p.out.data,
+                        p.dx.data,
+                        p.dweights.data,
+                        p.tokens,
+                        static_cast<int>(p.k),
+                        static_cast<int>(p.cols),
+                        p.x.row_stride,
+                        p.weights.row_stride,
+                        p.out.row_stride,
+                        p.dx.row_stride,
+                        p.dweights.row_stride};
+  const RowLaunch launch = row_launch(p.tokens, p.cols, vec ? w : 1);
+  std::string variant;
+  dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
+    using T = typename CudaType<decltype(dt)::value>::type;
+    dispatch_bool(p.w_dtype == DType::f32, [&](auto wf) {
+      using W = std::conditional_t<decltype(wf)::value, float, T>;
+      dispatch_bool(p.backward, [&](auto bwd) {
+        dispatch_bool(vec, [&](auto v) {
+          constexpr int kW = decltype(v)::value ? 16 / sizeof(T) : 1;
+          if (p.tokens > 0 && p.cols > 0) {
+            moe_sum_kernel<T, W, kW, decltype(bwd)::value>
+                <<<launch.grid, launch.block, 0, stream>>>(args);
+            KILN_CUDA_CHECK(cudaGetLastError());
+          }
+          variant = std::string(p.backward ? "moe_sum_backward<" : "moe_sum<") +
+                    std::string(dtype_name(p.dtype)) + ",k" + std::to_string(p.k) + ",vec" +
+                    std::to_string(kW) + ",tpr" + std::to_string(launch.threads_per_row) + ",rpb" +
+                    std::to_string(launch.rows_per_block) + ">";
+        });
+        if (p.backward && p.dweights.data && p.tokens > 0) {
+          const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(p.tokens, 1 << 20));
+          moe_sum_dweights_kernel<T, W><<<blocks, kRowBlockThreads, 0, stream>>>(args);
+          KILN_CUDA_CHECK(cudaGetLastError());
+          variant += " + dweights";
+        }
+      });
+    });
+  });
+  if (!vec) variant += " (unaligned: scalar path)";
+  return variant;
+}
+
+}  // namespace kiln::cuda
