@@ -118,7 +118,7 @@ std::vector<Case> sweep() {
       for (bool packed : {false, true}) {
         if (packed && op == Op::relu2) continue;
         for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
-          for (int64_t rows : {1, 3, 1000}) {
+          for (int64_t rows : testing::sweep_rows()) {
             for (int64_t cols : {1, 7, 64, 4095, 4096}) {
               cases.push_back({op, backward, packed, dtype, rows, cols});
             }

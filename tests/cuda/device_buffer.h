@@ -3,8 +3,11 @@
 // harness's Buffer, so tests and benchmarks share one allocation path).
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "buffer.h"
 #include "common/host_tensor.h"
@@ -28,6 +31,18 @@ struct Mirrored {
   void poison() { dev.fill_nan(); }
   TensorView view() { return host.view(dev.data(), Device::cuda(0)); }
 };
+
+// KILN_TEST_QUICK=1 (the compute-sanitizer pass): the sweeps keep every edge shape but only
+// small row counts, so memcheck over every family stays within a device call.
+inline bool quick_sweep() {
+  return std::getenv("KILN_TEST_QUICK") != nullptr;
+}
+
+// The row counts of a sweep: {1, 3, 1000}, without 1000 in a quick sweep.
+inline std::vector<int64_t> sweep_rows() {
+  if (quick_sweep()) return {1, 3};
+  return {1, 3, 1000};
+}
 
 inline bool have_gpu() {
   int n = 0;

@@ -91,7 +91,7 @@ std::vector<Case> sweep() {
     for (bool bias : {false, true}) {
       for (double p : {0.0, 0.1, 0.5}) {
         for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
-          for (int64_t rows : {1, 3, 1000}) {
+          for (int64_t rows : testing::sweep_rows()) {
             for (int64_t cols : {1, 7, 64, 4095, 4096}) {
               cases.push_back({backward, bias, p, dtype, rows, cols});
             }
