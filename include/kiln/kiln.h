@@ -3,5 +3,6 @@
 #include "kiln/core/core.h"
 #include "kiln/ops/activation.h"
 #include "kiln/ops/dropout.h"
+#include "kiln/ops/mhc.h"
 #include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"
