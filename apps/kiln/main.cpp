@@ -41,6 +41,8 @@ constexpr OpInfo kOps[] = {
      "out = residual + dropout(x + bias), Philox mask; fwd + bwd (dx, dbias)"},
     {"moe_sum", "moe", "f32 bf16 f16 (weights: x's or f32)",
      "out[t] = sum_j w[t, j] x[t, j], k <= 16; fwd + bwd (dx, dweights)"},
+    {"sinkhorn_knopp", "mhc", "f32 bf16 f16",
+     "doubly stochastic exp(logits) [B, n, n], n <= 64, fixed iterations; fwd + bwd"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

@@ -28,6 +28,7 @@ from .functional import (
     moe_sum,
     relu2,
     rms_norm,
+    sinkhorn_knopp,
     swiglu,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "nn",
     "relu2",
     "rms_norm",
+    "sinkhorn_knopp",
     "swiglu",
 ]
 

@@ -3,6 +3,7 @@ under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
 
 from .activation import gelu_residual, relu2, swiglu
 from .dropout import bias_dropout_add
+from .mhc import sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 
@@ -15,5 +16,6 @@ __all__ = [
     "moe_sum",
     "relu2",
     "rms_norm",
+    "sinkhorn_knopp",
     "swiglu",
 ]
