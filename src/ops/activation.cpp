@@ -46,15 +46,9 @@ ActivationProblem make_problem(std::string_view op, act::Kind kind,
 }
 
 void run(const ActivationProblem& p, Stream stream) {
-  Receipt receipt{p.op, "reference", "ref::activation", ""};
-  if (p.device.is_cuda()) {
-    require_cuda_built(p.op, p.device);
-    receipt.backend = "cuda";
-    if constexpr (kCudaBuilt) receipt.variant = cuda::activation(p, stream);
-  } else {
-    ref::activation(p);
-  }
-  record_receipt(std::move(receipt));
+  run_on_backend(
+      p, "ref::activation", [&] { ref::activation(p); },
+      [&] { return cuda::activation(p, stream); });
 }
 
 act::Kind gelu_kind(GeluApprox approx) {

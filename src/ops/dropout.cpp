@@ -45,15 +45,9 @@ void* bias_like(std::string_view op, std::string_view arg, const TensorView& t,
 }
 
 void run(const DropoutProblem& p, Stream stream) {
-  Receipt receipt{p.op, "reference", "ref::bias_dropout_add", ""};
-  if (p.device.is_cuda()) {
-    require_cuda_built(p.op, p.device);
-    receipt.backend = "cuda";
-    if constexpr (kCudaBuilt) receipt.variant = cuda::bias_dropout_add(p, stream);
-  } else {
-    ref::bias_dropout_add(p);
-  }
-  record_receipt(std::move(receipt));
+  run_on_backend(
+      p, "ref::bias_dropout_add", [&] { ref::bias_dropout_add(p); },
+      [&] { return cuda::bias_dropout_add(p, stream); });
 }
 
 }  // namespace

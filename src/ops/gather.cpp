@@ -76,15 +76,9 @@ GatherProblem make_problem(std::string_view op, const TensorView& src, const Ten
 }
 
 void run(const GatherProblem& p, Stream stream) {
-  Receipt receipt{p.op, "reference", "ref::gather_rows", ""};
-  if (p.device.is_cuda()) {
-    require_cuda_built(p.op, p.device);
-    receipt.backend = "cuda";
-    if constexpr (kCudaBuilt) receipt.variant = cuda::gather_rows(p, stream);
-  } else {
-    ref::gather_rows(p);
-  }
-  record_receipt(std::move(receipt));
+  run_on_backend(
+      p, "ref::gather_rows", [&] { ref::gather_rows(p); },
+      [&] { return cuda::gather_rows(p, stream); });
 }
 
 }  // namespace

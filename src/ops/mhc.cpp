@@ -37,15 +37,9 @@ SinkhornProblem make_problem(std::string_view op, const TensorView& logits, int 
 }
 
 void run(const SinkhornProblem& p, Stream stream) {
-  Receipt receipt{p.op, "reference", "ref::sinkhorn_knopp", ""};
-  if (p.device.is_cuda()) {
-    require_cuda_built(p.op, p.device);
-    receipt.backend = "cuda";
-    if constexpr (kCudaBuilt) receipt.variant = cuda::sinkhorn_knopp(p, stream);
-  } else {
-    ref::sinkhorn_knopp(p);
-  }
-  record_receipt(std::move(receipt));
+  run_on_backend(
+      p, "ref::sinkhorn_knopp", [&] { ref::sinkhorn_knopp(p); },
+      [&] { return cuda::sinkhorn_knopp(p, stream); });
 }
 
 }  // namespace

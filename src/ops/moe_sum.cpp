@@ -59,15 +59,8 @@ check::RowMatrix token_rows(std::string_view op, std::string_view arg, const Ten
 }
 
 void run(const MoeSumProblem& p, Stream stream) {
-  Receipt receipt{p.op, "reference", "ref::moe_sum", ""};
-  if (p.device.is_cuda()) {
-    require_cuda_built(p.op, p.device);
-    receipt.backend = "cuda";
-    if constexpr (kCudaBuilt) receipt.variant = cuda::moe_sum(p, stream);
-  } else {
-    ref::moe_sum(p);
-  }
-  record_receipt(std::move(receipt));
+  run_on_backend(
+      p, "ref::moe_sum", [&] { ref::moe_sum(p); }, [&] { return cuda::moe_sum(p, stream); });
 }
 
 }  // namespace
