@@ -43,6 +43,9 @@ constexpr OpInfo kOps[] = {
      "out[t] = sum_j w[t, j] x[t, j], k <= 16; fwd + bwd (dx, dweights)"},
     {"sinkhorn_knopp", "mhc", "f32 bf16 f16",
      "doubly stochastic exp(logits) [B, n, n], n <= 64, fixed iterations; fwd + bwd"},
+    {"gather_rows", "gather", "any (index i32/i64)",
+     "out = src[index] by rows; out-of-range rows zero and counted"},
+    {"gather_rows_pair", "gather", "any (index i32/i64)", "k[index], v[index] in one launch"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

@@ -3,6 +3,7 @@ under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
 
 from .activation import gelu_residual, relu2, swiglu
 from .dropout import bias_dropout_add
+from .gather import gather_rows, gather_rows_pair
 from .mhc import sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
@@ -11,6 +12,8 @@ __all__ = [
     "add_layer_norm",
     "add_rms_norm",
     "bias_dropout_add",
+    "gather_rows",
+    "gather_rows_pair",
     "gelu_residual",
     "layer_norm",
     "moe_sum",

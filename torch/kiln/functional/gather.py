@@ -1,0 +1,38 @@
+"""Row gathers (contract: include/kiln/ops/gather.h)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+_ops = torch.ops.kiln
+
+# KILN_CHECK_INDICES=1: every gather synchronises and raises on out-of-range indices (debugging);
+# otherwise the count is returned for the caller to read when it likes.
+_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
+
+
+def _checked(op: str, bad: torch.Tensor) -> None:
+    if _CHECK and int(bad.item()) != 0:
+        raise IndexError(f"{op}: {int(bad.item())} index(es) out of range (their rows are zeros)")
+
+
+def gather_rows(
+    src: torch.Tensor, index: torch.Tensor, return_bad_count: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """out = src[index] along dim 0, for src [N, ...] of any dtype (trailing dims contiguous) and
+    index int32/int64 [M]. An index outside [0, N) is never read: its row is zeros and it is
+    counted; return_bad_count=True also returns that count (int32 [1], on src's device)."""
+    out, bad = _ops.gather_rows(src, index)
+    _checked("gather_rows", bad)
+    return (out, bad) if return_bad_count else out
+
+
+def gather_rows_pair(
+    k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, return_bad_count: bool = False
+):
+    """(k[index], v[index]) in one launch; out-of-range indices as in gather_rows, counted once."""
+    ok, ov, bad = _ops.gather_rows_pair(k, v, index)
+    _checked("gather_rows_pair", bad)
+    return (ok, ov, bad) if return_bad_count else (ok, ov)
