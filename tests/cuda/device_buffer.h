@@ -2,6 +2,9 @@
 // GPU test helpers: a HostTensor mirrored on the GPU (device memory through the benchmark
 // harness's Buffer, so tests and benchmarks share one allocation path).
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
 
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +45,22 @@ inline bool quick_sweep() {
 inline std::vector<int64_t> sweep_rows() {
   if (quick_sweep()) return {1, 3};
   return {1, 3, 1000};
+}
+
+// Every element of `got` within tol * (1 + |want|) of `want` (NaN never is); the first five
+// misses are reported with their (row, column).
+inline void expect_close(const HostTensor& got, const HostTensor& want, double tol,
+                         const std::string& what = "") {
+  int misses = 0;
+  for (int64_t r = 0; r < want.rows() && misses < 5; ++r) {
+    for (int64_t c = 0; c < want.cols() && misses < 5; ++c) {
+      const double g = got.at(r, c), w = want.at(r, c);
+      if (!(std::abs(g - w) <= tol * (1 + std::abs(w)))) {
+        ADD_FAILURE() << what << "(" << r << ", " << c << "): got " << g << ", want " << w;
+        ++misses;
+      }
+    }
+  }
 }
 
 inline bool have_gpu() {
