@@ -46,6 +46,8 @@ constexpr OpInfo kOps[] = {
     {"gather_rows", "gather", "any (index i32/i64)",
      "out = src[index] by rows; out-of-range rows zero and counted"},
     {"gather_rows_pair", "gather", "any (index i32/i64)", "k[index], v[index] in one launch"},
+    {"tau_tail", "attention", "f32 bf16 f16 (params: x's or f32)",
+     "in place: q, v *= tanh(tok) + tau[pos, h]; bad positions counted"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

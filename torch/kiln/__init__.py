@@ -32,6 +32,7 @@ from .functional import (
     rms_norm,
     sinkhorn_knopp,
     swiglu,
+    tau_tail_,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "rms_norm",
     "sinkhorn_knopp",
     "swiglu",
+    "tau_tail_",
 ]
 
 

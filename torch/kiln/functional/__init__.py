@@ -7,6 +7,7 @@ from .gather import gather_rows, gather_rows_pair
 from .mhc import sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from .tau_tail import tau_tail_
 
 __all__ = [
     "add_layer_norm",
@@ -21,4 +22,5 @@ __all__ = [
     "rms_norm",
     "sinkhorn_knopp",
     "swiglu",
+    "tau_tail_",
 ]
