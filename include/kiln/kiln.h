@@ -4,6 +4,7 @@
 #include "kiln/ops/activation.h"
 #include "kiln/ops/dropout.h"
 #include "kiln/ops/gather.h"
+#include "kiln/ops/kv_cache.h"
 #include "kiln/ops/mhc.h"
 #include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"
