@@ -102,4 +102,13 @@ RowMatrix like(std::string_view op, std::string_view arg, const TensorView& t,
   return rows_of(op, arg, t);
 }
 
+int32_t* counter(std::string_view op, std::string_view arg, const TensorView& t,
+                 const Device& device) {
+  present(op, arg, t);
+  same_device(op, arg, t, device);
+  dtype_in(op, arg, t, {DType::i32});
+  vector_of(op, arg, t, 1);
+  return static_cast<int32_t*>(t.data);
+}
+
 }  // namespace kiln::check

@@ -32,6 +32,10 @@ void rank_at_least(std::string_view op, std::string_view arg, const TensorView& 
 void vector_of(std::string_view op, std::string_view arg, const TensorView& t, int64_t n);
 // Last dim contiguous and leading dims collapsible into one row stride.
 RowMatrix rows_of(std::string_view op, std::string_view arg, const TensorView& t);
+// The int32 [1] counter on `device` that a kernel adds its reports to (out-of-range indices it
+// never read); returns its data.
+int32_t* counter(std::string_view op, std::string_view arg, const TensorView& t,
+                 const Device& device);
 // Present, on `first`'s device, of its dtype and shape; then rows_of.
 RowMatrix like(std::string_view op, std::string_view arg, const TensorView& t,
                const TensorView& first);

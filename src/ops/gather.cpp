@@ -60,10 +60,7 @@ GatherProblem make_problem(std::string_view op, const TensorView& src, const Ten
   if (index.rank != 1 || (index.size(0) > 1 && index.stride(0) != 1)) {
     throw_arg_error(op, "index", "a contiguous 1-D tensor [M]", "shape " + index.shape_str());
   }
-  check::present(op, "bad_indices", bad_indices);
-  check::same_device(op, "bad_indices", bad_indices, src.device);
-  check::dtype_in(op, "bad_indices", bad_indices, {DType::i32});
-  check::vector_of(op, "bad_indices", bad_indices, 1);
+  int32_t* bad = check::counter(op, "bad_indices", bad_indices, src.device);
   GatherProblem p;
   p.op = op;
   p.device = src.device;
@@ -71,7 +68,7 @@ GatherProblem make_problem(std::string_view op, const TensorView& src, const Ten
   p.m = index.size(0);
   p.index = index.data;
   p.index64 = index.dtype == DType::i64;
-  p.bad_indices = static_cast<int32_t*>(bad_indices.data);
+  p.bad_indices = bad;
   return p;
 }
 

@@ -91,11 +91,7 @@ void kv_cache_write(const TensorView& key_cache, const TensorView& value_cache, 
                     "absent for a " + std::string(dtype_name(p.cache_dtype)) + " cache",
                     "a tensor");
   }
-  check::present(op, "bad_slots", bad_slots);
-  check::same_device(op, "bad_slots", bad_slots, k.device);
-  check::dtype_in(op, "bad_slots", bad_slots, {DType::i32});
-  check::vector_of(op, "bad_slots", bad_slots, 1);
-  p.bad_slots = static_cast<int32_t*>(bad_slots.data);
+  p.bad_slots = check::counter(op, "bad_slots", bad_slots, k.device);
   run_on_backend(
       p, "ref::kv_cache_write", [&] { ref::kv_cache_write(p); },
       [&] { return cuda::kv_cache_write(p, stream); });

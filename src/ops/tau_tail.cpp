@@ -66,9 +66,7 @@ void tau_tail(const TensorView& qkv, const TensorView& tok_qv_lin, const TensorV
   check::vector_of(op, "positions", positions, p.tokens);
   p.positions = positions.data;
   p.positions64 = positions.dtype == DType::i64;
-  check::dtype_in(op, "bad_positions", bad_positions, {DType::i32});
-  check::vector_of(op, "bad_positions", bad_positions, 1);
-  p.bad_positions = static_cast<int32_t*>(bad_positions.data);
+  p.bad_positions = check::counter(op, "bad_positions", bad_positions, qkv.device);
   run_on_backend(
       p, "ref::tau_tail", [&] { ref::tau_tail(p); }, [&] { return cuda::tau_tail(p, stream); });
 }
