@@ -48,6 +48,8 @@ constexpr OpInfo kOps[] = {
     {"gather_rows_pair", "gather", "any (index i32/i64)", "k[index], v[index] in one launch"},
     {"tau_tail", "attention", "f32 bf16 f16 (params: x's or f32)",
      "in place: q, v *= tanh(tok) + tau[pos, h]; bad positions counted"},
+    {"kv_cache_write", "kv cache", "bf16 f16 -> same or f8e4m3 (+scale)",
+     "k, v into paged caches by slot; padding skipped, bad slots counted"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

@@ -4,6 +4,7 @@ under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
 from .activation import gelu_residual, relu2, swiglu
 from .dropout import bias_dropout_add
 from .gather import gather_rows, gather_rows_pair
+from .kv_cache import kv_cache_write_
 from .mhc import sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
@@ -16,6 +17,7 @@ __all__ = [
     "gather_rows",
     "gather_rows_pair",
     "gelu_residual",
+    "kv_cache_write_",
     "layer_norm",
     "moe_sum",
     "relu2",
