@@ -73,21 +73,8 @@ std::string check(Act act, bool backward, const Shape& s, const Device& d) {
   synchronize(d);
   if (d.is_cpu()) return "ok (reference is the backend)";
   call(act, backward, ref, s, Device::cpu(), nullptr);
-  const Buffer& out_ref = backward ? ref.din : ref.out;
-  std::vector<uint8_t> got(out_dev.bytes()), want(out_ref.bytes());
-  out_dev.download(got.data(), got.size());
-  out_ref.download(want.data(), want.size());
-  const int64_t n = static_cast<int64_t>(got.size() / dtype_size(s.dtype));
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double g = element::load(got.data(), s.dtype, i),
-                 w = element::load(want.data(), s.dtype, i);
-    if (std::isnan(g)) return "output has NaN at " + std::to_string(i);
-    num += (g - w) * (g - w);
-    den += w * w;
-  }
-  const double err = std::sqrt(num / std::max(den, 1e-30));
-  return err <= 1e-2 ? "ok" : "rel. error " + std::to_string(err);
+  const std::string bad = compare(out_dev, backward ? ref.din : ref.out, s.dtype, 1e-2, "output");
+  return bad.empty() ? "ok" : bad;
 }
 
 }  // namespace
@@ -115,13 +102,12 @@ std::vector<Case> activation_cases(const Options& options) {
       c.direction = backward ? "bwd" : "fwd";
       const double mat = rows * n * 2.0, mat_in = rows * n_in * 2.0;
       c.bytes = backward ? mat + 2 * mat_in : mat_in + mat;
-      c.prepare = [act = op.act, s, d, backward](int sets) {
-        auto state = std::make_shared<std::vector<Tensors>>();
-        for (int i = 0; i < sets; ++i) state->emplace_back(d, s->in, s->dy, backward);
-        return std::function<void(int, Stream)>([act, s, d, backward, state](int set, Stream st) {
-          call(act, backward, (*state)[set], *s, d, st);
-        });
-      };
+      c.prepare =
+          rotating_sets([act = op.act, s, d,
+                         backward] { return std::make_unique<Tensors>(d, s->in, s->dy, backward); },
+                        [act = op.act, s, d, backward](Tensors& t, Stream st) {
+                          call(act, backward, t, *s, d, st);
+                        });
       c.check = [act = op.act, s, d, backward] { return check(act, backward, *s, d); };
       c.variant = [] { return last_receipt().variant; };
       cases.push_back(std::move(c));

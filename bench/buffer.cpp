@@ -1,9 +1,12 @@
 #include "buffer.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
 
+#include "core/element.h"
 #include "kiln/core/error.h"
 #if KILN_WITH_CUDA
 #include <cuda_runtime.h>
@@ -92,6 +95,23 @@ void synchronize(const Device& device) {
 #else
   (void)device;
 #endif
+}
+
+std::string compare(const Buffer& got, const Buffer& want, DType dtype, double tol,
+                    const std::string& what) {
+  std::vector<uint8_t> g(got.bytes()), w(want.bytes());
+  got.download(g.data(), g.size());
+  want.download(w.data(), w.size());
+  double num = 0, den = 0;
+  const int64_t n = static_cast<int64_t>(g.size() / dtype_size(dtype));
+  for (int64_t i = 0; i < n; ++i) {
+    const double a = element::load(g.data(), dtype, i), b = element::load(w.data(), dtype, i);
+    if (std::isnan(a)) return what + " has NaN";
+    num += (a - b) * (a - b);
+    den += b * b;
+  }
+  const double err = std::sqrt(num / std::max(den, 1e-30));
+  return err <= tol ? "" : what + " rel. error " + std::to_string(err);
 }
 
 }  // namespace kiln::bench

@@ -2,9 +2,11 @@
 // Memory on a kiln device for the benchmark cases: host memory on the CPU, cudaMalloc on CUDA.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kiln/core/device.h"
+#include "kiln/core/dtype.h"
 
 namespace kiln::bench {
 
@@ -29,5 +31,11 @@ class Buffer {
 };
 
 void synchronize(const Device& device);
+
+// How a case's output compares with the reference's (two buffers of `dtype` and one size, on any
+// devices): "" when the relative L2 error is within `tol`, else "<what> has NaN" or
+// "<what> rel. error <e>".
+std::string compare(const Buffer& got, const Buffer& want, DType dtype, double tol,
+                    const std::string& what);
 
 }  // namespace kiln::bench

@@ -96,12 +96,8 @@ std::vector<Case> cache_cases(const Options& options) {
     c.shape = "bf16 " + std::to_string(s->tokens) + "x8x128 -> " + std::string(dtype_name(cache));
     c.direction = "fwd";
     c.bytes = 2.0 * s->tokens * kHeads * kDim * (2 + dtype_size(cache)) + s->tokens * 8.0;
-    c.prepare = [s, d](int sets) {
-      auto state = std::make_shared<std::vector<KvTensors>>();
-      for (int i = 0; i < sets; ++i) state->emplace_back(d, *s);
-      return std::function<void(int, Stream)>(
-          [s, d, state](int set, Stream st) { kv_call((*state)[set], *s, d, st); });
-    };
+    c.prepare = rotating_sets([s, d] { return std::make_unique<KvTensors>(d, *s); },
+                              [s, d](KvTensors& t, Stream st) { kv_call(t, *s, d, st); });
     c.check = [s, d] { return kv_check(*s, d); };
     c.variant = [] { return last_receipt().variant; };
     cases.push_back(std::move(c));

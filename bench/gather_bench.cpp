@@ -88,12 +88,8 @@ std::vector<Case> gather_cases(const Options& options) {
     c.shape = "bf16 " + std::to_string(s->m) + " of " + std::to_string(s->n) + "x8x128";
     c.direction = "fwd";
     c.bytes = (pair ? 2 : 1) * 2.0 * s->m * s->row * 2 + s->m * 4.0;
-    c.prepare = [s, d, pair](int sets) {
-      auto state = std::make_shared<std::vector<Tensors>>();
-      for (int i = 0; i < sets; ++i) state->emplace_back(d, *s, pair);
-      return std::function<void(int, Stream)>(
-          [s, d, pair, state](int set, Stream st) { call(pair, (*state)[set], *s, d, st); });
-    };
+    c.prepare = rotating_sets([s, d, pair] { return std::make_unique<Tensors>(d, *s, pair); },
+                              [s, d, pair](Tensors& t, Stream st) { call(pair, t, *s, d, st); });
     c.check = [s, d, pair] { return check(pair, *s, d); };
     c.variant = [] { return last_receipt().variant; };
     cases.push_back(std::move(c));

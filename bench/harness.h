@@ -4,6 +4,7 @@
 // reference first, reported against the ceiling measured in the same run.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,19 @@ double measure_copy_bandwidth(const Device& device, int reps);
 // Median milliseconds of fn(set, stream) over `reps` runs after `warmup`, rotating sets.
 double time_median_ms(const Device& device, const std::function<void(int, Stream)>& fn, int sets,
                       int warmup, int reps);
+
+// A Case::prepare over `sets` states made by make() (a std::unique_ptr to the state, so states
+// need not move), the timed call being run(state, stream).
+template <typename Make, typename Run>
+auto rotating_sets(Make make, Run run) {
+  return [make, run](int sets) {
+    using State = typename decltype(make())::element_type;
+    auto states = std::make_shared<std::vector<std::unique_ptr<State>>>();
+    for (int i = 0; i < sets; ++i) states->push_back(make());
+    return std::function<void(int, Stream)>(
+        [states, run](int set, Stream stream) { run(*(*states)[set], stream); });
+  };
+}
 
 // Registered case lists, one per op family, and all of them in order.
 std::vector<Case> norm_cases(const Options& options);

@@ -49,17 +49,8 @@ std::string check(bool backward, const Shape& s, const Device& d) {
   synchronize(d);
   if (d.is_cpu()) return "ok (reference is the backend)";
   call(backward, ref, s, Device::cpu(), nullptr);
-  std::vector<float> got(s.batch * kN * kN), want(got.size());
-  dev.out.download(got.data(), got.size() * 4);
-  ref.out.download(want.data(), want.size() * 4);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(got[i])) return "NaN at " + std::to_string(i);
-    num += double(got[i] - want[i]) * (got[i] - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  const double err = std::sqrt(num / std::max(den, 1e-30));
-  return err <= 1e-4 ? "ok" : "rel. error " + std::to_string(err);
+  const std::string bad = compare(dev.out, ref.out, DType::f32, 1e-4, backward ? "dlogits" : "out");
+  return bad.empty() ? "ok" : bad;
 }
 
 }  // namespace
@@ -81,13 +72,9 @@ std::vector<Case> mhc_cases(const Options& options) {
     c.shape = "f32 " + std::to_string(s->batch) + "x4x4 it20";
     c.direction = backward ? "bwd" : "fwd";
     c.bytes = (backward ? 3.0 : 2.0) * n * 4;
-    c.prepare = [s, d, backward](int sets) {
-      auto state = std::make_shared<std::vector<Tensors>>();
-      for (int i = 0; i < sets; ++i) state->emplace_back(d, *s);
-      return std::function<void(int, Stream)>([s, d, backward, state](int set, Stream st) {
-        call(backward, (*state)[set], *s, d, st);
-      });
-    };
+    c.prepare =
+        rotating_sets([s, d, backward] { return std::make_unique<Tensors>(d, *s); },
+                      [s, d, backward](Tensors& t, Stream st) { call(backward, t, *s, d, st); });
     c.check = [s, d, backward] { return check(backward, *s, d); };
     c.variant = [] { return last_receipt().variant; };
     cases.push_back(std::move(c));

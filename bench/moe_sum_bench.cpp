@@ -47,20 +47,6 @@ void call(bool backward, Tensors& t, const Shape& s, const Device& d, Stream str
   }
 }
 
-double rel_error(const Buffer& got_b, const Buffer& want_b, DType dtype) {
-  std::vector<uint8_t> got(got_b.bytes()), want(want_b.bytes());
-  got_b.download(got.data(), got.size());
-  want_b.download(want.data(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size() / dtype_size(dtype); ++i) {
-    const double g = element::load(got.data(), dtype, i), w = element::load(want.data(), dtype, i);
-    if (std::isnan(g)) return INFINITY;
-    num += (g - w) * (g - w);
-    den += w * w;
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 std::string check(bool backward, const Shape& s, const Device& d) {
   Tensors dev(d, s, backward), ref(Device::cpu(), s, backward);
   for (Buffer* b : {&dev.out, &dev.dx, &dev.dw}) {
@@ -70,14 +56,10 @@ std::string check(bool backward, const Shape& s, const Device& d) {
   synchronize(d);
   if (d.is_cpu()) return "ok (reference is the backend)";
   call(backward, ref, s, Device::cpu(), nullptr);
-  if (!backward) {
-    const double e = rel_error(dev.out, ref.out, DType::bf16);
-    return e <= 1e-2 ? "ok" : "out rel. error " + std::to_string(e);
-  }
-  const double ex = rel_error(dev.dx, ref.dx, DType::bf16),
-               ew = rel_error(dev.dw, ref.dw, DType::f32);
-  if (ex > 1e-2) return "dx rel. error " + std::to_string(ex);
-  return ew <= 1e-4 ? "ok" : "dweights rel. error " + std::to_string(ew);
+  std::string bad = backward ? compare(dev.dx, ref.dx, DType::bf16, 1e-2, "dx")
+                             : compare(dev.out, ref.out, DType::bf16, 1e-2, "out");
+  if (bad.empty() && backward) bad = compare(dev.dw, ref.dw, DType::f32, 1e-4, "dweights");
+  return bad.empty() ? "ok" : bad;
 }
 
 }  // namespace
@@ -104,13 +86,9 @@ std::vector<Case> moe_sum_cases(const Options& options) {
               std::to_string(s->cols);
     c.direction = backward ? "bwd" : "fwd";
     c.bytes = backward ? 2.0 * nx * 2 + nd * 2 + 2.0 * nw * 4 : nx * 2.0 + nd * 2 + nw * 4;
-    c.prepare = [s, d, backward](int sets) {
-      auto state = std::make_shared<std::vector<Tensors>>();
-      for (int i = 0; i < sets; ++i) state->emplace_back(d, *s, backward);
-      return std::function<void(int, Stream)>([s, d, backward, state](int set, Stream st) {
-        call(backward, (*state)[set], *s, d, st);
-      });
-    };
+    c.prepare =
+        rotating_sets([s, d, backward] { return std::make_unique<Tensors>(d, *s, backward); },
+                      [s, d, backward](Tensors& t, Stream st) { call(backward, t, *s, d, st); });
     c.check = [s, d, backward] { return check(backward, *s, d); };
     c.variant = [] { return last_receipt().variant; };
     cases.push_back(std::move(c));

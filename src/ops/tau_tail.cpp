@@ -43,8 +43,7 @@ void tau_tail(const TensorView& qkv, const TensorView& tok_qv_lin, const TensorV
   p.qkv = check::rows_of(op, "qkv", qkv);
   for (auto [name, t] : {std::pair<const char*, const TensorView*>{"tok_qv_lin", &tok_qv_lin},
                          {"tau_pos_table", &tau_pos_table},
-                         {"positions", &positions},
-                         {"bad_positions", &bad_positions}}) {
+                         {"positions", &positions}}) {
     check::present(op, name, *t);
     check::same_device(op, name, *t, qkv.device);
   }

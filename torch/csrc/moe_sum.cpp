@@ -18,10 +18,11 @@ at::Tensor moe_sum_op(const at::Tensor& x, const OptTensor& weights) {
   return translate_errors([&] {
     constexpr std::string_view op = "moe_sum";
     const DeviceScope scope(x);
-    const TensorView xv = to_view(op, "x", x);  // checked (rank 3) before its sizes are used
-    if (x.dim() != 3) kiln::moe_sum(TensorView(), xv, TensorView(), scope.stream());
-    at::Tensor out = at::empty({x.size(0), x.size(2)}, x.options());
-    kiln::moe_sum(to_view(op, "out", out), xv, to_view(op, "weights", weights), scope.stream());
+    // kiln checks x (rank 3) before out, so a wrong-rank x gets kiln's message, not out's.
+    const bool rank3 = x.dim() == 3;
+    at::Tensor out = at::empty({rank3 ? x.size(0) : 0, rank3 ? x.size(2) : 0}, x.options());
+    kiln::moe_sum(to_view(op, "out", out), to_view(op, "x", x), to_view(op, "weights", weights),
+                  scope.stream());
     return out;
   });
 }

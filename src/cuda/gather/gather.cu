@@ -8,12 +8,11 @@
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/row_launch.h"
 #include "cuda/gather/gather_launch.h"
 
 namespace kiln::cuda {
 namespace {
-
-constexpr int kThreads = 256;
 
 struct GatherArgs {
   GatherRows rows[2];
@@ -24,7 +23,8 @@ struct GatherArgs {
 };
 
 template <typename Unit>
-__global__ void __launch_bounds__(kThreads) gather_kernel(const __grid_constant__ GatherArgs a) {
+__global__ void __launch_bounds__(kRowBlockThreads)
+    gather_kernel(const __grid_constant__ GatherArgs a) {
   const GatherRows& g = a.rows[blockIdx.z];
   const int64_t units = g.row_bytes / static_cast<int64_t>(sizeof(Unit));
   const int64_t u = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -64,13 +64,8 @@ std::string gather_rows(const GatherProblem& p, Stream stream) {
   const bool pair = p.b.src != nullptr;
   const int unit = unit_bytes(p);
   const int64_t units = std::max(p.a.row_bytes, pair ? p.b.row_bytes : 0) / unit;
-  int tpr = 32;
-  while (tpr < kThreads && tpr < units) tpr *= 2;
-  const int rpb = kThreads / tpr;
-  const dim3 block(tpr, rpb);
-  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, (units + tpr - 1) / tpr)),
-                  static_cast<unsigned>(std::clamp<int64_t>((p.m + rpb - 1) / rpb, 1, 65535)),
-                  pair ? 2 : 1);
+  RowLaunch launch = row_launch(p.m, units, 1);
+  launch.grid.z = pair ? 2 : 1;
   const GatherArgs args{{p.a, p.b}, p.index, p.index64, p.n, p.m, p.bad_indices};
   if (p.m > 0) {
     dispatch_value<16, 8, 4, 2, 1>(unit, p.op, [&](auto u) {
@@ -81,13 +76,13 @@ std::string gather_rows(const GatherProblem& p, Stream stream) {
               kUnit == 8, uint2,
               std::conditional_t<kUnit == 4, uint32_t,
                                  std::conditional_t<kUnit == 2, uint16_t, uint8_t>>>>;
-      gather_kernel<Unit><<<grid, block, 0, stream>>>(args);
+      gather_kernel<Unit><<<launch.grid, launch.block, 0, stream>>>(args);
       KILN_CUDA_CHECK(cudaGetLastError());
     });
   }
   return std::string(pair ? "gather_rows_pair<" : "gather_rows<") + "unit" + std::to_string(unit) +
-         "B,index" + (p.index64 ? "64" : "32") + ",tpr" + std::to_string(tpr) + ",rpb" +
-         std::to_string(rpb) + ">";
+         "B,index" + (p.index64 ? "64" : "32") + ",tpr" + std::to_string(launch.threads_per_row) +
+         ",rpb" + std::to_string(launch.rows_per_block) + ">";
 }
 
 }  // namespace kiln::cuda
