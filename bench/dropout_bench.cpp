@@ -24,13 +24,15 @@ struct Shape {
 };
 
 struct Tensors {
-  Buffer x, residual, bias, out, dbias;
+  Buffer x, residual, bias, out, dbias, workspace;
   Tensors(const Device& d, const Shape& s)
       : x(d, s.x.size()),
         residual(d, s.x.size()),
         bias(d, s.bias.size()),
         out(d, s.x.size()),
-        dbias(d, s.bias.size()) {
+        dbias(d, s.bias.size()),
+        workspace(d, bias_dropout_add_backward_workspace_size(
+                         TensorView(x.data(), DType::bf16, d, {s.rows, s.cols}))) {
     x.upload(s.x.data(), s.x.size());
     residual.upload(s.residual.data(), s.residual.size());
     bias.upload(s.bias.data(), s.bias.size());
@@ -42,7 +44,8 @@ void call(bool backward, Tensors& t, const Shape& s, const Device& d, Stream str
   const TensorView out(t.out.data(), DType::bf16, d, {s.rows, s.cols});
   if (backward) {
     bias_dropout_add_backward(out, TensorView(t.dbias.data(), DType::bf16, d, {s.cols}), x, kP,
-                              kSeed, kOffset, true, stream);
+                              kSeed, kOffset, true, {t.workspace.data(), t.workspace.bytes()},
+                              stream);
   } else {
     bias_dropout_add(out, x, TensorView(t.bias.data(), DType::bf16, d, {s.cols}),
                      TensorView(t.residual.data(), DType::bf16, d, {s.rows, s.cols}), kP, kSeed,

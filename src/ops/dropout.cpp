@@ -2,9 +2,11 @@
 #include "kiln/ops/dropout.h"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "core/backend.h"
+#include "cuda/dropout/dropout_config.h"
 #include "cuda/dropout/dropout_launch.h"
 #include "ops/dropout_problem.h"
 #include "ref/dropout.h"
@@ -63,13 +65,34 @@ void bias_dropout_add(const TensorView& out, const TensorView& x, const TensorVi
   run(d, stream);
 }
 
+size_t bias_dropout_add_backward_workspace_size(const TensorView& dout) {
+  constexpr std::string_view op = "bias_dropout_add_backward_workspace_size";
+  check::present(op, "dout", dout);
+  check::rank_at_least(op, "dout", dout, 1);
+  check::dtype_in(op, "dout", dout, {DType::f32, DType::bf16, DType::f16});
+  if (!dout.device.is_cuda()) return 0;
+  const check::RowMatrix m = check::rows_of(op, "dout", dout);
+  return cuda::dropout_backward_workspace_bytes(m.rows, m.cols,
+                                                static_cast<int>(dtype_size(dout.dtype)));
+}
+
 void bias_dropout_add_backward(const TensorView& dx, const TensorView& dbias,
                                const TensorView& dout, double p, uint64_t seed, uint64_t offset,
-                               bool training, Stream stream) {
+                               bool training, const Workspace& workspace, Stream stream) {
   constexpr std::string_view op = "bias_dropout_add_backward";
   DropoutProblem d = make_problem(op, true, dout, "dout", p, seed, offset, training);
   d.out = check::like(op, "dx", dx, dout);
   d.bias = bias_like(op, "dbias", dbias, dout);
+  if (d.bias != nullptr && d.device.is_cuda()) {
+    const size_t needed = bias_dropout_add_backward_workspace_size(dout);
+    if (workspace.bytes < needed || reinterpret_cast<uintptr_t>(workspace.data) % 16 != 0) {
+      throw_arg_error(op, "workspace",
+                      "16-byte aligned, >= " + std::to_string(needed) + " bytes (for dbias)",
+                      std::to_string(workspace.bytes) + " bytes, address % 16 = " +
+                          std::to_string(reinterpret_cast<uintptr_t>(workspace.data) % 16));
+    }
+    d.workspace = workspace;
+  }
   run(d, stream);
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "kiln/core/workspace.h"
 
 namespace kiln {
 
@@ -19,6 +20,7 @@ struct DropoutProblem {
   float scale = 1;      // 1 / (1 - p), 0 when p = 1
   bool masked = false;  // training and p > 0: draw the mask
   uint64_t seed = 0, offset = 0;
+  Workspace workspace;  // backward with dbias on CUDA: the fp32 partial rows of dbias
 };
 
 }  // namespace kiln

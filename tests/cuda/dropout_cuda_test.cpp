@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/expect_error.h"
 #include "cuda/device_buffer.h"
 #include "kiln/ops/dropout.h"
 
@@ -49,8 +50,11 @@ TEST_P(DropoutCuda, MatchesReference) {
   HostTensor out_ref(c.dtype, {c.rows, c.cols}), db_ref(c.dtype, {c.cols});
   const uint64_t seed = 0x1234abcdULL, offset = 77;
   if (c.backward) {
+    // The dbias partials must all be written by the kernel: the workspace starts as NaN.
+    testing::DeviceBuffer ws(Device::cuda(0), bias_dropout_add_backward_workspace_size(x.view()));
+    ws.fill_nan();
     bias_dropout_add_backward(out.view(), c.bias ? db.view() : TensorView(), x.view(), c.p, seed,
-                              offset, true);
+                              offset, true, Workspace{ws.data(), ws.bytes()});
     bias_dropout_add_backward(out_ref.view(), c.bias ? db_ref.view() : TensorView(), x_h.view(),
                               c.p, seed, offset, true);
   } else {
@@ -85,6 +89,11 @@ std::vector<Case> sweep() {
       }
     }
   }
+  // More rows than the dbias kernel has row slots (each slot walks many rows).
+  if (!testing::quick_sweep()) {
+    for (DType dtype : {DType::f32, DType::bf16})
+      cases.push_back({true, true, 0.1, dtype, 16384, 4096});
+  }
   return cases;
 }
 
@@ -92,6 +101,22 @@ INSTANTIATE_TEST_SUITE_P(Sweep, DropoutCuda, ::testing::ValuesIn(sweep()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name();
                          });
+
+TEST(DropoutCudaErrors, BackwardWorkspaceTooSmallForDbias) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  HostTensor x_h(DType::bf16, {64, 256});
+  Mirrored dout(x_h), dx(x_h), db(HostTensor(DType::bf16, {256}));
+  const size_t need = bias_dropout_add_backward_workspace_size(dout.view());
+  ASSERT_GT(need, 0u);
+  testing::DeviceBuffer ws(Device::cuda(0), need);
+  testing::expect_error(
+      [&] {
+        bias_dropout_add_backward(dx.view(), db.view(), dout.view(), 0.1, 1, 2, true,
+                                  Workspace{ws.data(), need - 4});
+      },
+      "bias_dropout_add_backward: argument 'workspace': expected 16-byte aligned, >= " +
+          std::to_string(need));
+}
 
 }  // namespace
 }  // namespace kiln

@@ -38,9 +38,21 @@ std::tuple<at::Tensor, OptTensor> bias_dropout_add_backward_op(const at::Tensor&
     at::Tensor dx = at::empty(dout.sizes(), dout.options());
     OptTensor dbias;
     if (need_dbias) dbias = at::empty({dout.dim() > 0 ? dout.size(-1) : 1}, dout.options());
-    kiln::bias_dropout_add_backward(to_view(op, "dx", dx), to_view(op, "dbias", dbias),
-                                    to_view(op, "dout", dout), p, static_cast<uint64_t>(seed),
-                                    static_cast<uint64_t>(offset), training, scope.stream());
+    const TensorView dout_view = to_view(op, "dout", dout);
+    // Scratch for dbias's partial sums, only when dbias is computed; the caching allocator orders
+    // its reuse on the stream.
+    at::Tensor storage;
+    Workspace workspace;
+    if (need_dbias) {
+      const size_t bytes = kiln::bias_dropout_add_backward_workspace_size(dout_view);
+      if (bytes > 0) {
+        storage = at::empty({static_cast<int64_t>(bytes)}, dout.options().dtype(at::kByte));
+        workspace = {storage.data_ptr(), bytes};
+      }
+    }
+    kiln::bias_dropout_add_backward(to_view(op, "dx", dx), to_view(op, "dbias", dbias), dout_view,
+                                    p, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
+                                    training, workspace, scope.stream());
     return std::make_tuple(dx, dbias);
   });
 }

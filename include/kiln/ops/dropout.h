@@ -21,11 +21,17 @@ void bias_dropout_add(const TensorView& out, const TensorView& x, const TensorVi
                       const TensorView& residual, double p, uint64_t seed, uint64_t offset,
                       bool training, Stream stream = nullptr);
 
+// Scratch bytes bias_dropout_add_backward needs for dbias on dout's device (fp32 partial column
+// sums, one row per slot of the kernel's rows, folded in a fixed order): 0 on the CPU.
+size_t bias_dropout_add_backward_workspace_size(const TensorView& dout);
+
 // dx = dout * keep / (1 - p), the mask regenerated from (seed, offset); dbias [N] (when given) =
-// the column sums of dx over every row, reduced in a fixed order (the same bits every run). The
-// residual's gradient is dout itself. dx may alias dout.
+// the column sums of dx over every row, reduced in a fixed order (the same bits every run; on a
+// GPU through `workspace`, 16-byte aligned, of the size above). The residual's gradient is dout
+// itself. dx may alias dout.
 void bias_dropout_add_backward(const TensorView& dx, const TensorView& dbias,
                                const TensorView& dout, double p, uint64_t seed, uint64_t offset,
-                               bool training, Stream stream = nullptr);
+                               bool training, const Workspace& workspace = {},
+                               Stream stream = nullptr);
 
 }  // namespace kiln

@@ -1,8 +1,6 @@
 #pragma once
-// Launch shape shared by the row-wise elementwise kernels (activations, dropout, moe_sum): a
-// block of kRowBlockThreads holds rows_per_block rows of threads_per_row threads, each thread one
-// access (vec_width elements) a row; blockIdx.x walks the accesses of a row, blockIdx.y (and a
-// loop of stride gridDim.y * rows_per_block) the rows.
+// Launch shape shared by the row-wise elementwise kernels (activations, dropout, moe_sum): the
+// dim3s of row_shape.h's RowShape, and the 16-byte-path test.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -10,10 +8,9 @@
 #include <initializer_list>
 
 #include "core/check.h"
+#include "cuda/common/row_shape.h"
 
 namespace kiln::cuda {
-
-inline constexpr int kRowBlockThreads = 256;
 
 // The 16-byte path needs N, every row stride and every pointer to fit whole vectors of `width`
 // elements; absent matrices (null data) do not count.
@@ -33,19 +30,13 @@ struct RowLaunch {
   int threads_per_row = 32, rows_per_block = 1;
 };
 
-inline RowLaunch row_launch(int64_t rows, int64_t cols, int vec_width) {
+inline RowLaunch row_launch(int64_t rows, int64_t cols, int vec_width, int64_t max_blocks = 0) {
+  const RowShape s = row_shape(rows, cols, vec_width, max_blocks);
   RowLaunch l;
-  const int64_t accesses = (cols + vec_width - 1) / vec_width;
-  while (l.threads_per_row < kRowBlockThreads && l.threads_per_row < accesses) {
-    l.threads_per_row *= 2;
-  }
-  l.rows_per_block = kRowBlockThreads / l.threads_per_row;
-  l.block = dim3(l.threads_per_row, l.rows_per_block);
-  const int64_t blocks_x =
-      std::max<int64_t>(1, (accesses + l.threads_per_row - 1) / l.threads_per_row);
-  const int64_t blocks_y =
-      std::clamp<int64_t>((rows + l.rows_per_block - 1) / l.rows_per_block, 1, 65535);
-  l.grid = dim3(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
+  l.threads_per_row = s.threads_per_row;
+  l.rows_per_block = s.rows_per_block;
+  l.block = dim3(s.threads_per_row, s.rows_per_block);
+  l.grid = dim3(static_cast<unsigned>(s.blocks_x), static_cast<unsigned>(s.blocks_y));
   return l;
 }
 

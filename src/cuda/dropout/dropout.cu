@@ -1,7 +1,8 @@
 // bias_dropout_add forward and backward. Elementwise kernels (one access of kW elements a thread
-// a row, rows walked by blockIdx.y) draw the Philox mask for each group of four elements; the
-// backward's dbias is a second kernel that regenerates the mask over dout, one block a strip of 32
-// columns walking every row, folded in a fixed order (same bits every run, no atomics).
+// a row, rows walked by blockIdx.y) draw the Philox mask for each group of four elements. With
+// dbias, the backward also sums its dx columns over the rows each row slot walks into one fp32
+// partial row a slot (a workspace; dropout_config.h caps the slots), and a second kernel folds the
+// partial rows in a fixed order: the same bits every run, no atomics, and dout read once.
 #include <algorithm>
 #include <string>
 
@@ -10,16 +11,18 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/common/row_launch.h"
+#include "cuda/dropout/dropout_config.h"
 #include "cuda/dropout/dropout_launch.h"
 
 namespace kiln::cuda {
 namespace {
 
 struct DropoutArgs {
-  const void* x;         // forward x / backward dout
-  const void* residual;  // forward only
-  const void* bias;      // forward bias [cols] or null
-  void* out;             // forward out / backward dx
+  const void* x;          // forward x / backward dout
+  const void* residual;   // forward only
+  const void* bias;       // forward bias [cols] or null
+  void* out;              // forward out / backward dx
+  float* dbias_partials;  // backward with dbias: [row slots, cols] fp32, else null
   int64_t rows;
   int cols;
   int64_t x_stride, residual_stride, out_stride;
@@ -52,11 +55,13 @@ __device__ __forceinline__ void element_scales(const DropoutArgs& a, uint64_t i,
   }
 }
 
-template <typename T, int kW, bool kBackward>
+template <typename T, int kW, bool kBackward, bool kDbias = false>
 __global__ void __launch_bounds__(kRowBlockThreads)
     dropout_kernel(const __grid_constant__ DropoutArgs a) {
+  static_assert(kBackward || !kDbias, "dbias is a backward output");
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * kW;
   if (c >= a.cols) return;
+  float col_sum[kW] = {};
   float b[kW];
   if (!kBackward && a.bias) {
     load_floats<T, kW>(static_cast<const T*>(a.bias) + c, b);
@@ -72,6 +77,10 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     if constexpr (kBackward) {
 #pragma unroll
       for (int k = 0; k < kW; ++k) out[k] = v[k] * s[k];
+      if constexpr (kDbias) {
+#pragma unroll
+        for (int k = 0; k < kW; ++k) col_sum[k] += out[k];
+      }
     } else {
       float res[kW];
       load_floats<T, kW>(static_cast<const T*>(a.residual) + r * a.residual_stride + c, res);
@@ -80,26 +89,27 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     }
     store_floats<T, kW>(static_cast<T*>(a.out) + r * a.out_stride + c, out);
   }
+  if constexpr (kDbias) {
+    // Every slot writes its row, rows or not: the fold reads them all.
+    const int64_t slot = int64_t{blockIdx.y} * blockDim.y + threadIdx.y;
+    store_floats<float, kW>(a.dbias_partials + slot * a.cols + c, col_sum);
+  }
 }
 
-// dbias[c] = sum over rows of dout * scale: thread (tx, ty) sums rows ty, ty + 32, ... of column
-// blockIdx.x * 32 + tx, then thread ty = 0 adds the 32 chains in order.
+// dbias[c] = the sum of the slots' partial rows: thread (tx, ty) sums slots ty, ty + 32, ... of
+// column blockIdx.x * 32 + tx, then thread ty = 0 adds the 32 chains in order.
 template <typename T>
 __global__ void __launch_bounds__(1024)
-    dbias_kernel(const __grid_constant__ DropoutArgs a, T* dbias) {
+    dbias_fold_kernel(const float* partials, int64_t slots, int cols, T* dbias) {
   __shared__ float chains[32][33];
   const int c = blockIdx.x * 32 + threadIdx.x;
   float acc = 0.f;
-  if (c < a.cols) {
-    for (int64_t r = threadIdx.y; r < a.rows; r += 32) {
-      float s[1];
-      element_scales<1>(a, static_cast<uint64_t>(r * a.cols + c), s);
-      acc += to_float(static_cast<const T*>(a.x)[r * a.x_stride + c]) * s[0];
-    }
+  if (c < cols) {
+    for (int64_t s = threadIdx.y; s < slots; s += 32) acc += partials[s * cols + c];
   }
   chains[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
-  if (threadIdx.y == 0 && c < a.cols) {
+  if (threadIdx.y == 0 && c < cols) {
     float total = 0.f;
     for (int j = 0; j < 32; ++j) total += chains[j][threadIdx.x];
     dbias[c] = from_float<T>(total);
@@ -116,10 +126,16 @@ std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
   const bool bias_ok =
       p.bias == nullptr || p.backward || reinterpret_cast<uintptr_t>(p.bias) % 16 == 0;
   const bool vec = bias_ok && rows_vector_aligned(p.cols, w, {&p.x, &p.residual, &p.out});
+  const bool dbias = p.backward && p.bias != nullptr;
+  const int width = vec ? w : 1;
+  const RowLaunch launch = dbias ? row_launch(p.rows, p.cols, width, kDbiasMaxBlocks)
+                                 : row_launch(p.rows, p.cols, width);
+  const int64_t slots = int64_t{launch.grid.y} * launch.rows_per_block;
   const DropoutArgs args{p.x.data,
                          p.residual.data,
                          p.backward ? nullptr : p.bias,
                          p.out.data,
+                         dbias ? static_cast<float*>(p.workspace.data) : nullptr,
                          p.rows,
                          static_cast<int>(p.cols),
                          p.x.row_stride,
@@ -130,29 +146,33 @@ std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
                          p.masked,
                          p.seed,
                          p.offset};
-  const RowLaunch launch = row_launch(p.rows, p.cols, vec ? w : 1);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_bool(p.backward, [&](auto bwd) {
       dispatch_bool(vec, [&](auto v) {
         constexpr int kW = decltype(v)::value ? 16 / sizeof(T) : 1;
-        if (p.rows > 0 && p.cols > 0) {
-          dropout_kernel<T, kW, decltype(bwd)::value>
-              <<<launch.grid, launch.block, 0, stream>>>(args);
+        constexpr bool kBackward = decltype(bwd)::value;
+        // With dbias the kernel runs even on zero rows: its slots write the zero partials.
+        if (p.cols > 0 && (p.rows > 0 || dbias)) {
+          auto kernel = dbias ? dropout_kernel<T, kW, kBackward, kBackward>
+                              : dropout_kernel<T, kW, kBackward>;
+          kernel<<<launch.grid, launch.block, 0, stream>>>(args);
           KILN_CUDA_CHECK(cudaGetLastError());
         }
         variant = std::string(p.backward ? "dropout_backward<" : "dropout_forward<") +
                   std::string(dtype_name(p.dtype)) + ",vec" + std::to_string(kW) +
                   (p.masked ? ",masked" : ",unmasked") + ",tpr" +
                   std::to_string(launch.threads_per_row) + ",rpb" +
-                  std::to_string(launch.rows_per_block) + ">";
+                  std::to_string(launch.rows_per_block) +
+                  (dbias ? ",dbias_slots" + std::to_string(slots) : std::string()) + ">";
       });
-      if (p.backward && p.bias && p.cols > 0) {
-        const dim3 dgrid(static_cast<unsigned>((p.cols + 31) / 32));
-        dbias_kernel<T><<<dgrid, dim3(32, 32), 0, stream>>>(args, static_cast<T*>(p.bias));
+      if (dbias && p.cols > 0) {
+        const dim3 grid(static_cast<unsigned>((p.cols + 31) / 32));
+        dbias_fold_kernel<T><<<grid, dim3(32, 32), 0, stream>>>(
+            args.dbias_partials, slots, static_cast<int>(p.cols), static_cast<T*>(p.bias));
         KILN_CUDA_CHECK(cudaGetLastError());
-        variant += " + dbias_columns";
+        variant += " + dbias_fold";
       }
     });
   });

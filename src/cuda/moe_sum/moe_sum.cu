@@ -65,25 +65,39 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   }
 }
 
-// dweights[t, j] = <dout[t, :], x[t, j, :]>: one block a token; each thread sums its columns for
-// every j, then a fixed-order reduction over the block (warp butterflies, then warps in order).
-template <typename T, typename W>
+// The backward with dweights, one pass: dx[t, j] = w[t, j] * dout[t] and dweights[t, j] =
+// <dout[t, :], x[t, j, :]>, one block a token (the block sized so every thread makes the same
+// number of accesses), dout read once. The dot products are reduced in a fixed order: warp
+// butterflies, then the warps in order.
+template <typename T, typename W, int kW>
 __global__ void __launch_bounds__(kRowBlockThreads)
-    moe_sum_dweights_kernel(const __grid_constant__ MoeSumArgs a) {
+    moe_sum_backward_dweights_kernel(const __grid_constant__ MoeSumArgs a) {
   __shared__ float partial[kRowBlockThreads / 32][kMoeSumMaxK];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int64_t t = blockIdx.x; t < a.tokens; t += gridDim.x) {
-    float dot[kMoeSumMaxK] = {};
-    for (int c = threadIdx.x; c < a.cols; c += blockDim.x) {
-      const float g = to_float(static_cast<const T*>(a.out)[t * a.out_stride + c]);
+    float w[kMoeSumMaxK], dot[kMoeSumMaxK] = {};
+#pragma unroll
+    for (int j = 0; j < kMoeSumMaxK; ++j) w[j] = j < a.k ? weight_of<W>(a, t, j) : 0.f;
+    for (int c = threadIdx.x * kW; c < a.cols; c += blockDim.x * kW) {
+      float g[kW];
+      load_floats<T, kW>(static_cast<const T*>(a.out) + t * a.out_stride + c, g);
 #pragma unroll
       for (int j = 0; j < kMoeSumMaxK; ++j) {
-        if (j < a.k)
-          dot[j] += g * to_float(static_cast<const T*>(a.x)[(t * a.k + j) * a.x_stride + c]);
+        if (j >= a.k) break;
+        const int64_t row = t * a.k + j;
+        float v[kW], d[kW];
+        load_floats<T, kW>(static_cast<const T*>(a.x) + row * a.x_stride + c, v);
+#pragma unroll
+        for (int e = 0; e < kW; ++e) {
+          dot[j] += g[e] * v[e];
+          d[e] = w[j] * g[e];
+        }
+        store_floats<T, kW>(static_cast<T*>(a.dx) + row * a.dx_stride + c, d);
       }
     }
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
     for (int j = 0; j < kMoeSumMaxK; ++j) {
+      if (j >= a.k) break;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) dot[j] += __shfl_xor_sync(~0u, dot[j], o);
       if (lane == 0) partial[warp][j] = dot[j];
@@ -91,11 +105,20 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     __syncthreads();
     if (threadIdx.x < a.k) {
       float s = 0.f;
-      for (int w = 0; w < kRowBlockThreads / 32; ++w) s += partial[w][threadIdx.x];
+      for (int i = 0; i < warps; ++i) s += partial[i][threadIdx.x];
       static_cast<W*>(a.dweights)[t * a.dw_stride + threadIdx.x] = from_float<W>(s);
     }
     __syncthreads();
   }
+}
+
+// Threads for a token's block: a multiple of 32, at most kRowBlockThreads, every thread making
+// the same number of accesses where the row allows (7168 bf16 columns: 896 accesses = 4 x 224).
+inline int dweights_block_threads(int64_t cols, int width) {
+  const int64_t accesses = (cols + width - 1) / width;
+  const int64_t rounds = (accesses + kRowBlockThreads - 1) / kRowBlockThreads;
+  const int64_t threads = (accesses + rounds - 1) / rounds;
+  return static_cast<int>(std::clamp<int64_t>((threads + 31) / 32 * 32, 32, kRowBlockThreads));
 }
 
 }  // namespace
@@ -120,6 +143,7 @@ std::string moe_sum(const MoeSumProblem& p, Stream stream) {
                         p.dx.row_stride,
                         p.dweights.row_stride};
   const RowLaunch launch = row_launch(p.tokens, p.cols, vec ? w : 1);
+  const bool dweights = p.backward && p.dweights.data != nullptr;
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
@@ -128,22 +152,28 @@ std::string moe_sum(const MoeSumProblem& p, Stream stream) {
       dispatch_bool(p.backward, [&](auto bwd) {
         dispatch_bool(vec, [&](auto v) {
           constexpr int kW = decltype(v)::value ? 16 / sizeof(T) : 1;
+          const std::string shape = std::string(dtype_name(p.dtype)) + ",k" + std::to_string(p.k) +
+                                    ",vec" + std::to_string(kW);
+          if (dweights) {
+            const int threads = dweights_block_threads(p.cols, kW);
+            if (p.tokens > 0) {
+              const auto blocks = static_cast<unsigned>(std::min<int64_t>(p.tokens, 1 << 20));
+              moe_sum_backward_dweights_kernel<T, W, kW><<<blocks, threads, 0, stream>>>(args);
+              KILN_CUDA_CHECK(cudaGetLastError());
+            }
+            variant =
+                "moe_sum_backward_dweights<" + shape + ",threads" + std::to_string(threads) + ">";
+            return;
+          }
           if (p.tokens > 0 && p.cols > 0) {
             moe_sum_kernel<T, W, kW, decltype(bwd)::value>
                 <<<launch.grid, launch.block, 0, stream>>>(args);
             KILN_CUDA_CHECK(cudaGetLastError());
           }
-          variant = std::string(p.backward ? "moe_sum_backward<" : "moe_sum<") +
-                    std::string(dtype_name(p.dtype)) + ",k" + std::to_string(p.k) + ",vec" +
-                    std::to_string(kW) + ",tpr" + std::to_string(launch.threads_per_row) + ",rpb" +
+          variant = std::string(p.backward ? "moe_sum_backward<" : "moe_sum<") + shape + ",tpr" +
+                    std::to_string(launch.threads_per_row) + ",rpb" +
                     std::to_string(launch.rows_per_block) + ">";
         });
-        if (p.backward && p.dweights.data && p.tokens > 0) {
-          const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(p.tokens, 1 << 20));
-          moe_sum_dweights_kernel<T, W><<<blocks, kRowBlockThreads, 0, stream>>>(args);
-          KILN_CUDA_CHECK(cudaGetLastError());
-          variant += " + dweights";
-        }
       });
     });
   });

@@ -1,0 +1,39 @@
+#pragma once
+// The launch shape of the row-wise elementwise kernels (activations, dropout, moe_sum) as plain
+// numbers, with no CUDA headers: the host code that sizes a workspace from it (the dropout
+// backward's dbias partials) builds without nvcc. row_launch.h turns it into dim3s.
+//
+// A block of kRowBlockThreads holds rows_per_block rows of threads_per_row threads, each thread
+// one access (vec_width elements) a row; blockIdx.x walks the accesses of a row, blockIdx.y (and
+// a loop of stride blocks_y * rows_per_block) the rows.
+#include <algorithm>
+#include <cstdint>
+
+namespace kiln::cuda {
+
+inline constexpr int kRowBlockThreads = 256;
+
+struct RowShape {
+  int threads_per_row = 32, rows_per_block = 1;
+  int64_t blocks_x = 1, blocks_y = 1;
+  // Row slots: the distinct (blockIdx.y, threadIdx.y) pairs, each walking its own rows.
+  int64_t row_slots() const { return blocks_y * rows_per_block; }
+};
+
+// max_blocks caps blocks_x * blocks_y (at least one row of blocks): kernels that keep a partial
+// result per row slot bound their number that way.
+inline RowShape row_shape(int64_t rows, int64_t cols, int vec_width, int64_t max_blocks = 0) {
+  RowShape s;
+  const int64_t accesses = (cols + vec_width - 1) / vec_width;
+  while (s.threads_per_row < kRowBlockThreads && s.threads_per_row < accesses) {
+    s.threads_per_row *= 2;
+  }
+  s.rows_per_block = kRowBlockThreads / s.threads_per_row;
+  s.blocks_x = std::max<int64_t>(1, (accesses + s.threads_per_row - 1) / s.threads_per_row);
+  int64_t y_cap = 65535;
+  if (max_blocks > 0) y_cap = std::clamp<int64_t>(max_blocks / s.blocks_x, 1, y_cap);
+  s.blocks_y = std::clamp<int64_t>((rows + s.rows_per_block - 1) / s.rows_per_block, 1, y_cap);
+  return s;
+}
+
+}  // namespace kiln::cuda
