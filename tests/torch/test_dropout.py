@@ -107,6 +107,14 @@ def test_torch_compile_fullgraph(device):
         torch.testing.assert_close(a.grad, b.grad)
 
 
+def test_compile_without_seed_is_a_clear_error():
+    torch._dynamo.reset()
+    x, b, r = make((4, 64), "cpu", 30), make((64,), "cpu", 31), make((4, 64), "cpu", 32)
+    fn = torch.compile(lambda x, b, r: kiln.bias_dropout_add(x, b, r, 0.1), fullgraph=True)
+    with pytest.raises(Exception, match="argument 'seed': expected an int under torch.compile"):
+        fn(x, b, r)
+
+
 def test_bad_p_is_reported():
     x = torch.zeros(2, 4)
     with pytest.raises(RuntimeError, match="bias_dropout_add: argument 'p': expected"):

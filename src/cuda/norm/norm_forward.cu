@@ -6,7 +6,6 @@
 #include <string>
 
 #include "core/dispatch.h"
-#include "cuda/common/cp_async.cuh"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/norm/norm_args.h"
@@ -110,24 +109,10 @@ constexpr int forward_min_blocks() {
   return kVpt == 1 ? 4 : kVpt == 2 ? 3 : 1;
 }
 
-#ifndef KILN_LAB_NORM_FWD_STAGE_PARAMS
-#define KILN_LAB_NORM_FWD_STAGE_PARAMS 0
-#endif
-
-// Lab: weight/bias copied to shared memory with cp.async while x loads and the row reduces (no
-// registers held across the barrier), read back after it.
-template <typename P, int kW, int kVpt>
-constexpr bool stage_params() {
-  return KILN_LAB_NORM_FWD_STAGE_PARAMS && kVpt > 0 && kVpt <= 2 && sizeof(Pack<P, kW>) == 16;
-}
-
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
 __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>())
     norm_forward_kernel(const __grid_constant__ NormForwardArgs a) {
   __shared__ __align__(16) float scratch[2 * kNormForwardThreads / 32];
-  constexpr bool kStage = stage_params<P, kW, kVpt>();
-  constexpr int kParams = kLayer ? 2 : 1;
-  __shared__ Pack<P, kW> staged[kStage ? kParams * kVpt * kNormForwardThreads : 1];
   const int tpr = blockDim.x;
   float* row_scratch = scratch + threadIdx.y * (tpr / 32) * 2;
   const int64_t row = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
@@ -148,22 +133,6 @@ __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>(
 #pragma unroll
         for (int k = 0; k < kW; ++k) v[i].v[k] = from_float<T>(0.f);
       }
-    }
-    const int lin = threadIdx.y * tpr + threadIdx.x;
-    if constexpr (kStage) {
-#pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        if (!valid[i]) continue;
-        const int c = (i * tpr + threadIdx.x) * kW;
-        if (a.weight) {
-          cp_async16(&staged[i * kNormForwardThreads + lin], static_cast<const P*>(a.weight) + c);
-        }
-        if (kLayer && a.bias) {
-          cp_async16(&staged[(kVpt + i) * kNormForwardThreads + lin],
-                     static_cast<const P*>(a.bias) + c);
-        }
-      }
-      cp_async_commit();
     }
     // One reduction per row: sum(x^2) for RMSNorm; for LayerNorm sum(d) and sum(d^2) with
     // d = x - x[0], the row's first element as a shift, so E[d^2] - E[d]^2 does not cancel the
@@ -195,19 +164,13 @@ __global__ void __launch_bounds__(kNormForwardThreads, forward_min_blocks<kVpt>(
       var = sq[0] * inv_cols;
     }
     const float rstd = rsqrtf(var + a.eps);
-    if constexpr (kStage) cp_async_wait<0>();  // this thread's own copies: no barrier needed
 #pragma unroll
     for (int i = 0; i < kVpt; ++i) {
       if (!valid[i]) continue;
       // Weight and bias are loaded here, after the reduction: loading them with x (measured
       // on the H100) cost more in registers and occupancy than their latency costs here.
       Pack<P, kW> w, b;
-      if constexpr (kStage) {
-        w = a.weight ? staged[i * kNormForwardThreads + lin] : splat<P, kW>(1.f);
-        b = kLayer && a.bias ? staged[(kVpt + i) * kNormForwardThreads + lin] : splat<P, kW>(0.f);
-      } else {
-        load_params<P, kW, kLayer>(a, (i * tpr + threadIdx.x) * kW, w, b);
-      }
+      load_params<P, kW, kLayer>(a, (i * tpr + threadIdx.x) * kW, w, b);
       io.template store<kLayer>((i * tpr + threadIdx.x) * kW, v[i], w, b, mean, rstd);
     }
   } else {

@@ -1,5 +1,6 @@
 """kiln's functional API: thin wrappers over torch.ops.kiln.* with defaults and docs. Each works
-under autograd, torch.compile(fullgraph=True) and CUDA-graph capture."""
+under autograd, torch.compile(fullgraph=True) and CUDA-graph capture (bias_dropout_add with an
+explicit seed there)."""
 
 from .activation import gelu_residual, relu2, swiglu
 from .dropout import bias_dropout_add

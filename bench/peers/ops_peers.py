@@ -1,0 +1,665 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of kiln's data-movement and small-math ops vs their peers, one process.
+
+Every case times each implementation's forward and, where the op has one, its backward
+(torch.autograd.grad on a fresh, untimed forward's graph), bf16 unless stated:
+
+  bias_dropout_add  x, residual [16384, 8192], bias [8192]; p = 0.1, training
+      eager    residual + F.dropout(x + bias, p)  (torch's RNG: the mask differs; the cost is
+               compared)
+      compile  torch.compile of that
+      kiln     kiln.bias_dropout_add(x, bias, residual, p)  (seed drawn per call, the default)
+      bytes    fwd: x + bias + residual read, out written; bwd: dout read, dx + dbias written
+               (d residual is dout itself; eager's saved mask is not counted)
+  moe_sum  x [4096, 8, 7168] bf16, weights [4096, 8] f32 (kiln takes f32 or x's dtype)
+      eager    (x.float() * w[..., None]).sum(1).to(bf16)  (fp32 accumulation, as kiln)
+      bmm      torch.bmm(w.to(bf16)[:, None], x)[:, 0]  (cuBLAS, fp32 accumulation, w rounded)
+      compile  torch.compile(eager)
+      kiln     kiln.moe_sum(x, w)
+      bytes    fwd: x + w read, out written; bwd: dout + x + w read, dx + dw written
+  sinkhorn_knopp  logits [B, 4, 4] f32, B in {16384, 65536}, iters = 20, eps = 1e-6 (passed;
+      kiln's default is 1e-8)
+      eager    M = exp(l - amax(l, (-1, -2), keepdim).detach()) (kiln holds the shift constant in
+               its backward too); iters x: M /= M.sum(-1) + eps; M /= M.sum(-2) + eps
+      compile  torch.compile(eager);  kiln  kiln.sinkhorn_knopp(logits, iters, eps)
+      bytes    fwd: logits read, out written; bwd: logits + dout read, dlogits written
+  gather_rows, gather_rows_pair  src (k, v) [65536, 8, 128], index [32768] int32 and int64 (distinct
+      random rows). Forward only.
+      index_select  src.index_select(0, index);  indexing  src[index]
+      compile       torch.compile(index_select);  kiln  kiln.gather_rows / kiln.gather_rows_pair
+      bytes    gathered rows read + written, index read (x2 rows for the pair): the rows not picked
+               are never read, so src is not counted whole
+  kv_cache_write  k, v [T, 8, 128], T in {4096, 32768}, into caches [2T / 16, 16, 8, 128] at int64
+      slots, a random half of the cache (as bench/cache_bench.cpp). Forward only.
+      index_copy  key_cache.view(-1, 8, 128).index_copy_(0, slots, k) (and v)
+      index_put   key_cache.view(-1, 8, 128)[slots] = k (and v)
+      compile     torch.compile(index_copy);  kiln  kiln.kv_cache_write_(kc, vc, k, v, slots)
+      bytes    k + v read, their cache rows written, slots read
+  tau_tail  qkv [16384, 3 H D], H = 32, D = 128; tok_qv_lin [16384, 2H]; tau_pos_table [4096, H];
+      positions int64 [16384] (random). In place: q_h *= tanh(tok_q_h) + tau[pos, h], v_h likewise
+      (with tok_v_h), k untouched; fp32 math, one rounding. Forward only.
+      eager    the same in-place math in torch;  compile  torch.compile(eager)
+      kiln     kiln.tau_tail_(qkv, tok_qv_lin, tau_pos_table, positions, H)
+      bytes    q + v read and written, tok_qv_lin read, the T x H gathered tau entries, positions
+      (each repetition restores qkv first, untimed)
+
+Timing: activation_peers.Timer (CUDA events around each call, L2 flushed and torch.cuda._sleep
+before every repetition, median of --reps), with one more GPU sleep queued by the (untimed) setup,
+sized from the call's synchronized wall time, so that the events bracket the call's GPU work even
+for the host-heavy peers (eager Sinkhorn launches ~120 kernels a forward). "launched" is the wall
+time of one call issued to an idle GPU (synchronized before and after: host overhead included),
+median of a few. The ceiling is the device-to-device copy bandwidth measured in the same run;
+"% copy" = bytes / time / ceiling. peer/kiln = best peer median / kiln median (>= 1: kiln wins).
+
+Checks, on each implementation's first call (which also compiles): outputs and gradients against
+eager's, max |a - b| / max |b| within the dtype's tolerance (gathers and cache writes: bit-exact);
+bias_dropout_add with p = 0 against eager, and at p = 0.1 each impl's own output and dx: every
+element either the residual (dx 0) or residual + (x + bias) / (1 - p) (dx = dout / (1 - p)), the
+kept fraction near 1 - p, forward and backward masks agreeing, dbias = the column sums of dx.
+A failed check (or a call that raises) is printed loudly, marked in the tables and listed in the
+JSON ("check_failures"); a failed check is still timed. kiln not importable, or an op missing
+from the installed kiln: its rows say "missing: ..." and the peers run.
+
+--quick: bias_dropout_add [4096, 4096], moe_sum T = 1024, sinkhorn B = 16384, gather [16384] ->
+8192, kv_cache_write T = 4096, tau_tail T = 4096; 20 reps. --device cpu: tiny shapes, 3 reps, no
+torch.compile unless --compile-on-cpu (a smoke test of the code paths; kiln runs its reference).
+
+Usage: python3 bench/peers/ops_peers.py [--quick] [--ops a,b] [--out DIR] [--commit SHA]
+                                         [--reps N] [--device cuda|cpu] [--compile-on-cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from activation_peers import REPO, Timer  # noqa: E402
+
+OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "gather_rows", "kv_cache_write", "tau_tail"]
+TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=100)
+    p.add_argument("--ops", default=",".join(OPS), help="comma list of " + ",".join(OPS))
+    p.add_argument("--out", default=None)
+    p.add_argument("--commit", default="")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--compile-on-cpu", action="store_true",
+                   help="with --device cpu, also run torch.compile (slow: C++ codegen)")
+    a = p.parse_args()
+    a.ops = [o.strip() for o in a.ops.split(",") if o.strip()]
+    for o in a.ops:
+        if o not in OPS:
+            p.error(f"unknown op {o!r} (ops: {','.join(OPS)})")
+    return a
+
+
+def short(e: BaseException, n: int = 200) -> str:
+    s = f"{type(e).__name__}: {e}".replace("\n", " ")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# ---- shared pieces of the cases ----
+
+
+class Env:
+    """What the op functions need: device, size class, RNG, kiln (or why not), compile policy."""
+
+    def __init__(self, args, device):
+        self.device = device
+        self.size = "cpu" if device.type == "cpu" else ("quick" if args.quick else "full")
+        self.gen = torch.Generator().manual_seed(0)
+        self.compile_ok = device.type == "cuda" or args.compile_on_cpu
+        sys.path.insert(0, str(REPO / "torch"))
+        try:
+            import kiln
+
+            self.kiln, self.kiln_err = kiln, None
+        except Exception as e:  # noqa: BLE001
+            self.kiln, self.kiln_err = None, short(e)
+            print(f"kiln not importable: {self.kiln_err}", file=sys.stderr)
+
+    def pick(self, full, quick, cpu):
+        return {"full": full, "quick": quick, "cpu": cpu}[self.size]
+
+    def randn(self, *shape, dtype=torch.bfloat16, scale=1.0, shift=0.0, grad=False):
+        t = (torch.randn(*shape, generator=self.gen) * scale + shift).to(self.device, dtype)
+        return t.requires_grad_(grad)
+
+    def perm(self, n, m, dtype=torch.int64):
+        return torch.randperm(n, generator=self.gen)[:m].to(self.device, dtype)
+
+    def compiled(self, f):
+        if not self.compile_ok:
+            return "skipped: torch.compile on cpu (--compile-on-cpu)"
+        return torch.compile(f, dynamic=False)
+
+    def kiln_fn(self, func, ops, make):
+        """make(kiln) -> the call; or why it cannot run: kiln not importable, or kiln.<func> /
+        torch.ops.kiln.<op> missing from this build."""
+        if self.kiln is None:
+            return f"missing: kiln not importable ({self.kiln_err})"
+        if not hasattr(self.kiln, func):
+            return f"missing: kiln.{func}"
+        for op in ops:
+            if not hasattr(torch.ops.kiln, op):
+                return f"missing: torch.ops.kiln.{op} (stale _C build?)"
+        return make(self.kiln)
+
+
+def as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b| (max |a - b| where b is all zeros), in fp32."""
+    a, b = a.detach().float(), b.detach().float()
+    if a.shape != b.shape:
+        return float("inf")
+    d = (a - b).abs().max().item() if a.numel() else 0.0
+    m = b.abs().max().item() if b.numel() else 0.0
+    return d / m if m > 0 else d
+
+
+def compare(names, got, ref, tol, exact=False):
+    """(verdict, {name: error}) of got against ref, tensor by tensor."""
+    errs, bad = {}, []
+    if len(got) != len(ref):
+        bad.append(f"{len(got)} results, expected {len(ref)}")
+    for name, a, b in zip(names, got, ref):
+        if a is None or b is None:
+            errs[name] = "none"
+            bad.append(f"{name} is None")
+        elif exact:
+            same = a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+            errs[name] = "equal" if same else "differ"
+            if not same:
+                bad.append(f"{name} not bit-equal")
+        else:
+            errs[name] = rel_err(a, b)
+            if not errs[name] <= tol:
+                bad.append(f"{name} {errs[name]:.2e} > {tol:.1e}")
+    return ("ok" if not bad else "MISMATCH " + "; ".join(bad)), errs
+
+
+def against_eager(eager, run, names, tol, exact=False):
+    """A check: run(fn) -> tensors; every impl's against eager's (computed once)."""
+    memo = {}
+
+    def check(fn):
+        if "ref" not in memo:
+            memo["ref"] = [t.detach().clone() for t in run(eager)]
+        return compare(names, run(fn), memo["ref"], tol, exact)
+
+    return check
+
+
+def fwd_bwd(fn, inputs, leaves, gouts):
+    outs = as_tuple(fn(*inputs))
+    return list(outs) + (list(torch.autograd.grad(outs, leaves, gouts)) if leaves else [])
+
+
+def case(op, shape, impls, inputs, fwd_bytes, check, leaves=None, gouts=None, bwd_bytes=None,
+         restore=None):
+    """One measured shape. impls: name -> fn(*inputs), or a string saying why it cannot run.
+    leaves/gouts: what torch.autograd.grad takes (None: forward only). restore: run (untimed)
+    before every call of an in-place op."""
+    return dict(op=op, shape=shape, impls=impls, inputs=inputs, fwd_bytes=fwd_bytes, check=check,
+                leaves=leaves, gouts=gouts, bwd_bytes=bwd_bytes, restore=restore)
+
+
+def nbytes(*ts):
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+# ---- the ops: each yields its cases ----
+
+
+def op_bias_dropout_add(env):
+    m, n = env.pick((16384, 8192), (4096, 4096), (64, 256))
+    p = 0.1
+    x, r = env.randn(m, n, grad=True), env.randn(m, n, grad=True)
+    b = env.randn(n, scale=0.1, grad=True)
+    dout = env.randn(m, n)
+
+    def math(x, b, r, p):
+        return r + F.dropout(x + b, p, training=True)
+
+    impls = {"eager": math, "compile": env.compiled(math),
+             "kiln": env.kiln_fn("bias_dropout_add", ["bias_dropout_add"],
+                                 lambda k: lambda x, b, r, p: k.bias_dropout_add(x, b, r, p))}
+    names = ["out", "dx", "dbias", "dresidual"]
+    plain = against_eager(math, lambda fn: fwd_bwd(lambda *t: fn(*t, 0.0), (x, b, r), [x, b, r],
+                                                     [dout]), names, TOL[x.dtype])
+
+    def check(fn):
+        verdict, errs = plain(fn)
+        v2, e2 = dropout_stats(fn, x, b, r, dout, p)
+        errs.update(e2)
+        bad = [v for v in (verdict, v2) if v != "ok"]
+        return ("ok" if not bad else "MISMATCH " + "; ".join(v.removeprefix("MISMATCH ")
+                                                              for v in bad)), errs
+
+    yield case("bias_dropout_add", f"[{m}, {n}] p={p}", impls, (x, b, r, p), nbytes(x, b, r, x),
+               check, leaves=[x, b, r], gouts=[dout], bwd_bytes=nbytes(dout, x, b))
+
+
+def dropout_stats(fn, x, b, r, dout, p):
+    """At p > 0: each element of out either r (dropped) or r + (x + b) / (1 - p) (kept), dx 0 or
+    dout / (1 - p) with the same mask, the kept fraction near 1 - p, dbias = sum_rows dx."""
+    out = fn(x, b, r, p)
+    dx, db, dr = torch.autograd.grad(out, [x, b, r], dout)
+    tol = TOL[x.dtype]
+    out, dx, db, dr = (t.detach() for t in (out, dx, db, dr))
+    rf, y = r.detach().float(), (x.detach().float() + b.detach().float()) / (1 - p)
+    dropped = out == r.detach()
+    kept_bad = ~dropped & ((out.float() - (rf + y)).abs() > tol * (rf.abs() + y.abs()) + 1e-3)
+    dropped_b = (dx == 0) & (dout != 0)
+    dx_bad = ~(dx == 0) & ((dx.float() - dout.float() / (1 - p)).abs()
+                           > tol * dout.float().abs() / (1 - p) + 1e-6)
+    nel = out.numel()
+    kept = 1.0 - dropped.sum().item() / nel
+    errs = {"kept_fraction": kept,
+            "kept_fraction_bwd": 1.0 - dropped_b.sum().item() / max(1, (dout != 0).sum().item()),
+            "out_neither_dropped_nor_kept": kept_bad.sum().item() / nel,
+            "dx_wrong_scale": dx_bad.sum().item() / nel,
+            "fwd_bwd_mask_disagree": (dropped != dropped_b).sum().item() / nel,
+            "dbias": rel_err(db, dx.float().sum(0)),
+            "dresidual": rel_err(dr, dout)}
+    frac_tol = max(5e-3, 5 * (p * (1 - p) / nel) ** 0.5)
+    bad = []
+    if abs(kept - (1 - p)) > frac_tol:
+        bad.append(f"kept fraction {kept:.4f} vs {1 - p:.4f}")
+    for k in ("out_neither_dropped_nor_kept", "dx_wrong_scale"):
+        if errs[k] > 0:
+            bad.append(f"{k} {errs[k]:.1e}")
+    # An element kept whose scaled value rounds away against r looks dropped in out: rare.
+    if errs["fwd_bwd_mask_disagree"] > 5e-3:
+        bad.append(f"fwd/bwd masks disagree on {errs['fwd_bwd_mask_disagree']:.1e}")
+    for k in ("dbias", "dresidual"):
+        if not errs[k] <= tol:
+            bad.append(f"p={p} {k} {errs[k]:.2e} > {tol:.1e}")
+    return ("ok" if not bad else "MISMATCH " + "; ".join(bad)), errs
+
+
+def op_moe_sum(env):
+    t, k, n = env.pick((4096, 8, 7168), (1024, 8, 7168), (16, 4, 256))
+    x = env.randn(t, k, n, grad=True)
+    w = torch.softmax(env.randn(t, k, dtype=torch.float32), -1).requires_grad_()
+    dout = env.randn(t, n)
+
+    def math(x, w):
+        return (x.float() * w[..., None].float()).sum(1).to(x.dtype)
+
+    def bmm(x, w):
+        return torch.bmm(w.to(x.dtype)[:, None], x)[:, 0]
+
+    impls = {"eager": math, "bmm": bmm, "compile": env.compiled(math),
+             "kiln": env.kiln_fn("moe_sum", ["moe_sum"], lambda kl: kl.moe_sum)}
+    check = against_eager(math, lambda fn: fwd_bwd(fn, (x, w), [x, w], [dout]),
+                          ["out", "dx", "dw"], TOL[x.dtype])
+    yield case("moe_sum", f"[{t}, {k}, {n}] w f32", impls, (x, w), nbytes(x, w, dout), check,
+               leaves=[x, w], gouts=[dout], bwd_bytes=nbytes(dout, x, w, x, w))
+
+
+def op_sinkhorn_knopp(env):
+    iters, eps = 20, 1e-6
+
+    def math(logits, iters, eps):
+        m = torch.exp(logits - logits.amax(dim=(-1, -2), keepdim=True).detach())
+        for _ in range(iters):
+            m = m / (m.sum(-1, keepdim=True) + eps)
+            m = m / (m.sum(-2, keepdim=True) + eps)
+        return m
+
+    comp = env.compiled(math)
+    kiln = env.kiln_fn("sinkhorn_knopp", ["sinkhorn_knopp"], lambda k: k.sinkhorn_knopp)
+    for batch in env.pick((16384, 65536), (16384,), (64,)):
+        logits = env.randn(batch, 4, 4, dtype=torch.float32, scale=2.0, grad=True)
+        dout = env.randn(batch, 4, 4, dtype=torch.float32)
+        inputs = (logits, iters, eps)
+        check = against_eager(math, lambda fn, i=inputs, d=dout: fwd_bwd(fn, i, [i[0]], [d]),
+                              ["out", "dlogits"], TOL[logits.dtype])
+        yield case("sinkhorn_knopp", f"[{batch}, 4, 4] f32 iters={iters} eps={eps:g}",
+                   {"eager": math, "compile": comp, "kiln": kiln}, inputs, 2 * nbytes(logits),
+                   check, leaves=[logits], gouts=[dout], bwd_bytes=3 * nbytes(logits))
+
+
+def op_gather_rows(env):
+    n, m = env.pick((65536, 32768), (16384, 8192), (256, 128))
+    h, d = env.pick((8, 128), (8, 128), (2, 32))
+    k, v = env.randn(n, h, d), env.randn(n, h, d)
+    row = h * d * k.element_size()
+
+    def index_select(src, index):
+        return src.index_select(0, index)
+
+    def pair_select(k, v, index):
+        return k.index_select(0, index), v.index_select(0, index)
+
+    for idt in (torch.int32, torch.int64):
+        index = env.perm(n, m, idt)
+        single = {"index_select": index_select, "indexing": lambda s, i: s[i],
+                  "compile": env.compiled(index_select),
+                  "kiln": env.kiln_fn("gather_rows", ["gather_rows"], lambda kl: kl.gather_rows)}
+        pair = {"index_select": pair_select, "indexing": lambda a, b, i: (a[i], b[i]),
+                "compile": env.compiled(pair_select),
+                "kiln": env.kiln_fn("gather_rows_pair", ["gather_rows_pair"],
+                                    lambda kl: kl.gather_rows_pair)}
+        tag = str(idt).removeprefix("torch.")
+        yield case("gather_rows", f"[{n}, {h}, {d}] -> {m} rows, {tag} index", single, (k, index),
+                   2 * m * row + nbytes(index),
+                   against_eager(index_select, lambda fn: as_tuple(fn(k, index)), ["out"], 0, True))
+        yield case("gather_rows_pair", f"2x [{n}, {h}, {d}] -> {m} rows, {tag} index", pair,
+                   (k, v, index), 4 * m * row + nbytes(index),
+                   against_eager(pair_select, lambda fn: as_tuple(fn(k, v, index)),
+                                 ["out_k", "out_v"], 0, True))
+
+
+def op_kv_cache_write(env):
+    h, d = env.pick((8, 128), (8, 128), (2, 32))
+
+    def index_copy(kc, vc, k, v, slots):
+        kc.view(-1, h, d).index_copy_(0, slots, k)
+        vc.view(-1, h, d).index_copy_(0, slots, v)
+
+    def index_put(kc, vc, k, v, slots):
+        kc.view(-1, h, d)[slots] = k
+        vc.view(-1, h, d)[slots] = v
+
+    comp = env.compiled(index_copy)
+    kiln = env.kiln_fn("kv_cache_write_", ["kv_cache_write"], lambda kl: kl.kv_cache_write_)
+    for tokens in env.pick((4096, 32768), (4096,), (64,)):
+        blocks = 2 * tokens // 16
+        k, v = env.randn(tokens, h, d), env.randn(tokens, h, d)
+        kc = torch.zeros(blocks, 16, h, d, dtype=k.dtype, device=env.device)
+        vc = torch.zeros_like(kc)
+        slots = env.perm(blocks * 16, tokens)
+
+        def written(fn, k=k, v=v, kc=kc, slots=slots):
+            kc2, vc2 = torch.zeros_like(kc), torch.zeros_like(kc)
+            fn(kc2, vc2, k, v, slots)
+            return kc2, vc2
+
+        impls = {"index_copy": index_copy, "index_put": index_put, "compile": comp, "kiln": kiln}
+        yield case("kv_cache_write", f"[{tokens}, {h}, {d}] -> [{blocks}, 16, {h}, {d}]", impls,
+                   (kc, vc, k, v, slots), 2 * nbytes(k, v) + nbytes(slots),
+                   against_eager(index_copy, written, ["key_cache", "value_cache"], 0, True))
+
+
+def op_tau_tail(env):
+    t, h, d, positions_max = env.pick((16384, 32, 128, 4096), (4096, 32, 128, 4096),
+                                      (32, 2, 16, 64))
+    qkv0 = env.randn(t, 3 * h * d)
+    qkv = qkv0.clone()
+    tok = env.randn(t, 2 * h)
+    tau = env.randn(positions_max, h, scale=0.1, shift=1.0)
+    pos = torch.randint(0, positions_max, (t,), generator=env.gen).to(env.device)
+
+    def math(qkv, tok, tau, pos, heads):
+        dd = qkv.shape[1] // (3 * heads)
+        q = qkv[:, : heads * dd].unflatten(1, (heads, dd))
+        v = qkv[:, 2 * heads * dd:].unflatten(1, (heads, dd))
+        tp = tau.index_select(0, pos).float()
+        sq = torch.tanh(tok[:, :heads].float()) + tp
+        sv = torch.tanh(tok[:, heads:].float()) + tp
+        q.copy_((q.float() * sq[..., None]).to(qkv.dtype))
+        v.copy_((v.float() * sv[..., None]).to(qkv.dtype))
+        return qkv
+
+    def result(fn):
+        out = qkv0.clone()
+        fn(out, tok, tau, pos, h)
+        return out[:, : h * d], out[:, h * d: 2 * h * d], out[:, 2 * h * d:]
+
+    memo = {}
+
+    def check(fn):
+        if "ref" not in memo:
+            memo["ref"] = result(math)
+        got = result(fn)
+        verdict, errs = compare(["q", "v"], (got[0], got[2]), (memo["ref"][0], memo["ref"][2]),
+                                TOL[qkv.dtype])
+        v2, e2 = compare(["k"], (got[1],), (qkv0[:, h * d: 2 * h * d],), 0, True)
+        errs.update(e2)
+        bad = [x.removeprefix("MISMATCH ") for x in (verdict, v2) if x != "ok"]
+        return ("ok" if not bad else "MISMATCH " + "; ".join(bad)), errs
+
+    impls = {"eager": math, "compile": env.compiled(math),
+             "kiln": env.kiln_fn("tau_tail_", ["tau_tail"], lambda kl: kl.tau_tail_)}
+    def restore():
+        qkv.copy_(qkv0)
+
+    yield case("tau_tail", f"qkv [{t}, 3x{h}x{d}], tau [{positions_max}, {h}]", impls,
+               (qkv, tok, tau, pos, h),
+               4 * t * h * d * qkv.element_size() + nbytes(tok, pos) + t * h * tau.element_size(),
+               check, restore=restore)
+
+
+OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
+            "sinkhorn_knopp": op_sinkhorn_knopp, "gather_rows": op_gather_rows,
+            "kv_cache_write": op_kv_cache_write, "tau_tail": op_tau_tail}
+
+
+# ---- timing ----
+
+
+def copy_ceiling(timer, device):
+    """(GB/s, ms, bytes) of a device-to-device copy, read + written."""
+    src = torch.zeros(1 << 30 if timer.cuda else 1 << 24, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = timer.measure(lambda _: dst.copy_(src), reps=30)
+    return 2 * src.numel() / 1e9 / (ms / 1e3), ms, 2 * src.numel()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def launched_ms(run, setup, device, reps):
+    """Median wall time of run(setup()) issued to an idle device (host overhead included)."""
+    times = []
+    for _ in range(reps):
+        st = setup() if setup else None
+        sync(device)
+        t = time.perf_counter()
+        out = run(st)
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+        del out, st
+    return statistics.median(times)
+
+
+def timed(timer, device, run, setup, reps):
+    """(gpu median ms, launched median ms). The setup also queues a GPU sleep longer than the
+    call's host time, so that the events see the GPU work, not the host's launch gaps."""
+    launched = launched_ms(run, setup, device, 5 if device.type == "cuda" else 2)
+    cycles = int(min(5.0, 1.5 * launched + 0.02) * 1e-3 * 2e9)
+
+    def busy():
+        st = setup() if setup else None
+        if timer.cuda:
+            torch.cuda._sleep(cycles)
+        return st
+
+    return timer.measure(run, setup=busy, reps=reps), launched
+
+
+def run_case(c, timer, device, reps, roof):
+    rows, leaves = [], c["leaves"]
+    restore = c["restore"]
+    for impl, fn in c["impls"].items():
+        row = dict(op=c["op"], shape=c["shape"], impl=impl, fwd_bytes=c["fwd_bytes"],
+                   bwd_bytes=c["bwd_bytes"])
+        rows.append(row)
+        if isinstance(fn, str):
+            row["status"] = fn
+            print(f"{c['op']:16s} {impl:12s} {fn}", file=sys.stderr)
+            continue
+        try:
+            t0 = time.perf_counter()
+            row["check"], row["errors"] = c["check"](fn)
+            sync(device)
+            row["first_call_s"] = time.perf_counter() - t0
+            if row["check"] != "ok":
+                print(f"\n!!!!! CHECK FAILED: {c['op']} {c['shape']} {impl}: {row['check']}\n"
+                      f"!!!!! errors: {row['errors']}\n", file=sys.stderr)
+
+            def fwd(_, fn=fn):
+                return fn(*c["inputs"])
+
+            row["fwd_ms"], row["fwd_launched_ms"] = timed(timer, device, fwd, restore, reps)
+            row["fwd_copy"] = c["fwd_bytes"] / 1e9 / (row["fwd_ms"] / 1e3) / roof
+            if leaves:
+                def bwd(outs):
+                    return torch.autograd.grad(as_tuple(outs), leaves, c["gouts"])
+
+                row["bwd_ms"], row["bwd_launched_ms"] = timed(
+                    timer, device, bwd, lambda fn=fn: fn(*c["inputs"]), reps)
+                row["bwd_copy"] = c["bwd_bytes"] / 1e9 / (row["bwd_ms"] / 1e3) / roof
+            row["status"] = "ok"
+        except Exception as e:  # noqa: BLE001
+            row["status"] = "failed: " + short(e)
+            print(f"\n!!!!! FAILED: {c['op']} {c['shape']} {impl}: {row['status']}\n",
+                  file=sys.stderr)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        print(f"{c['op']:16s} {impl:12s} {row['status']:6s} " + cell(row, "fwd") + " | "
+              + cell(row, "bwd") + f" | check {row.get('check', '-')}", file=sys.stderr)
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows):
+    """peer/kiln on the kiln row: best ok peer's median over kiln's, per phase and timing."""
+    kiln = next((r for r in rows if r["impl"] == "kiln" and r["status"] == "ok"), None)
+    peers = [r for r in rows if r["impl"] != "kiln" and r["status"] == "ok"]
+    if kiln is None or not peers:
+        return
+    for ph in ("fwd", "bwd"):
+        for key in (f"{ph}_ms", f"{ph}_launched_ms"):
+            have = [p for p in peers if p.get(key)]
+            if kiln.get(key) and have:
+                best = min(have, key=lambda p: p[key])
+                kiln[f"best_peer_{key}"] = best["impl"]
+                kiln[f"ratio_{key}"] = best[key] / kiln[key]
+
+
+def cell(r, ph):
+    if r.get(f"{ph}_ms") is None:
+        return "-"
+    return f"{r[f'{ph}_ms']:.4f} ({r[f'{ph}_copy']:.0%})"
+
+
+def ratio(r, ph, key="ms"):
+    v = r.get(f"ratio_{ph}_{key}")
+    return f"{v:.2f}" if v is not None else "-"
+
+
+def report(rows, args, ceiling, reps, device_name, commit):
+    roof, copy_ms, copy_bytes = ceiling
+    lines = [f"# Ops peers: {device_name}", "",
+             f"- commit {commit}, torch {torch.__version__}, copy ceiling {roof:.0f} GB/s "
+             f"({copy_bytes >> 20} MiB moved in {copy_ms:.3f} ms), "
+             f"median of {reps}{', --quick' if args.quick else ''}",
+             "- ms = GPU time (events; queue pre-filled, L2 flushed); launched = one call from an "
+             "idle GPU, host included; % = of the copy ceiling (bytes: see the script's docstring)",
+             "- bwd = torch.autograd.grad on a fresh forward's graph; peer/kiln = best peer / kiln "
+             "(>= 1: kiln wins), on ms and on launched", "",
+             "| op | shape | impl | fwd ms (% copy) | bwd ms (% copy) | launched fwd, bwd ms "
+             "| peer/kiln fwd, bwd | launched peer/kiln fwd, bwd | check |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['op']} | {r['shape']} | {r['impl']} | {r['status']} | | | | | |")
+            continue
+        la = ", ".join(f"{r[k]:.4f}" for k in ("fwd_launched_ms", "bwd_launched_ms") if r.get(k))
+        rr = rl = ""
+        if r["impl"] == "kiln":
+            rr = f"{ratio(r, 'fwd')}, {ratio(r, 'bwd')}"
+            rl = f"{ratio(r, 'fwd', 'launched_ms')}, {ratio(r, 'bwd', 'launched_ms')}"
+        chk = r.get("check", "-")
+        chk = "ok" if chk == "ok" else f"**{chk}**"
+        lines.append(f"| {r['op']} | {r['shape']} | {r['impl']} | {cell(r, 'fwd')} "
+                     f"| {cell(r, 'bwd')} | {la} | {rr} | {rl} | {chk} |")
+    fails = [r for r in rows if r.get("check", "ok") != "ok" or r["status"].startswith("failed")]
+    if fails:
+        lines += ["", "## CHECK FAILURES (or calls that raised)", ""]
+        lines += [f"- {r['op']} {r['shape']} {r['impl']}: {r.get('check') or r['status']}"
+                  for r in fails]
+    first = [r for r in rows if r["impl"] == "compile" and r.get("first_call_s")]
+    if first:
+        lines += ["", "torch.compile first call (compile + check), s: "
+                  + ", ".join(f"{r['op']} {r['shape']} {r['first_call_s']:.1f}" for r in first)]
+    return "\n".join(lines) + "\n", fails
+
+
+def git_commit():
+    try:
+        c = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                            "--untracked-files=no"], capture_output=True, text=True, timeout=20)
+        return (c.stdout.strip() or "unknown") + ("-dirty" if d.stdout.strip() else "")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def main():
+    args = parse_args()
+    device = torch.device(args.device)
+    env = Env(args, device)
+    for name in ("recompile_limit", "cache_size_limit"):  # a compiled fn per shape and dtype
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
+    timer = Timer(device)
+    reps = {"full": args.reps, "quick": 20, "cpu": 3}[env.size]
+    ceiling = copy_ceiling(timer, device)
+    roof = ceiling[0]
+    print(f"ceiling: copy {roof:.0f} GB/s", file=sys.stderr)
+    rows = []
+    for op in args.ops:
+        try:
+            for c in OP_FUNCS[op](env):
+                rows += run_case(c, timer, device, reps, roof)
+                del c
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        except Exception as e:  # noqa: BLE001  (making the inputs failed: out of memory, ...)
+            rows.append(dict(op=op, shape="-", impl="-", status="failed: " + short(e)))
+            print(f"{op}: failed: {short(e)}", file=sys.stderr)
+    device_name = torch.cuda.get_device_name() if timer.cuda else "cpu"
+    commit = args.commit or git_commit()
+    text, fails = report(rows, args, ceiling, reps, device_name, commit)
+    print(text)
+    if fails:
+        print(f"!!!!! {len(fails)} CHECK FAILURE(S): see the table", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ops_peers.md").write_text(text)
+        (out / "ops_peers.json").write_text(json.dumps(
+            {"commit": commit, "device": device_name, "torch": torch.__version__,
+             "roof_GBps": roof, "copy_ms": ceiling[1], "copy_bytes": ceiling[2], "reps": reps,
+             "quick": args.quick,
+             "ops": args.ops, "kiln_error": env.kiln_err,
+             "check_failures": [{k: r.get(k) for k in ("op", "shape", "impl", "status", "check",
+                                                       "errors")} for r in fails],
+             "rows": rows}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
