@@ -1,4 +1,5 @@
-// Benchmark cases of kv_cache_write: T = 4096 tokens, Hkv = 8, D = 128, bf16 into a bf16 cache
+// Benchmark cases of kv_cache_write: T = 32768 tokens (a prefill chunk; at 4096 tokens, 16 MB,
+// launch and tail costs dominate), Hkv = 8, D = 128, bf16 into a bf16 cache
 // and into an e4m3 cache with per-head scales, slots a random half of the cache. Bytes: k and v
 // read, their cache rows written, the slots read.
 #include <cmath>
@@ -80,7 +81,7 @@ std::vector<Case> cache_cases(const Options& options) {
   const Device d = options.device;
   for (DType cache : {DType::bf16, DType::f8e4m3}) {
     auto s = std::make_shared<KvShape>();
-    s->tokens = d.is_cpu() ? 64 : options.quick ? 1024 : 4096;
+    s->tokens = d.is_cpu() ? 64 : options.quick ? 4096 : 32768;
     s->blocks = 2 * s->tokens / kBlockSize;
     s->cache = cache;
     s->k.resize(s->tokens * kHeads * kDim * 2);

@@ -2,6 +2,8 @@
 // Host-side conversions between kiln's element types and double, for the reference backend and
 // tests. Rounding to the narrow float types is round-to-nearest-even; fp8 conversions saturate
 // to the format's largest finite value (e4m3 has no infinity) and keep NaN.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -79,15 +81,27 @@ inline float e4m3_to_float(uint8_t b) {
                      : std::ldexp(static_cast<float>(man | 8), exp - 10);
   return sign ? -v : v;
 }
+// The code of magnitude `a` (exactly representable) among the non-negative codes [0, n) of a
+// format whose magnitudes increase with the code: a binary search of a decoded table.
+template <int kCodes, float (*kDecode)(uint8_t)>
+inline uint8_t fp8_code_of(double a, uint8_t fallback) {
+  static const std::array<float, kCodes> magnitudes = [] {
+    std::array<float, kCodes> m{};
+    for (int b = 0; b < kCodes; ++b) m[b] = kDecode(static_cast<uint8_t>(b));
+    return m;
+  }();
+  const auto it = std::lower_bound(magnitudes.begin(), magnitudes.end(), a,
+                                   [](float m, double v) { return m < v; });
+  return it != magnitudes.end() && *it == a ? static_cast<uint8_t>(it - magnitudes.begin())
+                                            : fallback;
+}
+
 inline uint8_t float_to_e4m3(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0;
   double a = std::fmin(round_to_format(std::fabs(static_cast<double>(f)), 3, -6), 448.0);
   if (std::isinf(f)) a = 448.0;
-  for (int b = 0; b < 0x7f; ++b) {
-    if (e4m3_to_float(static_cast<uint8_t>(b)) == a) return sign | static_cast<uint8_t>(b);
-  }
-  return sign | 0x7e;
+  return sign | fp8_code_of<0x7f, e4m3_to_float>(a, 0x7e);
 }
 
 // fp8 e5m2 (bias 15, has infinity; saturating conversion clamps to 57344).
@@ -99,10 +113,7 @@ inline uint8_t float_to_e5m2(float f) {
   const uint8_t sign = std::signbit(f) ? 0x80 : 0;
   double a = std::fmin(round_to_format(std::fabs(static_cast<double>(f)), 2, -14), 57344.0);
   if (std::isinf(f)) a = 57344.0;
-  for (int b = 0; b < 0x7c; ++b) {
-    if (e5m2_to_float(static_cast<uint8_t>(b)) == a) return sign | static_cast<uint8_t>(b);
-  }
-  return sign | 0x7b;
+  return sign | fp8_code_of<0x7c, e5m2_to_float>(a, 0x7b);
 }
 
 // Reads element `i` (an offset in elements) of a buffer of `dtype` as double.
