@@ -69,39 +69,25 @@ __global__ void __launch_bounds__(kRowBlockThreads)
 #pragma unroll
     for (int k = 0; k < kW; ++k) b[k] = 0.f;
   }
-  // The dbias launch caps its blocks (one partial row a slot), so each thread walks many rows:
-  // it loads kRows of them before using any, to keep enough bytes in flight.
-  constexpr int kRows = kDbias ? 4 : 1;
   const int64_t step = int64_t{gridDim.y} * blockDim.y;
-  for (int64_t r0 = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r0 < a.rows;
-       r0 += kRows * step) {
-    float v[kRows][kW];
+  for (int64_t r = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r < a.rows; r += step) {
+    float v[kW], s[kW], out[kW];
+    load_floats<T, kW>(static_cast<const T*>(a.x) + r * a.x_stride + c, v);
+    element_scales<kW>(a, static_cast<uint64_t>(r * a.cols + c), s);
+    if constexpr (kBackward) {
 #pragma unroll
-    for (int u = 0; u < kRows; ++u) {
-      const int64_t r = r0 + u * step;
-      if (r < a.rows) load_floats<T, kW>(static_cast<const T*>(a.x) + r * a.x_stride + c, v[u]);
-    }
+      for (int k = 0; k < kW; ++k) out[k] = v[k] * s[k];
+      if constexpr (kDbias) {
 #pragma unroll
-    for (int u = 0; u < kRows; ++u) {
-      const int64_t r = r0 + u * step;
-      if (r >= a.rows) break;
-      float s[kW], out[kW];
-      element_scales<kW>(a, static_cast<uint64_t>(r * a.cols + c), s);
-      if constexpr (kBackward) {
-#pragma unroll
-        for (int k = 0; k < kW; ++k) out[k] = v[u][k] * s[k];
-        if constexpr (kDbias) {
-#pragma unroll
-          for (int k = 0; k < kW; ++k) col_sum[k] += out[k];
-        }
-      } else {
-        float res[kW];
-        load_floats<T, kW>(static_cast<const T*>(a.residual) + r * a.residual_stride + c, res);
-#pragma unroll
-        for (int k = 0; k < kW; ++k) out[k] = res[k] + (v[u][k] + b[k]) * s[k];
+        for (int k = 0; k < kW; ++k) col_sum[k] += out[k];
       }
-      store_floats<T, kW>(static_cast<T*>(a.out) + r * a.out_stride + c, out);
+    } else {
+      float res[kW];
+      load_floats<T, kW>(static_cast<const T*>(a.residual) + r * a.residual_stride + c, res);
+#pragma unroll
+      for (int k = 0; k < kW; ++k) out[k] = res[k] + (v[k] + b[k]) * s[k];
     }
+    store_floats<T, kW>(static_cast<T*>(a.out) + r * a.out_stride + c, out);
   }
   if constexpr (kDbias) {
     // Every slot writes its row, rows or not: the fold reads them all.
