@@ -1,10 +1,15 @@
 // rope / rope_backward: one launch for q and k. A block's threads are (chunk, head, token)
 // lanes (rope_config.h): a thread loads its chunk's W cos and W sin of the token's row once and
-// rotates that chunk in every head it steps over, q's heads first, then k's. A chunk is both
-// halves of W pairs: NeoX, W elements at i and W at i + R/2; GPT-J, 2W consecutive elements. Each
-// is one 16-byte access where every pointer, stride and size allows (else W = 1). Out of place,
-// the tails [R, D) are copied through; a bad position is counted by one thread of the token and
-// its heads are left alone (in place) or copied (out of place), the cache never read for it.
+// rotates that chunk in every head it steps over, q's heads first, then k's. A chunk is two
+// accesses of W elements, at c W and c W + R/2, each 16 bytes where every pointer, stride and
+// size allows (else W = 1), so a warp's chunk lanes read and write whole contiguous runs in both
+// layouts and both halves of every pair are in the thread's registers:
+//   NeoX:  element j of the first access pairs with element j of the second, angle c W + j;
+//   GPT-J: neighbours pair within each access: the first's W/2 pairs take angles c W/2 + m, the
+//          second's R/4 + c W/2 + m (the scalar path reads the pair (2c, 2c + 1), angle c).
+// Out of place, the tails [R, D) are copied through; a bad position is counted by one thread of
+// the token and its heads are left alone (in place) or copied (out of place), the cache never
+// read for it.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -53,16 +58,50 @@ __device__ __forceinline__ Head<T> head(const RopeArgs& a, int64_t t, int h) {
           static_cast<T*>(x.out) + t * x.out_token_stride + hh * x.out_head_stride};
 }
 
-// Chunk c of one head: pairs c W .. c W + W - 1 rotated by (cs, sn).
+// The scalar GPT-J path reads its pair (2c, 2c + 1) as its two accesses; every other path reads
+// [c W, c W + W) and [c W + R/2, ...).
+template <int kW, bool kNeox>
+inline constexpr bool kAdjacentPair = kW == 1 && !kNeox;
+
+// The cos and sin of chunk c's W pairs (pair j of the chunk: element j of the concatenated
+// accesses e[0] | e[1] for NeoX, elements 2j, 2j + 1 for GPT-J), sin times sign.
+template <int kW, bool kNeox>
+__device__ __forceinline__ void load_angles(const float* row, int c, int half, float sign,
+                                            float (&cs)[kW], float (&sn)[kW]) {
+  if constexpr (kNeox || kAdjacentPair<kW, kNeox>) {
+    load_floats<float, kW>(row + c * kW, cs);
+    load_floats<float, kW>(row + half + c * kW, sn);
+  } else {
+    constexpr int kHalf = kW / 2;  // pairs an access
+    float c0[kHalf], c1[kHalf], s0[kHalf], s1[kHalf];
+    const float* first = row + c * kHalf;
+    const float* second = row + half / 2 + c * kHalf;
+    load_floats<float, kHalf>(first, c0);
+    load_floats<float, kHalf>(second, c1);
+    load_floats<float, kHalf>(first + half, s0);
+    load_floats<float, kHalf>(second + half, s1);
+#pragma unroll
+    for (int m = 0; m < kHalf; ++m) {
+      cs[m] = c0[m];
+      cs[kHalf + m] = c1[m];
+      sn[m] = s0[m];
+      sn[kHalf + m] = s1[m];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kW; ++j) sn[j] *= sign;
+}
+
+// Chunk c of one head: its W pairs rotated by (cs, sn).
 template <typename T, int kW, bool kNeox>
 __device__ __forceinline__ void rotate_chunk(const T* in, T* out, int c, int half,
                                              const float (&cs)[kW], const float (&sn)[kW]) {
-  // e[0], e[1]: the chunk's two accesses. NeoX: x1 = e[0][j], x2 = e[1][j]. GPT-J: the 2W
-  // consecutive elements e[0] | e[1], pair j at (2j, 2j + 1).
-  const int64_t first = kNeox ? c * kW : 2 * c * kW, second = kNeox ? first + half : first + kW;
+  constexpr bool adjacent = kAdjacentPair<kW, kNeox>;
+  const int64_t first = adjacent ? 2 * c : c * kW, second = adjacent ? first + 1 : first + half;
   float e[2][kW], o[2][kW];
   load_floats<T, kW>(in + first, e[0]);
   load_floats<T, kW>(in + second, e[1]);
+  // Pair j as elements (a, b) of the concatenation e[0] | e[1].
 #pragma unroll
   for (int j = 0; j < kW; ++j) {
     const int a = kNeox ? j : 2 * j, b = kNeox ? kW + j : 2 * j + 1;
@@ -106,10 +145,7 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_kernel(const __grid_cons
     const float* row = a.cos_sin + pos * (2 * a.half);
     for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
       float cs[kW], sn[kW];
-      load_floats<float, kW>(row + c * kW, cs);
-      load_floats<float, kW>(row + a.half + c * kW, sn);
-#pragma unroll
-      for (int j = 0; j < kW; ++j) sn[j] *= a.sin_sign;
+      load_angles<kW, kNeox>(row, c, a.half, a.sin_sign, cs, sn);
       for (int h = threadIdx.y; h < heads; h += blockDim.y) {
         const Head<T> hd = head<T>(a, t, h);
         rotate_chunk<T, kW, kNeox>(hd.in, hd.out, c, a.half, cs, sn);
