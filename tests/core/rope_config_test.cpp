@@ -1,10 +1,13 @@
-// The rope kernel's launch shape (src/cuda/rope/rope_config.h), a pure function checked here.
+// The rope kernel's launch shape (src/cuda/rope/rope_config.h), a pure function, and which
+// elements and angles its chunks hold (src/cuda/rope/rope_pairs.h), checked on the host.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cuda/rope/rope_config.h"
+#include "cuda/rope/rope_pairs.h"
 
 namespace kiln {
 namespace {
@@ -56,6 +59,48 @@ TEST(RopeConfig, EveryShapeFitsABlock) {
         EXPECT_GE(c.grid * c.token_lanes, std::min<int64_t>(tokens, cuda::kRopeMaxGrid));
       }
     }
+  }
+}
+
+// Every pair of a head is held by exactly one (chunk, j) of the kernel, as the layout defines it
+// (NeoX (i, i + R/2), GPT-J (2i, 2i + 1)) with its own angle i; each half-chunk's angles are
+// contiguous, as load_angles' vector loads assume.
+template <int kW, bool kNeox>
+void expect_pairs_covered(int half) {
+  namespace rp = cuda::rope_pairs;
+  SCOPED_TRACE(::testing::Message()
+               << "W " << kW << (kNeox ? " neox" : " gptj") << " R/2 " << half);
+  std::vector<int> seen(half, 0);
+  const int group = kNeox || kW == 1 ? kW : kW / 2;  // angles loaded as one run
+  for (int c = 0; c < half / kW; ++c) {
+    for (int j = 0; j < kW; ++j) {
+      auto element = [&](int e) {
+        return e < kW ? rp::first<kW, kNeox>(c, half) + e : rp::second<kW, kNeox>(c, half) + e - kW;
+      };
+      const int64_t a = element(rp::elem_a<kW, kNeox>(j)), b = element(rp::elem_b<kW, kNeox>(j));
+      const int i = rp::angle<kW, kNeox>(c, j, half);
+      ASSERT_GE(i, 0);
+      ASSERT_LT(i, half);
+      ++seen[i];
+      EXPECT_EQ(a, kNeox ? i : 2 * i) << "chunk " << c << " pair " << j;
+      EXPECT_EQ(b, kNeox ? i + half : 2 * i + 1) << "chunk " << c << " pair " << j;
+      const int run_start = rp::angle<kW, kNeox>(c, j - j % group, half);
+      EXPECT_EQ(i, run_start + j % group);
+    }
+  }
+  for (int i = 0; i < half; ++i) EXPECT_EQ(seen[i], 1) << "angle " << i;
+}
+
+TEST(RopePairs, ChunksCoverEveryPairOnceInBothLayouts) {
+  for (int half : {8, 24, 64}) {
+    expect_pairs_covered<8, true>(half);  // bf16/f16 vector path
+    expect_pairs_covered<8, false>(half);
+    expect_pairs_covered<4, true>(half);  // f32 vector path
+    expect_pairs_covered<4, false>(half);
+  }
+  for (int half : {1, 3, 12, 64}) {  // the scalar path, any R/2
+    expect_pairs_covered<1, true>(half);
+    expect_pairs_covered<1, false>(half);
   }
 }
 

@@ -1,15 +1,10 @@
 // rope / rope_backward: one launch for q and k. A block's threads are (chunk, head, token)
 // lanes (rope_config.h): a thread loads its chunk's W cos and W sin of the token's row once and
 // rotates that chunk in every head it steps over, q's heads first, then k's. A chunk is two
-// accesses of W elements, at c W and c W + R/2, each 16 bytes where every pointer, stride and
-// size allows (else W = 1), so a warp's chunk lanes read and write whole contiguous runs in both
-// layouts and both halves of every pair are in the thread's registers:
-//   NeoX:  element j of the first access pairs with element j of the second, angle c W + j;
-//   GPT-J: neighbours pair within each access: the first's W/2 pairs take angles c W/2 + m, the
-//          second's R/4 + c W/2 + m (the scalar path reads the pair (2c, 2c + 1), angle c).
-// Out of place, the tails [R, D) are copied through; a bad position is counted by one thread of
-// the token and its heads are left alone (in place) or copied (out of place), the cache never
-// read for it.
+// accesses of W elements, 16 bytes where every pointer, stride and size allows (else W = 1),
+// holding both halves of W pairs; which elements and angles is rope_pairs.h. Out of place, the
+// tails [R, D) are copied through; a bad position is counted by one thread of the token and its
+// heads are left alone (in place) or copied (out of place), the cache never read for it.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -19,6 +14,7 @@
 #include "cuda/common/elements.cuh"
 #include "cuda/rope/rope_config.h"
 #include "cuda/rope/rope_launch.h"
+#include "cuda/rope/rope_pairs.h"
 
 namespace kiln::cuda {
 namespace {
@@ -58,24 +54,20 @@ __device__ __forceinline__ Head<T> head(const RopeArgs& a, int64_t t, int h) {
           static_cast<T*>(x.out) + t * x.out_token_stride + hh * x.out_head_stride};
 }
 
-// The scalar GPT-J path reads its pair (2c, 2c + 1) as its two accesses; every other path reads
-// [c W, c W + W) and [c W + R/2, ...).
-template <int kW, bool kNeox>
-inline constexpr bool kAdjacentPair = kW == 1 && !kNeox;
-
-// The cos and sin of chunk c's W pairs (pair j of the chunk: element j of the concatenated
-// accesses e[0] | e[1] for NeoX, elements 2j, 2j + 1 for GPT-J), sin times sign.
+// The cos and sin (times sign) of chunk c's W pairs: two vector loads of each, or four of W/2
+// for GPT-J (its two accesses' pairs take angles from two runs).
 template <int kW, bool kNeox>
 __device__ __forceinline__ void load_angles(const float* row, int c, int half, float sign,
                                             float (&cs)[kW], float (&sn)[kW]) {
-  if constexpr (kNeox || kAdjacentPair<kW, kNeox>) {
-    load_floats<float, kW>(row + c * kW, cs);
-    load_floats<float, kW>(row + half + c * kW, sn);
+  namespace rp = rope_pairs;
+  if constexpr (kNeox || rp::kAdjacent<kW, kNeox>) {
+    load_floats<float, kW>(row + rp::angle<kW, kNeox>(c, 0, half), cs);
+    load_floats<float, kW>(row + half + rp::angle<kW, kNeox>(c, 0, half), sn);
   } else {
-    constexpr int kHalf = kW / 2;  // pairs an access
+    constexpr int kHalf = kW / 2;
     float c0[kHalf], c1[kHalf], s0[kHalf], s1[kHalf];
-    const float* first = row + c * kHalf;
-    const float* second = row + half / 2 + c * kHalf;
+    const float* first = row + rp::angle<kW, kNeox>(c, 0, half);
+    const float* second = row + rp::angle<kW, kNeox>(c, kHalf, half);
     load_floats<float, kHalf>(first, c0);
     load_floats<float, kHalf>(second, c1);
     load_floats<float, kHalf>(first + half, s0);
@@ -96,15 +88,14 @@ __device__ __forceinline__ void load_angles(const float* row, int c, int half, f
 template <typename T, int kW, bool kNeox>
 __device__ __forceinline__ void rotate_chunk(const T* in, T* out, int c, int half,
                                              const float (&cs)[kW], const float (&sn)[kW]) {
-  constexpr bool adjacent = kAdjacentPair<kW, kNeox>;
-  const int64_t first = adjacent ? 2 * c : c * kW, second = adjacent ? first + 1 : first + half;
+  namespace rp = rope_pairs;
+  const int64_t first = rp::first<kW, kNeox>(c, half), second = rp::second<kW, kNeox>(c, half);
   float e[2][kW], o[2][kW];
   load_floats<T, kW>(in + first, e[0]);
   load_floats<T, kW>(in + second, e[1]);
-  // Pair j as elements (a, b) of the concatenation e[0] | e[1].
 #pragma unroll
   for (int j = 0; j < kW; ++j) {
-    const int a = kNeox ? j : 2 * j, b = kNeox ? kW + j : 2 * j + 1;
+    const int a = rp::elem_a<kW, kNeox>(j), b = rp::elem_b<kW, kNeox>(j);
     const float x1 = e[a / kW][a % kW], x2 = e[b / kW][b % kW];
     o[a / kW][a % kW] = x1 * cs[j] - x2 * sn[j];
     o[b / kW][b % kW] = x2 * cs[j] + x1 * sn[j];
