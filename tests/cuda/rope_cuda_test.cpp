@@ -166,6 +166,13 @@ TEST_P(RopeCuda, MatchesReference) {
     m->dev.download(got.bytes.data(), got.bytes.size());
     expect_buffer(got, m->host, out.qk_cols(*m), tol, m == &out.a ? "a" : "b");
   }
+  if (!in_place(c.storage)) {
+    for (Mirrored* m : {&in.a, &in.b}) {
+      std::vector<uint8_t> now(m->host.bytes.size());
+      m->dev.download(now.data(), now.size());
+      EXPECT_TRUE(now == m->host.bytes) << "out of place must not write its input";
+    }
+  }
 }
 
 std::vector<Case> sweep() {
