@@ -1,7 +1,6 @@
 // Entry points of rope and rope_backward: validate -> pick the backend -> run -> receipt.
 #include "kiln/ops/rope.h"
 
-#include <algorithm>
 #include <cmath>
 #include <string>
 #include <tuple>
@@ -49,7 +48,7 @@ void no_self_overlap(std::string_view op, std::string_view arg, const TensorView
   }
 }
 
-// q or k ("q", "q_out") as a RopeHeads of `heads` heads of dim `dim` over `tokens` tokens.
+// q or k and its output as a RopeHeads; `first` (q) sets T, D, the device and the dtype.
 RopeHeads heads_of(std::string_view op, std::string_view in_name, std::string_view out_name,
                    const TensorView& in, const TensorView& out, const TensorView& first) {
   for (auto [name, t] : {std::pair{in_name, &in}, std::pair{out_name, &out}}) {
@@ -71,8 +70,10 @@ RopeHeads heads_of(std::string_view op, std::string_view in_name, std::string_vi
   std::tie(h.in_token_stride, h.in_head_stride) = head_strides(op, in_name, in);
   std::tie(h.out_token_stride, h.out_head_stride) = head_strides(op, out_name, out);
   no_self_overlap(op, out_name, out);
-  if (h.in_place() &&
-      (h.in_token_stride != h.out_token_stride || h.in_head_stride != h.out_head_stride)) {
+  // In place: the output must address what the input does (strides of size-1 dims aside).
+  const bool same_tokens = in.size(0) <= 1 || h.in_token_stride == h.out_token_stride;
+  const bool same_heads = h.heads <= 1 || h.in_head_stride == h.out_head_stride;
+  if (h.in_place() && !(same_tokens && same_heads)) {
     throw_arg_error(op, out_name,
                     "the same view as " + std::string(in_name) + " (in place) or other memory",
                     "the same data with other strides");
