@@ -72,6 +72,7 @@ std::vector<Case> moe_sum_cases(const Options& options);
 std::vector<Case> mhc_cases(const Options& options);
 std::vector<Case> gather_cases(const Options& options);
 std::vector<Case> cache_cases(const Options& options);
+std::vector<Case> rope_cases(const Options& options);
 std::vector<Case> tau_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 

@@ -50,6 +50,8 @@ constexpr OpInfo kOps[] = {
      "in place: q, v *= tanh(tok) + tau[pos, h]; bad positions counted"},
     {"kv_cache_write", "kv cache", "bf16 f16 -> same or f8e4m3 (+scale)",
      "k, v into paged caches by slot; padding skipped, bad slots counted"},
+    {"rope", "rope", "f32 bf16 f16 (cache f32, positions i64)",
+     "q, k rotated by cos|sin[pos], neox or gptj, partial; fwd + bwd; bad positions counted"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

@@ -9,6 +9,7 @@ from .kv_cache import kv_cache_write_
 from .mhc import sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from .rope import rope, rope_
 from .tau_tail import tau_tail_
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "moe_sum",
     "relu2",
     "rms_norm",
+    "rope",
+    "rope_",
     "sinkhorn_knopp",
     "swiglu",
     "tau_tail_",
