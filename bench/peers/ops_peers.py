@@ -42,6 +42,32 @@ Every case times each implementation's forward and, where the op has one, its ba
       kiln     kiln.tau_tail_(qkv, tok_qv_lin, tau_pos_table, positions, H)
       bytes    q + v read and written, tok_qv_lin read, the T x H gathered tau entries, positions
       (each repetition restores qkv first, untimed)
+  rope, rope_  T = B x S = 4 x 4096 tokens, positions int64 arange(S) repeated B times;
+      q [T, 32, 128] and k [T, Hk, 128], Hk in {8, 32}: strided views into one fused qkv
+      [T, (32 + 2 Hk) 128] (v untouched); cos_sin_cache f32 [S, 128], row p = cos(p theta_i) |
+      sin(p theta_i), theta_i = 10000^(-2i / 128); NeoX layout (pairs i, i + 64), rotary_dim = 128
+      (the whole head).
+      rope: out of place, fwd and bwd (grads of q and k)
+      eager       HF's formula, cos/sin rows gathered by positions and doubled (cat(c, c)), in fp32,
+                  cast back once (as kiln): q*cos + rotate_half(q)*sin, likewise k
+      eager_bf16  the same in bf16 as HF runs it (cos/sin cast to bf16, bf16 products and sum)
+      compile     torch.compile(eager)
+      liger       Liger-Kernel's LigerRopeFunction on [B, H, S, D] transposes of the views, cos/sin
+                  [1, S, 128] f32 built once, untimed (HF's rotary-module output, shared by every
+                  layer); Liger takes no positions: it assumes arange(S) in each sequence, as here.
+                  Its wrapper makes q and k contiguous, so on the fused views every call copies
+                  them (timed: part of its call) and rotates the copies in place; its backward
+                  rotates the incoming gradient in place (contiguous here, so no copy)
+      kiln        kiln.rope(q, k, cache, positions, "neox", 128)
+      rope_: in place on the fused views, forward only (each repetition restores qkv, untimed)
+      eager       eager's math copied back into q and k;  compile  torch.compile of that
+      liger_kernel  Liger's Triton kernel (liger_kernel.ops.rope._triton_rope, 0.8.5's arguments)
+                  launched on the views as its wrapper launches it, minus the .contiguous()
+                  copies (the kernel takes a token stride and assumes heads D apart, which the
+                  fused views are): the kernel's own cost
+      kiln        kiln.rope_(q, k, cache, positions, "neox", 128)
+      bytes    q + k read and written, each token's cos/sin row (4 x 128 x T, as kiln reads it),
+               positions (8 T); bwd the same (dq_out + dk_out read, dq + dk written)
 
 Timing: activation_peers.Timer (CUDA events around each call, L2 flushed and torch.cuda._sleep
 before every repetition, median of --reps), with one more GPU sleep queued by the (untimed) setup,
@@ -61,8 +87,9 @@ JSON ("check_failures"); a failed check is still timed. kiln not importable, or 
 from the installed kiln: its rows say "missing: ..." and the peers run.
 
 --quick: bias_dropout_add [4096, 4096], moe_sum T = 1024, sinkhorn B = 16384, gather [16384] ->
-8192, kv_cache_write T = 4096, tau_tail T = 4096; 20 reps. --device cpu: tiny shapes, 3 reps, no
-torch.compile unless --compile-on-cpu (a smoke test of the code paths; kiln runs its reference).
+8192, kv_cache_write T = 4096, tau_tail T = 4096, rope T = 1 x 4096; 20 reps. --device cpu: tiny
+shapes, 3 reps, no torch.compile unless --compile-on-cpu (a smoke test of the code paths; kiln runs
+its reference).
 
 Usage: python3 bench/peers/ops_peers.py [--quick] [--ops a,b] [--out DIR] [--commit SHA]
                                          [--reps N] [--device cuda|cpu] [--compile-on-cpu]
@@ -84,7 +111,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activation_peers import REPO, Timer  # noqa: E402
 
-OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "gather_rows", "kv_cache_write", "tau_tail"]
+OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "gather_rows", "kv_cache_write", "tau_tail",
+       "rope"]
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
 
 
@@ -448,9 +476,157 @@ def op_tau_tail(env):
                check, restore=restore)
 
 
+
+def rope_cache(max_position, rotary_dim, device, base=10000.0):
+    """kiln's cos_sin_cache f32 [max_position, R]: cos(p theta_i) | sin(p theta_i), theta_i =
+    base^(-2i / R), computed in float64 and rounded once (as kiln::rope_fill_cache)."""
+    inv = base ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
+    ang = torch.arange(max_position, dtype=torch.float64)[:, None] * inv[None]
+    return torch.cat([ang.cos(), ang.sin()], -1).to(device, torch.float32).contiguous()
+
+
+def rope_cos_sin(cache, pos, dtype=torch.float32):
+    """HF's cos, sin [T, 1, R] (each half doubled: cat(freqs, freqs)) from the cache rows."""
+    c, s = cache.index_select(0, pos).chunk(2, -1)
+    return torch.cat([c, c], -1)[:, None].to(dtype), torch.cat([s, s], -1)[:, None].to(dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, -1)
+    return torch.cat([-x2, x1], -1)
+
+
+def rope_math(q, k, cache, pos):
+    """NeoX rope, HF's formula (rotary_dim = head dim), fp32 math and one rounding, as kiln."""
+    cos, sin = rope_cos_sin(cache, pos)
+    qf, kf = q.float(), k.float()
+    return ((qf * cos + rotate_half(qf) * sin).to(q.dtype),
+            (kf * cos + rotate_half(kf) * sin).to(k.dtype))
+
+
+def rope_math_bf16(q, k, cache, pos):
+    """The same as HF runs it: cos and sin in the model's dtype, the math in it."""
+    cos, sin = rope_cos_sin(cache, pos, q.dtype)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def rope_math_(q, k, cache, pos):
+    qo, ko = rope_math(q, k, cache, pos)
+    q.copy_(qo)
+    k.copy_(ko)
+    return q, k
+
+
+def liger_rope(env):
+    """(liger_kernel.ops.rope, None) or (None, why not)."""
+    if env.device.type != "cuda":
+        return None, "skipped: Liger-Kernel's rope is Triton (cuda only)"
+    try:
+        import liger_kernel.ops.rope as lr
+
+        return lr, None
+    except Exception as e:  # noqa: BLE001
+        return None, f"missing: liger_kernel.ops.rope not importable ({short(e)})"
+
+
+def op_rope(env):
+    b, s, hq, d = env.pick((4, 4096, 32, 128), (1, 4096, 32, 128), (2, 16, 4, 32))
+    r = d  # rotary_dim: the whole head (rope_math assumes it)
+    t = b * s
+    cache = rope_cache(s, r, env.device)
+    pos = torch.arange(s, dtype=torch.int64).repeat(b).to(env.device)
+    # Liger's cos/sin [1, S, R] f32 (f32 so that its kernel does fp32 math, as kiln and eager):
+    # HF computes them once a forward for every layer, so they are built here, untimed.
+    cos_l, sin_l = (x.transpose(0, 1).contiguous() for x in rope_cos_sin(cache, pos[:s]))
+    lr, liger_err = liger_rope(env)
+
+    def liger(q, k, cache, pos):
+        # [T, H, D] views -> [B, H, S, D] (Liger's layout: a transpose of [B, S, H, D]). Its
+        # rope_forward calls .contiguous() on [B, S, H, D]: the fused views' token stride is not
+        # H D, so q and k are copied (in the timed call) and the copies rotated in place.
+        qo, ko = lr.LigerRopeFunction.apply(q.view(b, s, q.shape[1], d).transpose(1, 2),
+                                            k.view(b, s, k.shape[1], d).transpose(1, 2),
+                                            cos_l, sin_l)
+        return (qo.transpose(1, 2).reshape(t, q.shape[1], d),
+                ko.transpose(1, 2).reshape(t, k.shape[1], d))
+
+    def liger_kernel_(q, k, cache, pos):
+        # Liger 0.8.5's _triton_rope launched as its rope_forward does, on the fused views in
+        # place: row stride = the token stride, heads assumed D apart (true of these views).
+        import triton
+
+        p2 = triton.next_power_of_2
+        nq, nk = q.shape[1], k.shape[1]
+        assert q.stride(1) == d and k.stride(1) == d and q.stride(2) == 1 and k.stride(2) == 1
+        lr._triton_rope[(t,)](q, q.stride(0), k, k.stride(0), cos_l, cos_l.stride(-2), sin_l,
+                              sin_l.stride(-2), s, b, cos_l.shape[0], nq, nk, d, p2(nq), p2(nk),
+                              p2(d), p2(r), r, BLOCK_SIZE=max(p2(nq), p2(nk)),
+                              BACKWARD_PASS=False)
+        return q, k
+
+    comp, comp_ = env.compiled(rope_math), env.compiled(rope_math_)
+    kiln = env.kiln_fn("rope", ["rope"], lambda kl: lambda q, k, c, p: kl.rope(q, k, c, p,
+                                                                               "neox", r))
+    kiln_ = env.kiln_fn("rope_", ["rope_inplace"], lambda kl: lambda q, k, c, p: kl.rope_(
+        q, k, c, p, "neox", r))
+    for hk in env.pick((8, 32), (8, 32), (2, 4)):
+        width = (hq + 2 * hk) * d
+        shape = f"q [{t}, {hq}, {d}], k [{t}, {hk}, {d}] in qkv [{t}, {width}]"
+
+        def views(qkv):
+            return (qkv[:, : hq * d].unflatten(1, (hq, d)),
+                    qkv[:, hq * d: (hq + hk) * d].unflatten(1, (hk, d)))
+
+        # Out of place: q and k are leaves (views of a buffer that needs no grad), so autograd
+        # hands back dq and dk alone, not a zero-filled dqkv.
+        q, k = (v.requires_grad_() for v in views(env.randn(t, width)))
+        dq0, dk0 = env.randn(t, hq, d), env.randn(t, hk, d)
+        dq, dk = dq0.clone(), dk0.clone()  # timing's gouts (Liger's backward rotates them in place)
+        io = 2 * nbytes(q, k) + t * r * cache.element_size() + nbytes(pos)
+        impls = {"eager": rope_math, "eager_bf16": rope_math_bf16, "compile": comp,
+                 "liger": liger if lr is not None else liger_err, "kiln": kiln}
+        # Each check gets fresh copies of the incoming gradients, for the same reason.
+        check = against_eager(rope_math, lambda fn, q=q, k=k, a=dq0, g=dk0: fwd_bwd(
+            fn, (q, k, cache, pos), [q, k], [a.clone(), g.clone()]),
+            ["q_out", "k_out", "dq", "dk"], TOL[q.dtype])
+        yield case("rope", f"{shape} neox R={r}", impls, (q, k, cache, pos), io, check,
+                   leaves=[q, k], gouts=[dq, dk], bwd_bytes=io)
+        del q, k, dq, dk, dq0, dk0
+
+        # In place on the fused buffer (no autograd).
+        qkv0 = env.randn(t, width)
+        qkv = qkv0.clone()
+        qi, ki = views(qkv)
+        memo = {}
+
+        def result(fn, qkv=qkv, qkv0=qkv0, qi=qi, ki=ki):
+            qkv.copy_(qkv0)
+            fn(qi, ki, cache, pos)
+            return qkv[:, : hq * d].clone(), qkv[:, hq * d: (hq + hk) * d].clone()
+
+        def check_(fn, qkv=qkv, qkv0=qkv0, result=result, memo=memo, width=width):
+            if "ref" not in memo:
+                memo["ref"] = result(rope_math_)
+            got = result(fn)
+            verdict, errs = compare(["q", "k"], got, memo["ref"], TOL[qkv.dtype])
+            v2, e2 = compare(["v"], (qkv[:, (hq + hk) * d:],), (qkv0[:, (hq + hk) * d:],), 0,
+                             True)
+            errs.update(e2)
+            bad = [x.removeprefix("MISMATCH ") for x in (verdict, v2) if x != "ok"]
+            return ("ok" if not bad else "MISMATCH " + "; ".join(bad)), errs
+
+        def restore(qkv=qkv, qkv0=qkv0):
+            qkv.copy_(qkv0)
+
+        impls_ = {"eager": rope_math_, "compile": comp_,
+                  "liger_kernel": liger_kernel_ if lr is not None else liger_err, "kiln": kiln_}
+        yield case("rope_", f"{shape} neox R={r}, in place", impls_, (qi, ki, cache, pos), io,
+                   check_, restore=restore)
+
+
 OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
             "sinkhorn_knopp": op_sinkhorn_knopp, "gather_rows": op_gather_rows,
-            "kv_cache_write": op_kv_cache_write, "tau_tail": op_tau_tail}
+            "kv_cache_write": op_kv_cache_write, "tau_tail": op_tau_tail, "rope": op_rope}
 
 
 # ---- timing ----
