@@ -8,4 +8,5 @@
 #include "kiln/ops/mhc.h"
 #include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"
+#include "kiln/ops/quantize.h"
 #include "kiln/ops/tau_tail.h"

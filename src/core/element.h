@@ -84,10 +84,13 @@ inline uint8_t float_to_e4m3(float f) {
   const uint8_t sign = std::signbit(f) ? 0x80 : 0;
   double a = std::fmin(round_to_format(std::fabs(static_cast<double>(f)), 3, -6), 448.0);
   if (std::isinf(f)) a = 448.0;
-  for (int b = 0; b < 0x7f; ++b) {
-    if (e4m3_to_float(static_cast<uint8_t>(b)) == a) return sign | static_cast<uint8_t>(b);
-  }
-  return sign | 0x7e;
+  if (a == 0) return sign;
+  int e;
+  std::frexp(a, &e);
+  const int exp = e - 1;  // a = 1.m * 2^exp, or a subnormal m/8 * 2^-6
+  if (exp < -6) return sign | static_cast<uint8_t>(std::ldexp(a, 9));
+  const int man = static_cast<int>(std::ldexp(a, 3 - exp)) - 8;
+  return sign | static_cast<uint8_t>(((exp + 7) << 3) | man);
 }
 
 // fp8 e5m2 (bias 15, has infinity; saturating conversion clamps to 57344).
@@ -99,10 +102,8 @@ inline uint8_t float_to_e5m2(float f) {
   const uint8_t sign = std::signbit(f) ? 0x80 : 0;
   double a = std::fmin(round_to_format(std::fabs(static_cast<double>(f)), 2, -14), 57344.0);
   if (std::isinf(f)) a = 57344.0;
-  for (int b = 0; b < 0x7c; ++b) {
-    if (e5m2_to_float(static_cast<uint8_t>(b)) == a) return sign | static_cast<uint8_t>(b);
-  }
-  return sign | 0x7b;
+  // a is an e5m2 value, so its f16 encoding is the e5m2 byte followed by a zero byte.
+  return sign | static_cast<uint8_t>(float_to_f16(static_cast<float>(a)) >> 8);
 }
 
 // Reads element `i` (an offset in elements) of a buffer of `dtype` as double.

@@ -1,0 +1,253 @@
+// CUDA FP8 quantization and dequantization against the reference, bit for bit: the kernels do
+// the contract's fp32 operations (absmax, clamp, scale = amax / fp8_max, x * (1 / scale), a
+// round-to-nearest-even saturating conversion), so values and scales must be the same bits
+// (a NaN value only has to be a NaN of the format). Sweep: f32/bf16/f16 x e4m3/e5m2 x every
+// granularity (per-tensor dynamic and static, row, group with row-major and MN-major scales,
+// block) x N in {1, 127, 128, 129, 4095, 8192} x M in {1, 3, 1000}, strided rows at M = 3;
+// each with an all-zero row (the floor scale) where M >= 3. Outputs are poisoned before each
+// run. Then dequantization of the device's output, also bit for bit, NaN injected, per-tensor
+// determinism, and one input of more than 2^31 elements.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/device_buffer.h"
+#include "kiln/ops/quantize.h"
+
+namespace kiln {
+namespace {
+
+using testing::DeviceBuffer;
+using testing::HostTensor;
+using testing::Mirrored;
+using G = QuantGranularity;
+
+enum class Mode { tensor, tensor_static, row, group, group_mn, block };
+
+G granularity(Mode m) {
+  constexpr G g[] = {G::tensor, G::tensor, G::row, G::group, G::group, G::block};
+  return g[static_cast<int>(m)];
+}
+
+struct Case {
+  DType dtype, fp8;
+  Mode mode;
+  int64_t m, n, pad = 0;  // pad > 0: rows (of x, values, out) n + pad apart
+  std::string name() const {
+    const char* modes[] = {"tensor", "tensor_static", "row", "group", "group_mn", "block"};
+    return std::string(dtype_name(dtype)) + "_" + std::string(dtype_name(fp8)) + "_" +
+           modes[static_cast<int>(mode)] + "_M" + std::to_string(m) + "_N" + std::to_string(n) +
+           (pad ? "_pitch" + std::to_string(n + pad) : "");
+  }
+};
+
+// A scales buffer of `g` for [m, n] and its view: row-major, or MN-major ([G, M4] storage seen
+// as [M, G] with strides [1, M4]).
+struct Scales {
+  int64_t rows = 1, cols = 1, row_stride = 1, col_stride = 1;
+  std::vector<float> host;
+  Scales(G g, int64_t m, int64_t n, bool mn_major) {
+    const int64_t groups = (n + 127) / 128;
+    if (g == G::row) rows = m;
+    if (g == G::group) rows = m, cols = groups;
+    if (g == G::block) rows = (m + 127) / 128, cols = groups;
+    row_stride = cols;
+    if (mn_major) {
+      row_stride = 1;
+      col_stride = (rows + 3) / 4 * 4;
+    }
+    host.assign(mn_major ? cols * col_stride : rows * cols, -1.f);
+  }
+  TensorView view(void* data, Device d) {
+    const int64_t sizes[2] = {rows, cols}, strides[2] = {row_stride, col_stride};
+    if (rows == 1 && cols == 1) return TensorView(data, DType::f32, d, {1});
+    return TensorView(data, DType::f32, d, sizes, strides);
+  }
+  float at(int64_t i, int64_t j) const { return host[i * row_stride + j * col_stride]; }
+};
+
+bool is_nan_code(uint8_t b, DType fp8) {
+  return fp8 == DType::f8e4m3 ? (b & 0x7f) == 0x7f : (b & 0x7f) > 0x7c;
+}
+
+// Every element of got equal to want: the same bits, or (fp8) both a NaN of the format.
+void expect_same_bits(const HostTensor& got, const HostTensor& want, const std::string& what) {
+  const size_t es = dtype_size(want.dtype);
+  int misses = 0;
+  for (int64_t r = 0; r < want.rows() && misses < 5; ++r) {
+    for (int64_t c = 0; c < want.cols() && misses < 5; ++c) {
+      const size_t gi = (r * got.row_pitch + c) * es, wi = (r * want.row_pitch + c) * es;
+      if (std::memcmp(&got.bytes[gi], &want.bytes[wi], es) == 0) continue;
+      if (es == 1 && is_nan_code(got.bytes[gi], want.dtype) &&
+          is_nan_code(want.bytes[wi], want.dtype)) {
+        continue;
+      }
+      ADD_FAILURE() << what << " (" << r << ", " << c << "): got " << got.at(r, c) << ", want "
+                    << want.at(r, c);
+      ++misses;
+    }
+  }
+}
+
+void run_case(const Case& c, bool inject_nan) {
+  const G g = granularity(c.mode);
+  const Device gpu = Device::cuda(0);
+  std::mt19937_64 rng(c.m * 131 + c.n * 7 + static_cast<int>(c.mode));
+  HostTensor xh(c.dtype, {c.m, c.n}, c.n + c.pad);
+  xh.randn(rng, 0.0, 3.0);
+  if (c.m >= 3) {
+    for (int64_t j = 0; j < c.n; ++j) xh.set(1, j, 0.0);  // an all-zero row: the floor scale
+  }
+  if (inject_nan) {
+    for (int64_t r = 0; r < c.m; r += 2) xh.set(r, (r * 37) % c.n, NAN);
+  }
+  Mirrored x(xh), values(HostTensor(c.fp8, {c.m, c.n}, c.n + c.pad));
+  x.upload();
+  values.poison();
+  Scales sh(g, c.m, c.n, c.mode == Mode::group_mn);
+  DeviceBuffer sd(gpu, sh.host.size() * 4);
+  sd.fill_nan();
+  HostTensor vh(c.fp8, {c.m, c.n}, c.n + c.pad);
+  Scales sref = sh;
+  QuantConfig config;
+  config.granularity = g;
+  if (c.mode == Mode::tensor_static) {
+    sh.host[0] = sref.host[0] = 0.75f * static_cast<float>(c.n % 7 + 1) / 448.f;  // saturates
+    sd.upload(sh.host.data(), 4);
+    quantize_fp8_static(values.view(), x.view(), sh.view(sd.data(), gpu));
+    quantize_fp8_static(vh.view(), xh.view(), sref.view(sref.host.data(), Device::cpu()));
+  } else {
+    DeviceBuffer ws(gpu, quantize_fp8_workspace_size(x.view(), config));
+    quantize_fp8(values.view(), sh.view(sd.data(), gpu), x.view(), config,
+                 Workspace{ws.data(), ws.bytes()});
+    EXPECT_EQ(last_receipt().backend, "cuda");
+    testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8");
+    quantize_fp8(vh.view(), sref.view(sref.host.data(), Device::cpu()), xh.view(), config);
+  }
+  testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8");
+  values.download();
+  sd.download(sh.host.data(), sh.host.size() * 4);
+  expect_same_bits(values.host, vh, "values");
+  for (int64_t i = 0; i < sh.rows; ++i) {
+    for (int64_t j = 0; j < sh.cols; ++j) {
+      EXPECT_EQ(sh.at(i, j), sref.at(i, j)) << "scale (" << i << ", " << j << ")";
+    }
+  }
+  // Dequantize the device's values and scales back to x's dtype, against the reference doing
+  // the same from the same values.
+  Mirrored out(HostTensor(c.dtype, {c.m, c.n}, c.n + c.pad));
+  out.poison();
+  dequantize_fp8(out.view(), values.view(), sh.view(sd.data(), gpu), g);
+  EXPECT_EQ(last_receipt().backend, "cuda");
+  HostTensor out_ref(c.dtype, {c.m, c.n});
+  dequantize_fp8(out_ref.view(), values.host.view(), sh.view(sh.host.data(), Device::cpu()), g);
+  testing::cuda_ok(cudaDeviceSynchronize(), "dequantize_fp8");
+  out.download();
+  expect_same_bits(out.host, out_ref, "dequantized");
+}
+
+class QuantizeCuda : public ::testing::TestWithParam<Case> {};
+
+TEST_P(QuantizeCuda, MatchesReferenceBitForBit) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  run_case(GetParam(), false);
+}
+
+std::vector<Case> sweep() {
+  std::vector<Case> cases;
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (DType fp8 : {DType::f8e4m3, DType::f8e5m2}) {
+      for (Mode mode : {Mode::tensor, Mode::tensor_static, Mode::row, Mode::group, Mode::group_mn,
+                        Mode::block}) {
+        for (int64_t n : {1, 127, 128, 129, 4095, 8192}) {
+          for (int64_t m : testing::sweep_rows()) cases.push_back({dtype, fp8, mode, m, n});
+          // Strided rows: aligned (pitch n + 8) and, for odd n, unaligned.
+          cases.push_back({dtype, fp8, mode, 3, n, 8});
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, QuantizeCuda, ::testing::ValuesIn(sweep()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name();
+                         });
+
+TEST(QuantizeCudaExtra, NanStaysNanInEveryMode) {
+  ASSERT_TRUE(testing::have_gpu());
+  for (Mode mode : {Mode::tensor, Mode::tensor_static, Mode::row, Mode::group, Mode::block}) {
+    for (DType fp8 : {DType::f8e4m3, DType::f8e5m2}) {
+      run_case({DType::bf16, fp8, mode, 130, 300}, true);
+    }
+  }
+}
+
+TEST(QuantizeCudaExtra, PerTensorScaleIsTheSameBitsEveryRun) {
+  ASSERT_TRUE(testing::have_gpu());
+  const Device gpu = Device::cuda(0);
+  std::mt19937_64 rng(3);
+  HostTensor xh(DType::bf16, {4096, 4096});
+  xh.randn(rng, 0.0, 2.0);
+  Mirrored x(xh), values(HostTensor(DType::f8e4m3, {4096, 4096}));
+  x.upload();
+  QuantConfig config;
+  config.granularity = G::tensor;
+  DeviceBuffer ws(gpu, quantize_fp8_workspace_size(x.view(), config)), scale(gpu, 4);
+  float first = 0;
+  for (int run = 0; run < 5; ++run) {
+    scale.fill_nan();
+    quantize_fp8(values.view(), TensorView(scale.data(), DType::f32, gpu, {1}), x.view(), config,
+                 Workspace{ws.data(), ws.bytes()});
+    testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8");
+    float s = 0;
+    scale.download(&s, 4);
+    if (run == 0) first = s;
+    EXPECT_EQ(s, first) << "run " << run;
+  }
+  float amax = 0;
+  for (int64_t r = 0; r < 4096; ++r) {
+    for (int64_t c = 0; c < 4096; ++c) amax = std::fmax(amax, std::fabs(xh.at(r, c)));
+  }
+  EXPECT_EQ(first, amax / 448.f);
+}
+
+TEST(QuantizeCudaExtra, MoreThan2Pow31Elements) {
+  ASSERT_TRUE(testing::have_gpu());
+  // 262152 x 8192 bf16 = 2^31 + 65536 elements, per group: offsets past 2^31 must not wrap.
+  // Checked on the first and last 64 rows (rows are independent).
+  const int64_t m = (int64_t{1} << 31) / 8192 + 8, n = 8192, groups = n / 128;
+  const Device gpu = Device::cuda(0);
+  std::mt19937_64 rng(8);
+  HostTensor xh(DType::bf16, {m, n});
+  xh.randn(rng, 0.0, 3.0);
+  Mirrored x(std::move(xh)), values(HostTensor(DType::f8e4m3, {m, n}));
+  DeviceBuffer sd(gpu, m * groups * 4);
+  x.upload();
+  values.poison();
+  sd.fill_nan();
+  QuantConfig config;
+  quantize_fp8(values.view(), TensorView(sd.data(), DType::f32, gpu, {m, groups}), x.view(),
+               config);
+  testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8");
+  values.download();
+  for (int64_t first : {int64_t{0}, m - 64}) {
+    HostTensor xs(DType::bf16, {64, n}), got(DType::f8e4m3, {64, n}), want(DType::f8e4m3, {64, n});
+    std::memcpy(xs.bytes.data(), x.host.bytes.data() + first * n * 2, 64 * n * 2);
+    std::memcpy(got.bytes.data(), values.host.bytes.data() + first * n, 64 * n);
+    std::vector<float> s_got(64 * groups), s_want(64 * groups);
+    sd.download(s_got.data(), s_got.size() * 4, first * groups * 4);
+    quantize_fp8(want.view(), TensorView(s_want.data(), DType::f32, Device::cpu(), {64, groups}),
+                 xs.view(), config);
+    expect_same_bits(got, want, "values from row " + std::to_string(first));
+    EXPECT_EQ(s_got, s_want) << "scales from row " << first;
+  }
+}
+
+}  // namespace
+}  // namespace kiln
