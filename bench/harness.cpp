@@ -73,6 +73,7 @@ std::vector<Case> all_cases(const Options& options) {
   for (Case& c : mhc_cases(options)) cases.push_back(std::move(c));
   for (Case& c : gather_cases(options)) cases.push_back(std::move(c));
   for (Case& c : cache_cases(options)) cases.push_back(std::move(c));
+  for (Case& c : quantize_cases(options)) cases.push_back(std::move(c));
   return cases;
 }
 

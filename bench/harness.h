@@ -72,6 +72,7 @@ std::vector<Case> moe_sum_cases(const Options& options);
 std::vector<Case> mhc_cases(const Options& options);
 std::vector<Case> gather_cases(const Options& options);
 std::vector<Case> cache_cases(const Options& options);
+std::vector<Case> quantize_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 
 // Runs every case, printing progress to stderr and the table to stdout.

@@ -50,6 +50,10 @@ constexpr OpInfo kOps[] = {
      "in place: q, v *= tanh(tok) + tau[pos, h]; bad positions counted"},
     {"kv_cache_write", "kv cache", "bf16 f16 -> same or f8e4m3 (+scale)",
      "k, v into paged caches by slot; padding skipped, bad slots counted"},
+    {"quantize_fp8", "quant", "f32 bf16 f16 -> f8e4m3/f8e5m2 + f32",
+     "per tensor (dynamic or static), row, 1x128 group, 128x128 block; saturating"},
+    {"dequantize_fp8", "quant", "f8e4m3/f8e5m2 + f32 -> f32 bf16 f16",
+     "values * scale of each element's tile, any granularity"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.
