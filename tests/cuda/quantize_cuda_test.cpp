@@ -41,7 +41,7 @@ struct Case {
   std::string name() const {
     const char* modes[] = {"tensor", "tensor_static", "row", "group", "group_mn", "block"};
     return std::string(dtype_name(dtype)) + "_" + std::string(dtype_name(fp8)) + "_" +
-           modes[static_cast<int>(mode)] + "_M" + std::to_string(m) + "_N" + std::to_string(n) +
+           modes[static_cast<int>(mode)] + "_m" + std::to_string(m) + "_n" + std::to_string(n) +
            (pad ? "_pitch" + std::to_string(n + pad) : "");
   }
 };
