@@ -221,35 +221,71 @@ TEST(QuantizeCudaExtra, PerTensorScaleIsTheSameBitsEveryRun) {
   EXPECT_EQ(first, amax / 448.f);
 }
 
+// Rows [first, first + count) of a contiguous [M, N] host tensor, as their own tensor.
+HostTensor slice_rows(const HostTensor& t, int64_t first, int64_t count) {
+  HostTensor out(t.dtype, {count, t.cols()});
+  const size_t row = t.cols() * dtype_size(t.dtype);
+  std::memcpy(out.bytes.data(), t.bytes.data() + first * row, count * row);
+  return out;
+}
+
 TEST(QuantizeCudaExtra, MoreThan2Pow31Elements) {
   ASSERT_TRUE(testing::have_gpu());
-  // 262152 x 8192 bf16 = 2^31 + 65536 elements, per group: offsets past 2^31 must not wrap.
-  // Checked on the first and last 64 rows (rows are independent).
-  const int64_t m = (int64_t{1} << 31) / 8192 + 8, n = 8192, groups = n / 128;
+  // 262152 x 8192 bf16 = 2^31 + 65536 elements: offsets past 2^31 must not wrap, in the group
+  // tiles, the dequantization, the absmax pass and the per-tensor quantization. Checked on the
+  // first and last 64 rows (rows are independent given the scale); the per-tensor scale against
+  // the absmax of all of x.
+  const int64_t m = (int64_t{1} << 31) / 8192 + 8, n = 8192, groups = n / 128, rows = 64;
   const Device gpu = Device::cuda(0);
   std::mt19937_64 rng(8);
   HostTensor xh(DType::bf16, {m, n});
   xh.randn(rng, 0.0, 3.0);
+  xh.set(m - 1, n - 1, 1000.0);  // the tensor's absmax, in its last element
   Mirrored x(std::move(xh)), values(HostTensor(DType::f8e4m3, {m, n}));
+  Mirrored out(HostTensor(DType::bf16, {m, n}));
   DeviceBuffer sd(gpu, m * groups * 4);
   x.upload();
   values.poison();
+  out.poison();
   sd.fill_nan();
+  const TensorView scales(sd.data(), DType::f32, gpu, {m, groups});
   QuantConfig config;
-  quantize_fp8(values.view(), TensorView(sd.data(), DType::f32, gpu, {m, groups}), x.view(),
-               config);
-  testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8");
+  quantize_fp8(values.view(), scales, x.view(), config);
+  dequantize_fp8(out.view(), values.view(), scales, G::group);
+  testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8 / dequantize_fp8 (group)");
   values.download();
-  for (int64_t first : {int64_t{0}, m - 64}) {
-    HostTensor xs(DType::bf16, {64, n}), got(DType::f8e4m3, {64, n}), want(DType::f8e4m3, {64, n});
-    std::memcpy(xs.bytes.data(), x.host.bytes.data() + first * n * 2, 64 * n * 2);
-    std::memcpy(got.bytes.data(), values.host.bytes.data() + first * n, 64 * n);
-    std::vector<float> s_got(64 * groups), s_want(64 * groups);
+  out.download();
+  for (int64_t first : {int64_t{0}, m - rows}) {
+    const std::string from = " from row " + std::to_string(first);
+    HostTensor xs = slice_rows(x.host, first, rows), want(DType::f8e4m3, {rows, n});
+    HostTensor out_want(DType::bf16, {rows, n});
+    std::vector<float> s_got(rows * groups), s_want(rows * groups);
     sd.download(s_got.data(), s_got.size() * 4, first * groups * 4);
-    quantize_fp8(want.view(), TensorView(s_want.data(), DType::f32, Device::cpu(), {64, groups}),
-                 xs.view(), config);
-    expect_same_bits(got, want, "values from row " + std::to_string(first));
-    EXPECT_EQ(s_got, s_want) << "scales from row " << first;
+    const TensorView s_view(s_want.data(), DType::f32, Device::cpu(), {rows, groups});
+    quantize_fp8(want.view(), s_view, xs.view(), config);
+    expect_same_bits(slice_rows(values.host, first, rows), want, "group values" + from);
+    EXPECT_EQ(s_got, s_want) << "group scales" << from;
+    dequantize_fp8(out_want.view(), want.view(), s_view, G::group);
+    expect_same_bits(slice_rows(out.host, first, rows), out_want, "dequantized" + from);
+  }
+  // Per tensor: the absmax pass must see the last element.
+  QuantConfig tensor;
+  tensor.granularity = G::tensor;
+  DeviceBuffer ws(gpu, quantize_fp8_workspace_size(x.view(), tensor));
+  values.poison();
+  quantize_fp8(values.view(), TensorView(sd.data(), DType::f32, gpu, {1}), x.view(), tensor,
+               Workspace{ws.data(), ws.bytes()});
+  testing::cuda_ok(cudaDeviceSynchronize(), "quantize_fp8 (tensor)");
+  values.download();
+  float scale = 0;
+  sd.download(&scale, 4);
+  EXPECT_EQ(scale, 1000.f / 448.f);
+  for (int64_t first : {int64_t{0}, m - rows}) {
+    HostTensor want(DType::f8e4m3, {rows, n});
+    quantize_fp8_static(want.view(), slice_rows(x.host, first, rows).view(),
+                        TensorView(&scale, DType::f32, Device::cpu(), {1}));
+    expect_same_bits(slice_rows(values.host, first, rows), want,
+                     "tensor values from row " + std::to_string(first));
   }
 }
 
