@@ -72,6 +72,7 @@ TEST(Element, Fp8SaturatesAndKeepsNan) {
 // (mantissa LSB 0), saturating at the largest finite code; every code and every midpoint between
 // neighbouring codes, and random values over both formats' ranges.
 uint8_t nearest_code(double a, float (*decode)(uint8_t), int max_code) {
+  if (a >= decode(static_cast<uint8_t>(max_code))) return static_cast<uint8_t>(max_code);
   int best = 0;
   for (int c = 1; c <= max_code; ++c) {
     const double d = std::fabs(decode(static_cast<uint8_t>(c)) - a);
@@ -100,6 +101,7 @@ TEST(Element, Fp8EncodersPickTheNearestCode) {
     std::mt19937_64 rng(5);
     std::uniform_real_distribution<double> log2a(-20.0, 17.0);
     for (int i = 0; i < 20000; ++i) probes.push_back(static_cast<float>(std::exp2(log2a(rng))));
+    for (double tiny : {1e-40, 1e-30, 3e-3, 57344.0 * 1.0625, 1e30}) probes.push_back(tiny);
     for (double a : probes) {
       const uint8_t want = nearest_code(a, f.decode, f.max_code);
       EXPECT_EQ(f.encode(static_cast<float>(a)), want) << a;
