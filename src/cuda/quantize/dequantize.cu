@@ -1,8 +1,9 @@
-// dequantize_fp8 on CUDA: row_launch's elementwise shape, one access (16 bytes of output where
-// every row is aligned) a thread a row; the scale of an access's tile is looked up by shifts
-// (tiles are 128 wide and tall, or a whole row, or the whole tensor; 128 is a multiple of every
-// access width, so an access never straddles two tiles). out = fp32(value) * scale, rounded.
-// Bytes: values read once, out written once, scales read (cached).
+// dequantize_fp8 on CUDA: row_launch's elementwise shape, one 16-byte access of values (16
+// elements, written as 32 or 64 bytes of output) a thread a row where every row is aligned; the
+// scale of an access's tile is looked up by shifts (tiles are 128 wide and tall, or a whole row,
+// or the whole tensor; 128 is a multiple of 16, so an access never straddles two tiles).
+// out = fp32(value) * scale, rounded. Bytes: values read once, out written once, scales read
+// (from cache).
 #include <string>
 
 #include "core/dispatch.h"
@@ -46,8 +47,8 @@ __global__ void __launch_bounds__(kRowBlockThreads)
 
 std::string dequantize_fp8(const DequantizeProblem& p, Stream stream) {
   if (p.values.rows == 0) return "empty";
-  const int w = 16 / static_cast<int>(dtype_size(p.out.dtype));
-  const bool vec = rows_vector_aligned(p.values.cols, w, {&p.values, &p.out});
+  constexpr int kVec = 16;  // fp8 values an access
+  const bool vec = rows_vector_aligned(p.values.cols, kVec, {&p.values, &p.out});
   const QuantGranularity g = p.granularity;
   DequantArgs a{};
   a.values = static_cast<const uint8_t*>(p.values.data);
@@ -63,14 +64,14 @@ std::string dequantize_fp8(const DequantizeProblem& p, Stream stream) {
   a.scale_col_stride = by_col ? p.tiles.col_stride : 0;
   a.row_shift = g == QuantGranularity::block ? 7 : 0;
   a.col_shift = by_col ? 7 : 0;
-  const RowLaunch launch = row_launch(a.rows, a.cols, vec ? w : 1);
+  const RowLaunch launch = row_launch(a.rows, a.cols, vec ? kVec : 1);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.out.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_bool(p.values.dtype == DType::f8e5m2, [&](auto e5m2) {
       constexpr __nv_fp8_interpretation_t kQ = decltype(e5m2)::value ? __NV_E5M2 : __NV_E4M3;
       dispatch_bool(vec, [&](auto v) {
-        constexpr int kW = decltype(v)::value ? 16 / static_cast<int>(sizeof(T)) : 1;
+        constexpr int kW = decltype(v)::value ? kVec : 1;
         dequant_kernel<T, kQ, kW><<<launch.grid, launch.block, 0, stream>>>(a);
         KILN_CUDA_CHECK(cudaGetLastError());
         variant = "dequantize_fp8<" + std::string(dtype_name(p.values.dtype)) + "->" +
