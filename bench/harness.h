@@ -74,6 +74,7 @@ std::vector<Case> gather_cases(const Options& options);
 std::vector<Case> cache_cases(const Options& options);
 std::vector<Case> rope_cases(const Options& options);
 std::vector<Case> tau_cases(const Options& options);
+std::vector<Case> quantize_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 
 // Runs every case, printing progress to stderr and the table to stdout.

@@ -52,6 +52,10 @@ constexpr OpInfo kOps[] = {
      "k, v into paged caches by slot; padding skipped, bad slots counted"},
     {"rope", "rope", "f32 bf16 f16 (cache f32, positions i64)",
      "q, k rotated by cos|sin[pos], neox or gptj, partial; fwd + bwd; bad positions counted"},
+    {"quantize_fp8", "quant", "f32 bf16 f16 -> f8e4m3/f8e5m2 + f32",
+     "per tensor (dynamic or static), row, 1x128 group, 128x128 block; saturating"},
+    {"dequantize_fp8", "quant", "f8e4m3/f8e5m2 + f32 -> f32 bf16 f16",
+     "values * scale of each element's tile, any granularity"},
 };
 
 // The best device present: cuda:0 when this build has CUDA and a GPU is visible.

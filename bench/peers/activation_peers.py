@@ -75,6 +75,50 @@ class Timer:
         return statistics.median(s.elapsed_time(e) for s, e in evs)
 
 
+def load_kiln():
+    """kiln from this checkout's torch/ (or installed), or None with the reason on stderr."""
+    sys.path.insert(0, str(REPO / "torch"))
+    try:
+        import kiln
+    except Exception as e:  # noqa: BLE001
+        print(f"kiln not importable: {e}", file=sys.stderr)
+        return None
+    return kiln
+
+
+def copy_ceiling_gbps(timer, device):
+    """Device-to-device copy bandwidth (bytes read + written), the ceiling of the same run."""
+    src = torch.zeros(1 << 30 if timer.cuda else 1 << 24, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    copy_ms = timer.measure(lambda _: dst.copy_(src), reps=30)
+    roof = 2 * src.numel() / 1e9 / (copy_ms / 1e3)
+    print(f"ceiling: copy {roof:.0f} GB/s", file=sys.stderr)
+    return roof
+
+
+def write_results(out_dir, stem, text, data):
+    """<stem>.md (the table) and <stem>.json (the rows) into out_dir, when given."""
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.md").write_text(text)
+        (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+
+
+def setup(quick_shape, cpu_shape):
+    """A peer run's arguments, device, kiln (or None), timer, repetitions, [M, N] (16384 x 8192,
+    quick_shape with --quick, cpu_shape on the CPU) and copy ceiling in GB/s."""
+    args = parse_args()
+    device = torch.device(args.device)
+    kiln = load_kiln()
+    timer = Timer(device)
+    reps = 20 if args.quick else args.reps
+    m, n = quick_shape if args.quick else (16384, 8192)
+    if device.type == "cpu":
+        (m, n), reps = cpu_shape, 5
+    return args, device, kiln, timer, reps, m, n, copy_ceiling_gbps(timer, device)
+
+
 def math_relu2(x):
     return torch.relu(x) ** 2
 
@@ -113,25 +157,7 @@ def impls(op, kiln):
 
 
 def main():
-    args = parse_args()
-    device = torch.device(args.device)
-    sys.path.insert(0, str(REPO / "torch"))
-    try:
-        import kiln
-    except Exception as e:  # noqa: BLE001
-        print(f"kiln not importable: {e}", file=sys.stderr)
-        kiln = None
-    timer = Timer(device)
-    reps = 20 if args.quick else args.reps
-    m, n = (1024, 4096) if args.quick else (16384, 8192)
-    if device.type == "cpu":
-        m, n, reps = 64, 256, 5
-    src = torch.zeros(1 << 30 if timer.cuda else 1 << 24, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    copy_ms = timer.measure(lambda _: dst.copy_(src), reps=30)
-    roof = 2 * src.numel() / 1e9 / (copy_ms / 1e3)
-    del src, dst
-    print(f"ceiling: copy {roof:.0f} GB/s", file=sys.stderr)
+    args, device, kiln, timer, reps, m, n, roof = setup((1024, 4096), (64, 256))
     rows = []
     gen = torch.Generator().manual_seed(0)
     for op in ("relu2", "swiglu", "gelu_residual"):
@@ -178,11 +204,7 @@ def main():
                          f"{r['bwd_ms']:.4f} ({r['bwd_roof']:.0%}) | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "activation_peers.md").write_text(text)
-        (out / "activation_peers.json").write_text(json.dumps({"roof_GBps": roof, "rows": rows}, indent=1))
+    write_results(args.out, "activation_peers", text, {"roof_GBps": roof, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -9,4 +9,5 @@
 #include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"
 #include "kiln/ops/rope.h"
+#include "kiln/ops/quantize.h"
 #include "kiln/ops/tau_tail.h"

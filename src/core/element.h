@@ -2,8 +2,6 @@
 // Host-side conversions between kiln's element types and double, for the reference backend and
 // tests. Rounding to the narrow float types is round-to-nearest-even; fp8 conversions saturate
 // to the format's largest finite value (e4m3 has no infinity) and keep NaN.
-#include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -73,47 +71,52 @@ inline uint16_t float_to_f16(float f) {
   return sign | static_cast<uint16_t>((exp + 15) << 10) | man;
 }
 
-// fp8 e4m3 (OCP "fn": bias 7, no infinity, max 448, NaN = S.1111.111).
-inline float e4m3_to_float(uint8_t b) {
-  const int sign = b >> 7, exp = (b >> 3) & 0xf, man = b & 7;
-  if (exp == 15 && man == 7) return NAN;
-  float v = exp == 0 ? std::ldexp(static_cast<float>(man), -9)
-                     : std::ldexp(static_cast<float>(man | 8), exp - 10);
-  return sign ? -v : v;
-}
-// The code of magnitude `a` (exactly representable) among the non-negative codes [0, n) of a
-// format whose magnitudes increase with the code: a binary search of a decoded table.
-template <int kCodes, float (*kDecode)(uint8_t)>
-inline uint8_t fp8_code_of(double a, uint8_t fallback) {
-  static const std::array<float, kCodes> magnitudes = [] {
-    std::array<float, kCodes> m{};
-    for (int b = 0; b < kCodes; ++b) m[b] = kDecode(static_cast<uint8_t>(b));
-    return m;
-  }();
-  const auto it = std::lower_bound(magnitudes.begin(), magnitudes.end(), a,
-                                   [](float m, double v) { return m < v; });
-  return it != magnitudes.end() && *it == a ? static_cast<uint8_t>(it - magnitudes.begin())
-                                            : fallback;
+// fp8 from fp32 by bit arithmetic (these run over every element of the reference's and the
+// tests' large tensors): round to nearest even with `kMan` mantissa bits and exponent bias
+// `kBias`, saturate to the largest finite code `kMaxCode` (of value kMax), NaN to `kNan`.
+template <int kMan, int kBias, uint8_t kMaxCode, uint8_t kNan>
+inline uint8_t float_to_fp8(float f, float kMax) {
+  if (std::isnan(f)) return kNan;
+  const uint32_t u = float_bits(f);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  const uint32_t a = u & 0x7fffffff;
+  if (bits_float(a) >= kMax) return sign | kMaxCode;  // and infinity
+  const int e = static_cast<int>(a >> 23) - 127;
+  if (e >= 1 - kBias) {  // normal: keep kMan bits of the mantissa, rounding the rest
+    constexpr int kDrop = 23 - kMan;
+    const uint32_t r = a + ((1u << (kDrop - 1)) - 1) + ((a >> kDrop) & 1);
+    return sign | static_cast<uint8_t>((r >> kDrop) - (static_cast<uint32_t>(127 - kBias) << kMan));
+  }
+  if (a < 0x00800000) return sign;  // fp32 subnormal: far below half the smallest fp8 one
+  // fp8 subnormal: code = round(m * 2^(e - 23) / 2^(1 - kBias - kMan)) for the 24-bit
+  // significand m, i.e. m shifted right by `sh` bits, rounded to nearest even.
+  const uint32_t m = (a & 0x7fffff) | 0x800000;
+  const int sh = 23 + (1 - kBias - kMan) - e;
+  if (sh >= 32) return sign;
+  const uint32_t q = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+  return sign | static_cast<uint8_t>(q + (rem > half || (rem == half && (q & 1))));
 }
 
+// fp8 e4m3 (OCP "fn": bias 7, no infinity, max 448, NaN = S.1111.111).
+inline float e4m3_to_float(uint8_t b) {
+  const uint32_t sign = static_cast<uint32_t>(b & 0x80) << 24, exp = (b >> 3) & 0xf, man = b & 7;
+  if (exp == 15 && man == 7) return NAN;
+  if (exp == 0) return bits_float(float_bits(static_cast<float>(man) * (1.f / 512)) | sign);
+  return bits_float(sign | ((exp + 120) << 23) | (man << 20));
+}
 inline uint8_t float_to_e4m3(float f) {
-  if (std::isnan(f)) return 0x7f;
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
-  double a = std::fmin(round_to_format(std::fabs(static_cast<double>(f)), 3, -6), 448.0);
-  if (std::isinf(f)) a = 448.0;
-  return sign | fp8_code_of<0x7f, e4m3_to_float>(a, 0x7e);
+  return float_to_fp8<3, 7, 0x7e, 0x7f>(f, 448.f);
 }
 
 // fp8 e5m2 (bias 15, has infinity; saturating conversion clamps to 57344).
 inline float e5m2_to_float(uint8_t b) {
-  return f16_to_float(static_cast<uint16_t>(b) << 8);
+  const uint32_t sign = static_cast<uint32_t>(b & 0x80) << 24, exp = (b >> 2) & 0x1f, man = b & 3;
+  if (exp == 31) return man ? NAN : bits_float(sign | 0x7f800000);
+  if (exp == 0) return bits_float(float_bits(static_cast<float>(man) * (1.f / 65536)) | sign);
+  return bits_float(sign | ((exp + 112) << 23) | (man << 21));
 }
 inline uint8_t float_to_e5m2(float f) {
-  if (std::isnan(f)) return 0x7f;
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
-  double a = std::fmin(round_to_format(std::fabs(static_cast<double>(f)), 2, -14), 57344.0);
-  if (std::isinf(f)) a = 57344.0;
-  return sign | fp8_code_of<0x7c, e5m2_to_float>(a, 0x7b);
+  return float_to_fp8<2, 15, 0x7b, 0x7f>(f, 57344.f);
 }
 
 // Reads element `i` (an offset in elements) of a buffer of `dtype` as double.

@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <random>
+#include <vector>
 
 #include "core/check.h"
 #include "core/dispatch.h"
@@ -64,6 +66,48 @@ TEST(Element, Fp8SaturatesAndKeepsNan) {
   EXPECT_EQ(element::e5m2_to_float(element::float_to_e5m2(1e6f)), 57344.0f);
   EXPECT_EQ(element::e4m3_to_float(element::float_to_e4m3(std::ldexp(1.0f, -9))),
             std::ldexp(1.0f, -9));  // smallest subnormal
+}
+
+// The encoders against their definition: the nearest code by search, ties to the even code
+// (mantissa LSB 0), saturating at the largest finite code; every code and every midpoint between
+// neighbouring codes, and random values over both formats' ranges.
+uint8_t nearest_code(double a, float (*decode)(uint8_t), int max_code) {
+  if (a >= decode(static_cast<uint8_t>(max_code))) return static_cast<uint8_t>(max_code);
+  int best = 0;
+  for (int c = 1; c <= max_code; ++c) {
+    const double d = std::fabs(decode(static_cast<uint8_t>(c)) - a);
+    const double db = std::fabs(decode(static_cast<uint8_t>(best)) - a);
+    if (d < db || (d == db && c % 2 == 0)) best = c;
+  }
+  return static_cast<uint8_t>(best);
+}
+
+TEST(Element, Fp8EncodersPickTheNearestCode) {
+  struct Format {
+    float (*decode)(uint8_t);
+    uint8_t (*encode)(float);
+    int max_code;
+  };
+  for (const Format& f : {Format{element::e4m3_to_float, element::float_to_e4m3, 0x7e},
+                          Format{element::e5m2_to_float, element::float_to_e5m2, 0x7b}}) {
+    std::vector<double> probes;
+    for (int c = 0; c <= f.max_code; ++c) {
+      probes.push_back(f.decode(static_cast<uint8_t>(c)));
+      if (c < f.max_code) {
+        probes.push_back(
+            0.5 * (f.decode(static_cast<uint8_t>(c)) + f.decode(static_cast<uint8_t>(c + 1))));
+      }
+    }
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<double> log2a(-20.0, 17.0);
+    for (int i = 0; i < 20000; ++i) probes.push_back(static_cast<float>(std::exp2(log2a(rng))));
+    for (double tiny : {1e-40, 1e-30, 3e-3, 57344.0 * 1.0625, 1e30}) probes.push_back(tiny);
+    for (double a : probes) {
+      const uint8_t want = nearest_code(a, f.decode, f.max_code);
+      EXPECT_EQ(f.encode(static_cast<float>(a)), want) << a;
+      EXPECT_EQ(f.encode(static_cast<float>(-a)), want | 0x80) << -a;
+    }
+  }
 }
 
 TEST(Receipt, LastReceiptIsThreadLocalAndPrintable) {

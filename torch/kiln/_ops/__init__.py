@@ -1,4 +1,15 @@
 """Fake (meta) impls and autograd formulas of the ops in torch.ops.kiln, one module per family
 (the C++ schemas name their module with set_python_module)."""
 
-from . import activation, dropout, gather, kv_cache, mhc, moe_sum, norm, rope, tau_tail  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    dropout,
+    gather,
+    kv_cache,
+    mhc,
+    moe_sum,
+    norm,
+    quantize,
+    rope,
+    tau_tail,
+)

@@ -9,6 +9,7 @@ from .kv_cache import kv_cache_write_
 from .mhc import sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from .quantize import dequantize_fp8, quantize_fp8
 from .rope import rope, rope_
 from .tau_tail import tau_tail_
 
@@ -16,12 +17,14 @@ __all__ = [
     "add_layer_norm",
     "add_rms_norm",
     "bias_dropout_add",
+    "dequantize_fp8",
     "gather_rows",
     "gather_rows_pair",
     "gelu_residual",
     "kv_cache_write_",
     "layer_norm",
     "moe_sum",
+    "quantize_fp8",
     "relu2",
     "rms_norm",
     "rope",

@@ -1,0 +1,71 @@
+#pragma once
+// Launch shapes of the FP8 quantization kernels: pure functions of the problem, unit-tested on
+// the host (tests/core/quantize_config_test.cpp).
+//
+// The tile kernel gives each tile (a 1 x 128 group, a row, a 128 x 128 block) to a team of
+// threads that loads it into registers, reduces its absmax, scales, converts and stores it: one
+// pass over x. A thread makes `items` accesses of `vec_width` elements (16 bytes when every row
+// is aligned) per tile; a tile with more accesses than team * items streams (two passes, the
+// second re-reading x from L2).
+// - 1 x 128 groups: a team of 128 / vec_width threads (16 for bf16/f16, 32 for f32), one 16-byte
+//   access each (the norm kernels measured one access a thread fastest on the H100: they are
+//   issue-bound, so threads in flight beat accesses a thread), the absmax by 4-5 shuffles.
+//   Unaligned rows: 32 threads, 4 scalar accesses each. The per-tensor quantization pass uses
+//   the same 1 x 128 tiles with its one scale.
+// - Rows and 128 x 128 blocks: the whole 256-thread block, up to 8 accesses a thread (a 128 x
+//   128 bf16 block, or a 16384-wide bf16 row, in registers: 32 registers of packed bf16), the
+//   absmax through shared memory. Wider rows (and f32 blocks) stream.
+// A block of kQuantThreads holds 256 / team teams: teams_x across a row of tiles (a power of two,
+// no more than the row has) and teams_y tile rows; blockIdx.x walks the tile columns,
+// blockIdx.y (and a loop of stride gridDim.y * teams_y) the tile rows.
+#include <algorithm>
+#include <cstdint>
+
+namespace kiln::cuda {
+
+inline constexpr int kQuantThreads = 256;
+inline constexpr int kQuantWideItems = 8;
+
+struct QuantTileConfig {
+  int vec_width = 1;
+  int team = 32;
+  int items = 4;
+  int teams_x_log2 = 0;
+  int teams_y = 1;
+  int64_t grid_x = 1, grid_y = 1;
+};
+
+// grid_rows x grid_cols tiles; `wide`: a team of the whole block (rows, blocks), else 1 x 128
+// groups; elem_bytes: x's element size; aligned: 16-byte accesses possible.
+inline QuantTileConfig quant_tile_config(int64_t grid_rows, int64_t grid_cols, bool wide,
+                                         int elem_bytes, bool aligned) {
+  QuantTileConfig c;
+  c.vec_width = aligned ? 16 / elem_bytes : 1;
+  if (wide) {
+    c.team = kQuantThreads;
+    c.items = kQuantWideItems;
+  } else {
+    c.team = std::min(32, 128 / c.vec_width);
+    c.items = 128 / (c.vec_width * c.team);
+  }
+  const int teams = kQuantThreads / c.team;
+  int teams_x = 1;
+  while (teams_x < teams && teams_x < grid_cols) {
+    teams_x *= 2;
+    ++c.teams_x_log2;
+  }
+  c.teams_y = teams / teams_x;
+  c.grid_x = std::max<int64_t>(1, (grid_cols + teams_x - 1) / teams_x);
+  c.grid_y = std::clamp<int64_t>((grid_rows + c.teams_y - 1) / c.teams_y, 1, 65535);
+  return c;
+}
+
+// The per-tensor absmax pass: row_launch's shape, its rows folded so that about 16 blocks a SM
+// each loop over many rows (a 4-row unrolled loop keeps 4 accesses in flight a thread).
+inline int64_t absmax_grid_y(int64_t row_blocks, int64_t grid_x, int sm_count) {
+  const int64_t target =
+      std::max<int64_t>(1, 16 * int64_t{sm_count} / std::max<int64_t>(grid_x, 1));
+  return std::clamp<int64_t>(std::min(row_blocks, target), 1, 65535);
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,159 @@
+// The tile quantization kernel (shapes: quantize_config.h). A team of threads owns a tile (a
+// 1 x 128 group, a row, a 128 x 128 block): it loads the tile into registers, reduces its absmax
+// (shuffles within a warp, shared memory across the block), computes scale = clamp(amax) /
+// fp8_max, and stores fp8(x * (1 / scale)) by the hardware's satfinite conversion, and the scale.
+// Per-tensor scales (given, or from the absmax pass) skip the reduction.
+// Bytes: x read once (tiles too large for registers: twice, the second from L2), values written
+// once, one fp32 scale a tile.
+#include <algorithm>
+#include <string>
+
+#include "core/dispatch.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/elements.cuh"
+#include "cuda/quantize/fp8_pack.cuh"
+#include "cuda/quantize/quantize_kernels.h"
+
+namespace kiln::cuda {
+namespace {
+
+// The maximum over a team of TEAM threads; every thread of the block calls it together.
+template <int TEAM>
+__device__ __forceinline__ float team_max(float v) {
+  static_assert(TEAM <= 32 || TEAM == kQuantThreads, "a team is a warp's part or the block");
+#pragma unroll
+  for (int off = std::min(TEAM, 32) / 2; off > 0; off /= 2) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  }
+  if constexpr (TEAM > 32) {
+    __shared__ float warp_max[TEAM / 32];
+    if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = warp_max[0];
+#pragma unroll
+    for (int w = 1; w < TEAM / 32; ++w) v = fmaxf(v, warp_max[w]);
+    __syncthreads();  // warp_max is reused by the next tile
+  }
+  return v;
+}
+
+template <typename T, int W>
+__device__ __forceinline__ float fold_absmax(const Pack<T, W>& p, float m) {
+  float f[W];
+  widen(p, f);
+#pragma unroll
+  for (int k = 0; k < W; ++k) m = fmaxf(m, fabsf(f[k]));  // fmaxf drops NaN
+  return m;
+}
+
+template <typename T, __nv_fp8_interpretation_t Q, int W, int TEAM, int ITEMS>
+__global__ void __launch_bounds__(kQuantThreads)
+    quant_tiles_kernel(const __grid_constant__ QuantTileArgs a) {
+  constexpr int kChunk = TEAM * ITEMS;  // a team's accesses per pass
+  const int lane = threadIdx.x % TEAM, team = threadIdx.x / TEAM;
+  const int64_t tj = (int64_t{blockIdx.x} << a.teams_x_log2) + (team & ((1 << a.teams_x_log2) - 1));
+  const int ty = team >> a.teams_x_log2;
+  const bool cached = a.tile_vecs <= kChunk;
+  const bool reduce = a.given_scale == nullptr && a.given_amax == nullptr;
+  const T* x = static_cast<const T*>(a.x);
+  uint8_t* q = static_cast<uint8_t*>(a.values);
+  const int64_t row_mask = (int64_t{1} << a.vecs_per_row_log2) - 1;
+  // Block-uniform loop: every thread runs the same iterations (team_max has barriers).
+  for (int64_t ti0 = int64_t{blockIdx.y} * a.teams_y; ti0 < a.grid_rows;
+       ti0 += int64_t{gridDim.y} * a.teams_y) {
+    const int64_t ti = ti0 + ty;
+    const bool active = ti < a.grid_rows && tj < a.grid_cols;
+    const int64_t r0 = ti * a.tile_rows, c0 = tj * a.tile_cols;
+    // Access v of the tile: its element offsets in x and values, false when outside x.
+    auto locate = [&](int64_t v, int64_t& x_off, int64_t& q_off) {
+      int64_t r = r0, c = c0 + v * W;
+      if (a.tile_rows > 1) {
+        r += v >> a.vecs_per_row_log2;
+        c = c0 + (v & row_mask) * W;
+      }
+      x_off = r * a.x_stride + c;
+      q_off = r * a.values_stride + c;
+      return active && v < a.tile_vecs && r < a.rows && c < a.cols;
+    };
+    auto load = [&](int64_t v) {
+      int64_t xo, qo;
+      return locate(v, xo, qo) ? *reinterpret_cast<const Pack<T, W>*>(x + xo) : splat<T, W>(0.f);
+    };
+    auto store = [&](int64_t v, const Pack<T, W>& p, float inv) {
+      int64_t xo, qo;
+      if (!locate(v, xo, qo)) return;
+      float f[W];
+      widen(p, f);
+      *reinterpret_cast<Pack<uint8_t, W>*>(q + qo) = to_fp8<Q, W>(f, inv);
+    };
+
+    Pack<T, W> regs[ITEMS];
+    float amax = 0.f;
+    if (cached) {
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) regs[i] = load(i * TEAM + lane);
+      if (reduce) {
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) amax = fold_absmax(regs[i], amax);
+      }
+    } else if (reduce) {
+      for (int64_t v0 = 0; v0 < a.tile_vecs; v0 += kChunk) {
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) regs[i] = load(v0 + i * TEAM + lane);
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) amax = fold_absmax(regs[i], amax);
+      }
+    }
+    float scale;
+    if (a.given_scale != nullptr) {
+      scale = *a.given_scale;
+    } else {
+      amax = reduce ? team_max<TEAM>(amax) : __uint_as_float(*a.given_amax);
+      scale = fminf(fmaxf(amax, a.amax_floor), a.amax_ceiling) / kFp8Max<Q>;
+      if (lane == 0 && (reduce ? active : ti == 0 && tj == 0)) {
+        a.scales[reduce ? ti * a.scale_row_stride + tj * a.scale_col_stride : 0] = scale;
+      }
+    }
+    const float inv = 1.f / scale;
+    if (cached) {
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) store(i * TEAM + lane, regs[i], inv);
+    } else {
+      for (int64_t v0 = 0; v0 < a.tile_vecs; v0 += kChunk) {
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) regs[i] = load(v0 + i * TEAM + lane);
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) store(v0 + i * TEAM + lane, regs[i], inv);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType x_dtype, DType fp8,
+                        cudaStream_t stream) {
+  dispatch_value<DType::f32, DType::bf16, DType::f16>(x_dtype, "quantize_fp8", [&](auto dt) {
+    using T = typename CudaType<decltype(dt)::value>::type;
+    dispatch_bool(fp8 == DType::f8e5m2, [&](auto e5m2) {
+      constexpr __nv_fp8_interpretation_t kQ = decltype(e5m2)::value ? __NV_E5M2 : __NV_E4M3;
+      dispatch_bool(c.vec_width > 1, [&](auto vec) {
+        constexpr int kW = decltype(vec)::value ? 16 / static_cast<int>(sizeof(T)) : 1;
+        dispatch_bool(c.team == kQuantThreads, [&](auto wide) {
+          constexpr bool kWide = decltype(wide)::value;
+          constexpr int kTeam = kWide ? kQuantThreads : std::min(32, 128 / kW);
+          constexpr int kItems = kWide ? kQuantWideItems : 128 / (kW * kTeam);
+          if (c.vec_width != kW || c.team != kTeam || c.items != kItems) {
+            throw Error("quantize_fp8: launch config does not match an instantiated kernel");
+          }
+          quant_tiles_kernel<T, kQ, kW, kTeam, kItems>
+              <<<dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y)),
+                 kQuantThreads, 0, stream>>>(a);
+          KILN_CUDA_CHECK(cudaGetLastError());
+        });
+      });
+    });
+  });
+}
+
+}  // namespace kiln::cuda
