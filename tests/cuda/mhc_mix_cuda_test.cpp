@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -133,6 +134,14 @@ TEST_P(MhcMixCuda, MatchesReference) {
   if (rows_out) testing::expect_close(rows.m.host, rows_r.m.host, tol, "rows ");
   if (streams_out) testing::expect_close(streams.m.host, streams_r.m.host, tol, "streams ");
   if (!c.backward) return;
+  if (c.op == Op::pre) {  // without dh_pre: moe_sum's dx-only kernel
+    Strided dx_only = contiguous(c.dtype, {T, n, C});
+    dx_only.m.poison();
+    mhc_pre_mix_backward(dx_only.dev(), TensorView(), in.g_rows.dev(), in.x.dev(), in.h_pre.dev());
+    testing::cuda_ok(cudaDeviceSynchronize(), "mhc_pre_mix_backward");
+    dx_only.m.download();
+    testing::expect_close(dx_only.m.host, streams_r.m.host, tol, "dx without dh_pre ");
+  }
   // The dH's: dot products of C terms summed in fp32 against float64: within 1e-6 relative plus
   // 1e-5 of the sum of |terms| (the mass), which bounds fp32 accumulation over C <= 8192.
   int bad = 0;
@@ -204,6 +213,65 @@ INSTANTIATE_TEST_SUITE_P(Sweep, MhcMixCuda, ::testing::ValuesIn(sweep()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name();
                          });
+
+// The last `count` tokens of a contiguous tensor whose leading dim is T, as a tensor of their own.
+HostTensor last_tokens(const HostTensor& t, int64_t count) {
+  std::vector<int64_t> sizes = t.sizes;
+  const size_t token_bytes = t.bytes.size() / sizes[0];
+  sizes[0] = count;
+  HostTensor out(t.dtype, sizes);
+  std::memcpy(out.bytes.data(), t.bytes.data() + t.bytes.size() - count * token_bytes,
+              count * token_bytes);
+  return out;
+}
+
+TEST(MhcMixCudaExtra, MoreThan2Pow31Elements) {
+  ASSERT_TRUE(testing::have_gpu());
+  // x [65538, 4, 8192] bf16 = 2^31 + 65536 elements: offsets past 2^31 must not wrap. Tokens are
+  // independent, so the last two are checked against the reference. The backward takes x as its
+  // dx_out too (an input read twice), to hold host and device memory to a few x's.
+  const int64_t n = 4, C = 8192, T = (int64_t{1} << 31) / (n * C) + 2, last = 2;
+  std::mt19937_64 rng(9);
+  HostTensor xh(DType::bf16, {T, n, C}), yh(DType::bf16, {T, C}), hr(DType::f32, {T, n, n}),
+      hp(DType::f32, {T, n});
+  for (HostTensor* t : {&xh, &yh, &hr, &hp}) t->randn(rng);
+  Mirrored x(std::move(xh)), y(std::move(yh)), h_res(std::move(hr)), h_post(std::move(hp));
+  for (Mirrored* m : {&x, &y, &h_res, &h_post}) m->upload();
+  Mirrored streams(HostTensor(DType::bf16, {T, n, C})), rows(HostTensor(DType::bf16, {T, C}));
+  Mirrored dh_res(HostTensor(DType::f32, {T, n, n})), dh_post(HostTensor(DType::f32, {T, n}));
+  HostTensor xs = last_tokens(x.host, last), ys = last_tokens(y.host, last),
+             hrs = last_tokens(h_res.host, last), hps = last_tokens(h_post.host, last);
+  auto check = [&](Mirrored& got, const HostTensor& want, double tol, const char* what) {
+    got.download();
+    testing::expect_close(last_tokens(got.host, last), want, tol, what);
+  };
+
+  streams.poison();
+  mhc_post_mix(streams.view(), x.view(), y.view(), h_res.view(), h_post.view());
+  rows.poison();
+  mhc_pre_mix(rows.view(), x.view(), h_post.view());
+  testing::cuda_ok(cudaDeviceSynchronize(), "forward");
+  HostTensor want_streams(DType::bf16, {last, n, C}), want_rows(DType::bf16, {last, C});
+  mhc_post_mix(want_streams.view(), xs.view(), ys.view(), hrs.view(), hps.view());
+  mhc_pre_mix(want_rows.view(), xs.view(), hps.view());
+  check(streams, want_streams, 1.6e-2, "x_out ");
+  check(rows, want_rows, 1.6e-2, "h ");
+
+  streams.poison();
+  rows.poison();
+  mhc_post_mix_backward(streams.view(), rows.view(), dh_res.view(), dh_post.view(), x.view(),
+                        x.view(), y.view(), h_res.view(), h_post.view());
+  testing::cuda_ok(cudaDeviceSynchronize(), "backward");
+  HostTensor want_dx(DType::bf16, {last, n, C}), want_dy(DType::bf16, {last, C}),
+      want_dhr(DType::f32, {last, n, n}), want_dhp(DType::f32, {last, n});
+  mhc_post_mix_backward(want_dx.view(), want_dy.view(), want_dhr.view(), want_dhp.view(), xs.view(),
+                        xs.view(), ys.view(), hrs.view(), hps.view());
+  check(streams, want_dx, 1.6e-2, "dx ");
+  check(rows, want_dy, 1.6e-2, "dy ");
+  // Dot products of 8192 terms of size ~1: within 1e-5 of their mass (~8192) absolutely.
+  check(dh_res, want_dhr, 0.1, "dh_res ");
+  check(dh_post, want_dhp, 0.1, "dh_post ");
+}
 
 }  // namespace
 }  // namespace kiln

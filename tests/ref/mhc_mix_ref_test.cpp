@@ -232,6 +232,21 @@ TEST(MhcMixRef, BackwardsMatchCentralDifferences) {
   EXPECT_EQ(inner(dx_only, dx_only), inner(dx_pre, dx_pre));
 }
 
+// C = 0: nothing to mix, and the dot products over no columns are 0 (written, not left alone).
+TEST(MhcMixRef, EmptyHiddenGivesZeroCoefficientGradients) {
+  const int64_t T = 2, n = 3;
+  HostTensor x(DType::f32, {T, n, 0}), y(DType::f32, {T, 0}), g(DType::f32, {T, n, 0}),
+      dx(DType::f32, {T, n, 0}), dy(DType::f32, {T, 0});
+  HostTensor h_res(DType::f32, {T, n, n}), h_post(DType::f32, {T, n}),
+      dh_res(DType::f32, {T, n, n}), dh_post(DType::f32, {T, n});
+  std::mt19937_64 rng(6);
+  h_res.randn(rng);
+  h_post.randn(rng);
+  mhc_post_mix_backward(dx.view(), dy.view(), dh_res.view(), dh_post.view(), g.view(), x.view(),
+                        y.view(), h_res.view(), h_post.view());
+  EXPECT_EQ(inner(dh_res, dh_res) + inner(dh_post, dh_post), 0.0);
+}
+
 TEST(MhcMixRef, BadInputIsReported) {
   const int64_t T = 2, n = 4, C = 8;
   HostTensor x(DType::bf16, {T, n, C}), y(DType::bf16, {T, C}), h_res(DType::f32, {T, n, n}),

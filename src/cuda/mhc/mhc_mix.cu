@@ -144,10 +144,10 @@ __global__ void __launch_bounds__(kRowBlockThreads)
       float g[kMaxN][kW], yv[kW], d[kW];
       load_streams<T, kW, kMaxN>(static_cast<const T*>(a.x_out) + t * a.xo_t + c, a.xo_s, n, g);
       load_floats<T, kW>(static_cast<const T*>(a.y) + t * a.y_t + c, yv);
-      // n = 4 loads every x row before its first store: the compiler cannot prove dx apart from
-      // x, so a load after a store waits for it, and 2n + 1 rows in flight keep the bandwidth
-      // up. The general instance loads x a row at a time to hold its registers (n = 8: g alone
-      // is 64 floats, the dots 72).
+      // n = 4 issues every x load before the first store: the compiler cannot move a load above
+      // a store (dx may alias x as far as it knows), and that store (dy) waits for the g rows,
+      // so x loaded after it would cost a second memory round trip a column step. The general
+      // instance takes that trip to hold its registers (n = 8: g is 64 floats, the dots 72).
       constexpr int kHeld = kN > 0 ? kMaxN : 1;
       float xv[kHeld][kW];
       const T* x_row = static_cast<const T*>(a.x) + t * a.x_t + c;
