@@ -60,7 +60,9 @@ MhcStreams streams(std::string_view op, std::string_view arg, const TensorView& 
     throw_arg_error(op, arg, "a contiguous last dim (stride 1)",
                     "stride " + std::to_string(t.strides[2]) + " on shape " + t.shape_str());
   }
-  return MhcStreams{t.data, t.strides[0], t.strides[1]};
+  // A size-1 dim's stride is never used (and torch leaves odd ones there): 0 keeps it out of the
+  // kernels' 16-byte alignment tests.
+  return MhcStreams{t.data, s.tokens > 1 ? t.strides[0] : 0, s.n > 1 ? t.strides[1] : 0};
 }
 
 // A [T, C] argument of x's device and dtype.
