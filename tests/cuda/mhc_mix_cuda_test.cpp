@@ -174,6 +174,17 @@ TEST_P(MhcMixCuda, MatchesReference) {
       }
     }
   }
+  if (c.op == Op::post) {  // fixed-order dH reductions: the same bits on a second run
+    const std::vector<uint8_t> res_bits = dh_res.m.host.bytes, post_bits = dh_vec.m.host.bytes;
+    dh_res.m.poison();
+    dh_vec.m.poison();
+    run(true, rows, streams, dh_res, dh_vec);
+    testing::cuda_ok(cudaDeviceSynchronize(), "mhc_post_mix_backward again");
+    dh_res.m.download();
+    dh_vec.m.download();
+    EXPECT_TRUE(res_bits == dh_res.m.host.bytes) << "dh_res differs between runs";
+    EXPECT_TRUE(post_bits == dh_vec.m.host.bytes) << "dh_post differs between runs";
+  }
 }
 
 std::vector<Case> sweep() {
