@@ -48,11 +48,13 @@ void sinkhorn_knopp_backward(const TensorView& dlogits, const TensorView& dout,
 //       contiguous and the leading dims collapsible into one row stride (e.g. contiguous).
 // dtypes: x, y, h and every stream or row output one of f32, bf16, f16 (one a call); the H's and
 // dH's f32. Math in fp32, the terms of every sum added in a fixed order: the same bits every run,
-// no atomics. n = 4 has its own fully unrolled kernels. Outputs must not overlap the inputs or
-// each other (not checked).
+// no atomics. The post-mix has its own fully unrolled n = 4 kernels (any other n: loops unrolled
+// to 8 that stop at n); the pre-mix runs on moe_sum's kernels (k = n, loops unrolled to 16 that
+// stop at k). Outputs must not overlap the inputs or each other (not checked).
 // Cost: each op is one pass: post-mix forward reads x and y once and writes x_out once; its
 // backward reads dx_out, x and y once and writes dx and dy once (bytes: (2n + 1) T C and
-// (3n + 2) T C elements plus the H's); pre-mix runs on moe_sum's kernels (k = n).
+// (3n + 2) T C elements plus the H's); the pre-mix reads x once and writes h (forward) or reads
+// dh and x once and writes dx (backward).
 // Errors (kiln::Error naming the op and argument): wrong rank, T, n or C disagreeing between
 // arguments, n outside [1, kMhcMaxStreams], H or dH not f32, streams and rows of different
 // dtypes, tensors on different devices, a last dim not contiguous.
@@ -73,9 +75,10 @@ void mhc_post_mix(const TensorView& x_out, const TensorView& x, const TensorView
                   const TensorView& h_res, const TensorView& h_post, Stream stream = nullptr);
 
 // From dx_out [T, n, C], in one pass:
-//   dx[t, i, :] = sum_j H_res[t, j, i] * dx_out[t, j, :]   dy[t, :] = sum_j H_post[t, j] *
-//   dx_out[t, j, :] dh_res[t, j, i] = <dx_out[t, j, :], x[t, i, :]>       dh_post[t, j] =
-//   <dx_out[t, j, :], y[t, :]>
+//   dx[t, i, :]     = sum_j H_res[t, j, i] * dx_out[t, j, :]
+//   dy[t, :]        = sum_j H_post[t, j] * dx_out[t, j, :]
+//   dh_res[t, j, i] = <dx_out[t, j, :], x[t, i, :]>
+//   dh_post[t, j]   = <dx_out[t, j, :], y[t, :]>
 void mhc_post_mix_backward(const TensorView& dx, const TensorView& dy, const TensorView& dh_res,
                            const TensorView& dh_post, const TensorView& dx_out, const TensorView& x,
                            const TensorView& y, const TensorView& h_res, const TensorView& h_post,
