@@ -71,6 +71,7 @@ std::vector<Case> all_cases(const Options& options) {
   for (Case& c : dropout_cases(options)) cases.push_back(std::move(c));
   for (Case& c : moe_sum_cases(options)) cases.push_back(std::move(c));
   for (Case& c : mhc_cases(options)) cases.push_back(std::move(c));
+  for (Case& c : mhc_mix_cases(options)) cases.push_back(std::move(c));
   for (Case& c : gather_cases(options)) cases.push_back(std::move(c));
   for (Case& c : cache_cases(options)) cases.push_back(std::move(c));
   for (Case& c : rope_cases(options)) cases.push_back(std::move(c));

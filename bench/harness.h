@@ -70,6 +70,7 @@ std::vector<Case> activation_cases(const Options& options);
 std::vector<Case> dropout_cases(const Options& options);
 std::vector<Case> moe_sum_cases(const Options& options);
 std::vector<Case> mhc_cases(const Options& options);
+std::vector<Case> mhc_mix_cases(const Options& options);
 std::vector<Case> gather_cases(const Options& options);
 std::vector<Case> cache_cases(const Options& options);
 std::vector<Case> rope_cases(const Options& options);

@@ -23,6 +23,19 @@ Every case times each implementation's forward and, where the op has one, its ba
                its backward too); iters x: M /= M.sum(-1) + eps; M /= M.sum(-2) + eps
       compile  torch.compile(eager);  kiln  kiln.sinkhorn_knopp(logits, iters, eps)
       bytes    fwd: logits read, out written; bwd: logits + dout read, dlogits written
+  mhc_pre_mix, mhc_post_mix (--ops mhc_mix)  x [4096, 4, 8192] bf16 (n = 4 streams), y [4096, 8192]
+      bf16, per-token H's f32: H_pre, H_post [4096, 4], H_res [4096, 4, 4]
+      eager    pre: einsum('ti,tic->tc', H_pre, x.float()).to(bf16); post: (einsum('tji,tic->tjc',
+               H_res, x.float()) + H_post[..., None] * y[:, None].float()).to(bf16) (fp32 math,
+               as kiln)
+      bmm      pre: torch.bmm(H_pre.to(bf16)[:, None], x)[:, 0]; post: torch.baddbmm((H_post[...,
+               None] * y[:, None]).to(bf16), H_res.to(bf16), x) (cuBLAS, fp32 accumulation, H
+               rounded)
+      compile  torch.compile(eager);  kiln  kiln.mhc_pre_mix(x, H_pre) / kiln.mhc_post_mix(x, y,
+               H_res, H_post)
+      bytes    pre fwd: x + H_pre read, h written; bwd: dh + x + H_pre read, dx + dH_pre written;
+               post fwd: x + y + H's read, x' written; bwd: dx' + x + y + H's read, dx + dy + dH's
+               written
   gather_rows, gather_rows_pair  src (k, v) [65536, 8, 128], index [32768] int32 and int64 (distinct
       random rows). Forward only.
       index_select  src.index_select(0, index);  indexing  src[index]
@@ -86,10 +99,10 @@ A failed check (or a call that raises) is printed loudly, marked in the tables a
 JSON ("check_failures"); a failed check is still timed. kiln not importable, or an op missing
 from the installed kiln: its rows say "missing: ..." and the peers run.
 
---quick: bias_dropout_add [4096, 4096], moe_sum T = 1024, sinkhorn B = 16384, gather [16384] ->
-8192, kv_cache_write T = 4096, tau_tail T = 4096, rope T = 1 x 4096; 20 reps. --device cpu: tiny
-shapes, 3 reps, no torch.compile unless --compile-on-cpu (a smoke test of the code paths; kiln runs
-its reference).
+--quick: bias_dropout_add [4096, 4096], moe_sum and mhc_mix T = 1024, sinkhorn B = 16384, gather
+[16384] -> 8192, kv_cache_write T = 4096, tau_tail T = 4096, rope T = 1 x 4096; 20 reps. --device
+cpu: tiny shapes, 3 reps, no torch.compile unless --compile-on-cpu (a smoke test of the code paths;
+kiln runs its reference).
 
 Usage: python3 bench/peers/ops_peers.py [--quick] [--ops a,b] [--out DIR] [--commit SHA]
                                          [--reps N] [--device cuda|cpu] [--compile-on-cpu]
@@ -111,8 +124,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activation_peers import REPO, Timer  # noqa: E402
 
-OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "gather_rows", "kv_cache_write", "tau_tail",
-       "rope"]
+OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "mhc_mix", "gather_rows", "kv_cache_write",
+       "tau_tail", "rope"]
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
 
 
@@ -363,6 +376,45 @@ def op_sinkhorn_knopp(env):
         yield case("sinkhorn_knopp", f"[{batch}, 4, 4] f32 iters={iters} eps={eps:g}",
                    {"eager": math, "compile": comp, "kiln": kiln}, inputs, 2 * nbytes(logits),
                    check, leaves=[logits], gouts=[dout], bwd_bytes=3 * nbytes(logits))
+
+
+def op_mhc_mix(env):
+    t, n, c = env.pick((4096, 4, 8192), (1024, 4, 8192), (16, 4, 256))
+    x = env.randn(t, n, c, grad=True)
+    y = env.randn(t, c, grad=True)
+    h_pre = env.randn(t, n, dtype=torch.float32, scale=0.2, shift=0.5, grad=True)
+    h_post = env.randn(t, n, dtype=torch.float32, scale=0.2, shift=0.5, grad=True)
+    h_res = env.randn(t, n, n, dtype=torch.float32, scale=0.1, shift=0.25, grad=True)
+    dh, dout = env.randn(t, c), env.randn(t, n, c)
+
+    def pre(x, h_pre):
+        return torch.einsum("ti,tic->tc", h_pre, x.float()).to(x.dtype)
+
+    def pre_bmm(x, h_pre):
+        return torch.bmm(h_pre.to(x.dtype)[:, None], x)[:, 0]
+
+    def post(x, y, h_res, h_post):
+        mixed = torch.einsum("tji,tic->tjc", h_res, x.float())
+        return (mixed + h_post[..., None] * y[:, None].float()).to(x.dtype)
+
+    def post_bmm(x, y, h_res, h_post):
+        return torch.baddbmm((h_post[..., None] * y[:, None].float()).to(x.dtype),
+                             h_res.to(x.dtype), x)
+
+    impls = {"eager": pre, "bmm": pre_bmm, "compile": env.compiled(pre),
+             "kiln": env.kiln_fn("mhc_pre_mix", ["mhc_pre_mix"], lambda kl: kl.mhc_pre_mix)}
+    check = against_eager(pre, lambda fn: fwd_bwd(fn, (x, h_pre), [x, h_pre], [dh]),
+                          ["h", "dx", "dh_pre"], TOL[x.dtype])
+    yield case("mhc_pre_mix", f"[{t}, {n}, {c}] H f32", impls, (x, h_pre), nbytes(x, h_pre, dh),
+               check, leaves=[x, h_pre], gouts=[dh], bwd_bytes=nbytes(dh, x, h_pre, x, h_pre))
+    ins = (x, y, h_res, h_post)
+    impls = {"eager": post, "bmm": post_bmm, "compile": env.compiled(post),
+             "kiln": env.kiln_fn("mhc_post_mix", ["mhc_post_mix"], lambda kl: kl.mhc_post_mix)}
+    check = against_eager(post, lambda fn: fwd_bwd(fn, ins, list(ins), [dout]),
+                          ["x_out", "dx", "dy", "dh_res", "dh_post"], TOL[x.dtype])
+    yield case("mhc_post_mix", f"[{t}, {n}, {c}] H f32", impls, ins,
+               nbytes(x, y, h_res, h_post, x), check, leaves=list(ins), gouts=[dout],
+               bwd_bytes=nbytes(dout, x, y, h_res, h_post, x, y, h_res, h_post))
 
 
 def op_gather_rows(env):
@@ -625,8 +677,9 @@ def op_rope(env):
 
 
 OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
-            "sinkhorn_knopp": op_sinkhorn_knopp, "gather_rows": op_gather_rows,
-            "kv_cache_write": op_kv_cache_write, "tau_tail": op_tau_tail, "rope": op_rope}
+            "sinkhorn_knopp": op_sinkhorn_knopp, "mhc_mix": op_mhc_mix,
+            "gather_rows": op_gather_rows, "kv_cache_write": op_kv_cache_write,
+            "tau_tail": op_tau_tail, "rope": op_rope}
 
 
 # ---- timing ----

@@ -27,6 +27,7 @@ MoeSumProblem make_problem(std::string_view op, const TensorView& x, const Tenso
                     "shape " + x.shape_str());
   }
   p.x = check::rows_of(op, "x", x);
+  p.x_token_stride = p.k * p.x.row_stride;
   if (weights.defined()) {
     check::same_device(op, "weights", weights, x.device);
     if (weights.dtype != x.dtype && weights.dtype != DType::f32) {
@@ -78,6 +79,7 @@ void moe_sum_backward(const TensorView& dx, const TensorView& dweights, const Te
   p.backward = true;
   p.out = token_rows(op, "dout", dout, p);
   p.dx = check::like(op, "dx", dx, x);
+  p.dx_token_stride = p.k * p.dx.row_stride;
   if (dweights.defined()) {
     if (!weights.defined()) throw_arg_error(op, "dweights", "absent when weights is", "a tensor");
     p.dweights = check::like(op, "dweights", dweights, weights);

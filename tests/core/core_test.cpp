@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "core/dispatch.h"
 #include "core/element.h"
+#include "cuda/common/row_shape.h"
 #include "cuda/norm/norm_config.h"
 #include "kiln/core/core.h"
 
@@ -171,6 +172,18 @@ TEST(NormConfig, BackwardGridIsPersistentAndBounded) {
   EXPECT_EQ(c.grid, 132);
   EXPECT_LE(c.grid * c.rows_per_block, cuda::norm_backward_max_slots(16384, 8192, 132));
   EXPECT_EQ(cuda::norm_backward_config(3, 64, 2, true, 132, 8).grid, 1);
+}
+
+// One block a token (moe_sum's dweights, mhc_post_mix): whole warps, every thread the same
+// number of accesses where the row allows, one warp for an empty row.
+TEST(TokenBlockThreads, EvenAccessesAtModelSizes) {
+  using cuda::token_block_threads;
+  EXPECT_EQ(token_block_threads(8192, 8), 256);  // 1024 accesses: 4 rounds of 256
+  EXPECT_EQ(token_block_threads(7168, 8), 224);  // 896 = 4 x 224
+  EXPECT_EQ(token_block_threads(4095, 1), 256);  // 4095 = 16 rounds of 255.9: the last thread short
+  EXPECT_EQ(token_block_threads(64, 8), 32);
+  EXPECT_EQ(token_block_threads(1, 1), 32);
+  EXPECT_EQ(token_block_threads(0, 8), 32);
 }
 
 }  // namespace

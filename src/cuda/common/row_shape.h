@@ -36,4 +36,16 @@ inline RowShape row_shape(int64_t rows, int64_t cols, int vec_width, int64_t max
   return s;
 }
 
+// Threads for a block that walks one row (a token) at a time, as the kernels that reduce over a
+// token do (moe_sum's dweights, mhc_post_mix): a multiple of 32, at most kRowBlockThreads, every
+// thread making the same number of accesses where the row allows (7168 bf16 columns: 896
+// accesses = 4 x 224).
+inline int token_block_threads(int64_t cols, int vec_width) {
+  const int64_t accesses = (cols + vec_width - 1) / vec_width;
+  if (accesses == 0) return 32;  // C = 0: one warp writes the token's zero dot products
+  const int64_t rounds = (accesses + kRowBlockThreads - 1) / kRowBlockThreads;
+  const int64_t threads = (accesses + rounds - 1) / rounds;
+  return static_cast<int>(std::clamp<int64_t>((threads + 31) / 32 * 32, 32, kRowBlockThreads));
+}
+
 }  // namespace kiln::cuda

@@ -22,12 +22,14 @@ struct MoeSumArgs {
   void* dweights;       // backward [T, k] or null
   int64_t tokens;
   int k, cols;
-  int64_t x_stride, w_stride, out_stride, dx_stride, dw_stride;
+  int64_t x_stride, w_stride, out_stride, dx_stride, dw_stride;  // rows (x, dx: within a token)
+  int64_t x_token_stride, dx_token_stride, w_k_stride;
 };
 
 template <typename W>
 __device__ __forceinline__ float weight_of(const MoeSumArgs& a, int64_t t, int j) {
-  return a.weights ? to_float(static_cast<const W*>(a.weights)[t * a.w_stride + j]) : 1.f;
+  return a.weights ? to_float(static_cast<const W*>(a.weights)[t * a.w_stride + j * a.w_k_stride])
+                   : 1.f;
 }
 
 template <typename T, typename W, int kW, bool kBackward>
@@ -43,7 +45,8 @@ __global__ void __launch_bounds__(kRowBlockThreads)
       for (int j = 0; j < kMoeSumMaxK; ++j) {
         if (j >= a.k) break;
         float v[kW];
-        load_floats<T, kW>(static_cast<const T*>(a.x) + (t * a.k + j) * a.x_stride + c, v);
+        load_floats<T, kW>(static_cast<const T*>(a.x) + t * a.x_token_stride + j * a.x_stride + c,
+                           v);
         const float w = weight_of<W>(a, t, j);
 #pragma unroll
         for (int e = 0; e < kW; ++e) acc[e] += w * v[e];
@@ -59,7 +62,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
         float d[kW];
 #pragma unroll
         for (int e = 0; e < kW; ++e) d[e] = w * g[e];
-        store_floats<T, kW>(static_cast<T*>(a.dx) + (t * a.k + j) * a.dx_stride + c, d);
+        store_floats<T, kW>(static_cast<T*>(a.dx) + t * a.dx_token_stride + j * a.dx_stride + c, d);
       }
     }
   }
@@ -84,15 +87,15 @@ __global__ void __launch_bounds__(kRowBlockThreads)
 #pragma unroll
       for (int j = 0; j < kMoeSumMaxK; ++j) {
         if (j >= a.k) break;
-        const int64_t row = t * a.k + j;
         float v[kW], d[kW];
-        load_floats<T, kW>(static_cast<const T*>(a.x) + row * a.x_stride + c, v);
+        load_floats<T, kW>(static_cast<const T*>(a.x) + t * a.x_token_stride + j * a.x_stride + c,
+                           v);
 #pragma unroll
         for (int e = 0; e < kW; ++e) {
           dot[j] += g[e] * v[e];
           d[e] = w[j] * g[e];
         }
-        store_floats<T, kW>(static_cast<T*>(a.dx) + row * a.dx_stride + c, d);
+        store_floats<T, kW>(static_cast<T*>(a.dx) + t * a.dx_token_stride + j * a.dx_stride + c, d);
       }
     }
 #pragma unroll
@@ -112,15 +115,6 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   }
 }
 
-// Threads for a token's block: a multiple of 32, at most kRowBlockThreads, every thread making
-// the same number of accesses where the row allows (7168 bf16 columns: 896 accesses = 4 x 224).
-inline int dweights_block_threads(int64_t cols, int width) {
-  const int64_t accesses = (cols + width - 1) / width;
-  const int64_t rounds = (accesses + kRowBlockThreads - 1) / kRowBlockThreads;
-  const int64_t threads = (accesses + rounds - 1) / rounds;
-  return static_cast<int>(std::clamp<int64_t>((threads + 31) / 32 * 32, 32, kRowBlockThreads));
-}
-
 }  // namespace
 
 std::string moe_sum(const MoeSumProblem& p, Stream stream) {
@@ -128,7 +122,8 @@ std::string moe_sum(const MoeSumProblem& p, Stream stream) {
     throw_arg_error(p.op, "x", "last dim N <= 2^30 on CUDA", std::to_string(p.cols));
   }
   const int w = 16 / static_cast<int>(dtype_size(p.dtype));
-  const bool vec = rows_vector_aligned(p.cols, w, {&p.x, &p.out, &p.dx});
+  const bool vec = rows_vector_aligned(p.cols, w, {&p.x, &p.out, &p.dx}) &&
+                   (p.tokens <= 1 || (p.x_token_stride % w == 0 && p.dx_token_stride % w == 0));
   const MoeSumArgs args{p.x.data,
                         p.weights.data,
                         p.out.data,
@@ -141,7 +136,10 @@ std::string moe_sum(const MoeSumProblem& p, Stream stream) {
                         p.weights.row_stride,
                         p.out.row_stride,
                         p.dx.row_stride,
-                        p.dweights.row_stride};
+                        p.dweights.row_stride,
+                        p.x_token_stride,
+                        p.dx_token_stride,
+                        p.w_k_stride};
   const RowLaunch launch = row_launch(p.tokens, p.cols, vec ? w : 1);
   const bool dweights = p.backward && p.dweights.data != nullptr;
   std::string variant;
@@ -155,7 +153,7 @@ std::string moe_sum(const MoeSumProblem& p, Stream stream) {
           const std::string shape = std::string(dtype_name(p.dtype)) + ",k" + std::to_string(p.k) +
                                     ",vec" + std::to_string(kW);
           if (dweights) {
-            const int threads = dweights_block_threads(p.cols, kW);
+            const int threads = token_block_threads(p.cols, kW);
             if (p.tokens > 0) {
               const auto blocks = static_cast<unsigned>(std::min<int64_t>(p.tokens, 1 << 20));
               moe_sum_backward_dweights_kernel<T, W, kW><<<blocks, threads, 0, stream>>>(args);

@@ -6,7 +6,7 @@ from .activation import gelu_residual, relu2, swiglu
 from .dropout import bias_dropout_add
 from .gather import gather_rows, gather_rows_pair
 from .kv_cache import kv_cache_write_
-from .mhc import sinkhorn_knopp
+from .mhc import mhc_post_mix, mhc_pre_mix, sinkhorn_knopp
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .quantize import dequantize_fp8, quantize_fp8
@@ -23,6 +23,8 @@ __all__ = [
     "gelu_residual",
     "kv_cache_write_",
     "layer_norm",
+    "mhc_post_mix",
+    "mhc_pre_mix",
     "moe_sum",
     "quantize_fp8",
     "relu2",
