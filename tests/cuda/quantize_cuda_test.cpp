@@ -50,8 +50,9 @@ struct Case {
 // as [M, G] with strides [1, M4]).
 struct Scales {
   int64_t rows = 1, cols = 1, row_stride = 1, col_stride = 1;
+  bool per_tensor = false;  // one scale, seen as [1]; the other granularities keep both dims
   std::vector<float> host;
-  Scales(G g, int64_t m, int64_t n, bool mn_major) {
+  Scales(G g, int64_t m, int64_t n, bool mn_major) : per_tensor(g == G::tensor) {
     const int64_t groups = (n + 127) / 128;
     if (g == G::row) rows = m;
     if (g == G::group) rows = m, cols = groups;
@@ -65,7 +66,7 @@ struct Scales {
   }
   TensorView view(void* data, Device d) {
     const int64_t sizes[2] = {rows, cols}, strides[2] = {row_stride, col_stride};
-    if (rows == 1 && cols == 1) return TensorView(data, DType::f32, d, {1});
+    if (per_tensor) return TensorView(data, DType::f32, d, {1});
     return TensorView(data, DType::f32, d, sizes, strides);
   }
   float at(int64_t i, int64_t j) const { return host[i * row_stride + j * col_stride]; }
