@@ -59,28 +59,32 @@ double softmax(const Scores& sc, std::vector<double>& p) {
   return top + std::log(sum);
 }
 
+// Calls row(b, i, t, h, kv) for every query row: sequence b, its query i (token t), head h and
+// the kv head h reads.
+template <typename Row>
+void for_each_query_row(const AttentionShape& s, Row&& row) {
+  for (int64_t b = 0; b < s.batch(); ++b) {
+    for (int64_t i = 0; i < s.cu_q[b + 1] - s.cu_q[b]; ++i) {
+      for (int64_t h = 0; h < s.hq; ++h) row(b, i, s.cu_q[b] + i, h, h / (s.hq / s.hkv));
+    }
+  }
+}
+
 }  // namespace
 
 void attention_forward(const AttentionShape& s, const double* q, const double* k, const double* v,
                        double* out, double* lse) {
   std::vector<double> p;
-  for (int64_t b = 0; b < s.batch(); ++b) {
-    const int64_t lq = s.cu_q[b + 1] - s.cu_q[b];
-    for (int64_t i = 0; i < lq; ++i) {
-      const int64_t t = s.cu_q[b] + i;
-      for (int64_t h = 0; h < s.hq; ++h) {
-        const int64_t kv = h / (s.hq / s.hkv);
-        lse[h * s.total_q() + t] = softmax(scores(s, q, k, b, i, h), p);
-        double* o = out + (t * s.hq + h) * s.dv;
-        std::fill(o, o + s.dv, 0.0);
-        for (size_t j = 0; j < p.size(); ++j) {
-          if (p[j] == 0) continue;
-          const double* vrow = v + ((s.cu_k[b] + j) * s.hkv + kv) * s.dv;
-          for (int64_t e = 0; e < s.dv; ++e) o[e] += p[j] * vrow[e];
-        }
-      }
+  for_each_query_row(s, [&](int64_t b, int64_t i, int64_t t, int64_t h, int64_t kv) {
+    lse[h * s.total_q() + t] = softmax(scores(s, q, k, b, i, h), p);
+    double* o = out + (t * s.hq + h) * s.dv;
+    std::fill(o, o + s.dv, 0.0);
+    for (size_t j = 0; j < p.size(); ++j) {
+      if (p[j] == 0) continue;
+      const double* vrow = v + ((s.cu_k[b] + j) * s.hkv + kv) * s.dv;
+      for (int64_t e = 0; e < s.dv; ++e) o[e] += p[j] * vrow[e];
     }
-  }
+  });
 }
 
 void attention_backward(const AttentionShape& s, const double* q, const double* k, const double* v,
@@ -89,46 +93,39 @@ void attention_backward(const AttentionShape& s, const double* q, const double* 
   std::fill(dk, dk + s.total_k() * s.hkv * s.d, 0.0);
   std::fill(dv, dv + s.total_k() * s.hkv * s.dv, 0.0);
   std::vector<double> p;
-  for (int64_t b = 0; b < s.batch(); ++b) {
-    const int64_t lq = s.cu_q[b + 1] - s.cu_q[b];
-    for (int64_t i = 0; i < lq; ++i) {
-      const int64_t t = s.cu_q[b] + i;
-      for (int64_t h = 0; h < s.hq; ++h) {
-        const int64_t kv = h / (s.hq / s.hkv);
-        const Scores sc = scores(s, q, k, b, i, h);
-        softmax(sc, p);
-        const double* g = dout + (t * s.hq + h) * s.dv;
-        // dp_j = dout · v_j; the softmax's backward subtracts sum_j p_j dp_j.
-        std::vector<double> dp(p.size(), 0.0);
-        double mean = 0;
-        for (size_t j = 0; j < p.size(); ++j) {
-          if (p[j] == 0) continue;
-          const int64_t row = (s.cu_k[b] + j) * s.hkv + kv;
-          for (int64_t e = 0; e < s.dv; ++e) {
-            dp[j] += g[e] * v[row * s.dv + e];
-            dv[row * s.dv + e] += p[j] * g[e];
-          }
-          mean += p[j] * dp[j];
-        }
-        const double* qrow = q + (t * s.hq + h) * s.d;
-        double* dqrow = dq + (t * s.hq + h) * s.d;
-        for (size_t j = 0; j < p.size(); ++j) {
-          if (p[j] == 0) continue;
-          double ds = p[j] * (dp[j] - mean);
-          if (s.softcap > 0) {
-            const double th = std::tanh(sc.raw[j] / s.softcap);
-            ds *= 1 - th * th;
-          }
-          ds *= s.scale;
-          const int64_t row = (s.cu_k[b] + j) * s.hkv + kv;
-          for (int64_t e = 0; e < s.d; ++e) {
-            dqrow[e] += ds * k[row * s.d + e];
-            dk[row * s.d + e] += ds * qrow[e];
-          }
-        }
+  for_each_query_row(s, [&](int64_t b, int64_t i, int64_t t, int64_t h, int64_t kv) {
+    const Scores sc = scores(s, q, k, b, i, h);
+    softmax(sc, p);
+    const double* g = dout + (t * s.hq + h) * s.dv;
+    // dp_j = dout · v_j; the softmax's backward subtracts sum_j p_j dp_j.
+    std::vector<double> dp(p.size(), 0.0);
+    double mean = 0;
+    for (size_t j = 0; j < p.size(); ++j) {
+      if (p[j] == 0) continue;
+      const int64_t row = (s.cu_k[b] + j) * s.hkv + kv;
+      for (int64_t e = 0; e < s.dv; ++e) {
+        dp[j] += g[e] * v[row * s.dv + e];
+        dv[row * s.dv + e] += p[j] * g[e];
+      }
+      mean += p[j] * dp[j];
+    }
+    const double* qrow = q + (t * s.hq + h) * s.d;
+    double* dqrow = dq + (t * s.hq + h) * s.d;
+    for (size_t j = 0; j < p.size(); ++j) {
+      if (p[j] == 0) continue;
+      double ds = p[j] * (dp[j] - mean);
+      if (s.softcap > 0) {
+        const double th = std::tanh(sc.raw[j] / s.softcap);
+        ds *= 1 - th * th;
+      }
+      ds *= s.scale;
+      const int64_t row = (s.cu_k[b] + j) * s.hkv + kv;
+      for (int64_t e = 0; e < s.d; ++e) {
+        dqrow[e] += ds * k[row * s.d + e];
+        dk[row * s.d + e] += ds * qrow[e];
       }
     }
-  }
+  });
 }
 
 }  // namespace kiln::ref
