@@ -9,6 +9,7 @@
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/fp8_pack.cuh"
 #include "cuda/kv_cache/kv_cache_launch.h"
 
 namespace kiln::cuda {
@@ -62,6 +63,59 @@ __global__ void __launch_bounds__(kThreads) kv_cache_kernel(const __grid_constan
   }
 }
 
+#ifndef KILN_LAB_KV_VEC
+#define KILN_LAB_KV_VEC 0
+#endif
+
+// Lab (KILN_LAB_KV_VEC=1, not yet run on a GPU): 16-byte accesses, 8 elements a thread (one head
+// holds whole vectors: head_dim % 8 == 0), a block sized to the row's vectors. The scalar kernel
+// above measured 70% of copy into a bf16 cache and 49% into e4m3 (32768 x 8 x 128 bf16).
+constexpr int kVecWidth = 8;
+
+template <typename T, typename C>
+__global__ void __launch_bounds__(kThreads)
+    kv_cache_vec_kernel(const __grid_constant__ KvCacheArgs p) {
+  const int64_t row = p.heads * p.head_dim;
+  for (int64_t t = blockIdx.x; t < p.tokens; t += gridDim.x) {
+    const int64_t slot = p.slots64 ? static_cast<const int64_t*>(p.slots)[t]
+                                   : static_cast<const int32_t*>(p.slots)[t];
+    if (slot < 0) continue;
+    if (slot >= p.capacity) {
+      if (threadIdx.x == 0) atomicAdd(p.bad_slots, 1);
+      continue;
+    }
+    for (int64_t e = threadIdx.x * kVecWidth; e < row; e += blockDim.x * kVecWidth) {
+      float kx[kVecWidth], vx[kVecWidth];
+      load_floats<T, kVecWidth>(static_cast<const T*>(p.k) + t * p.k_stride + e, kx);
+      load_floats<T, kVecWidth>(static_cast<const T*>(p.v) + t * p.v_stride + e, vx);
+      if constexpr (std::is_same_v<C, __nv_fp8_storage_t>) {
+        // x / scale in fp32 (as the reference divides), then the paired satfinite conversion.
+        const float scale = p.scale ? p.scale[p.scale_per_head ? e / p.head_dim : 0] : 1.f;
+#pragma unroll
+        for (int i = 0; i < kVecWidth; ++i) {
+          kx[i] = kx[i] / scale;
+          vx[i] = vx[i] / scale;
+        }
+        using Bytes = Pack<uint8_t, kVecWidth>;
+        *reinterpret_cast<Bytes*>(static_cast<uint8_t*>(p.key_cache) + slot * row + e) =
+            to_fp8<__NV_E4M3, kVecWidth>(kx, 1.f);
+        *reinterpret_cast<Bytes*>(static_cast<uint8_t*>(p.value_cache) + slot * row + e) =
+            to_fp8<__NV_E4M3, kVecWidth>(vx, 1.f);
+      } else {
+        store_floats<T, kVecWidth>(static_cast<C*>(p.key_cache) + slot * row + e, kx);
+        store_floats<T, kVecWidth>(static_cast<C*>(p.value_cache) + slot * row + e, vx);
+      }
+    }
+  }
+}
+
+bool kv_vector_aligned(const KvCacheProblem& p) {
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return KILN_LAB_KV_VEC && p.head_dim % kVecWidth == 0 && p.k_stride % kVecWidth == 0 &&
+         p.v_stride % kVecWidth == 0 && aligned(p.k) && aligned(p.v) && aligned(p.key_cache) &&
+         aligned(p.value_cache);
+}
+
 }  // namespace
 
 std::string kv_cache_write(const KvCacheProblem& p, Stream stream) {
@@ -76,9 +130,18 @@ std::string kv_cache_write(const KvCacheProblem& p, Stream stream) {
                              p.capacity,       p.k,           p.v,      p.k_stride, p.v_stride,
                              p.key_cache,      p.value_cache, p.slots,  p.slots64,  p.scale,
                              p.scale_per_head, p.bad_slots};
-      kv_cache_kernel<T, C><<<grid, kThreads, 0, stream>>>(args);
+      const bool vec = kv_vector_aligned(p);
+      if (vec) {
+        const int64_t vectors = p.heads * p.head_dim / kVecWidth;
+        const int threads =
+            static_cast<int>(std::clamp<int64_t>((vectors + 31) / 32 * 32, 32, kThreads));
+        kv_cache_vec_kernel<T, C><<<grid, threads, 0, stream>>>(args);
+      } else {
+        kv_cache_kernel<T, C><<<grid, kThreads, 0, stream>>>(args);
+      }
       KILN_CUDA_CHECK(cudaGetLastError());
-      variant = "kv_cache_write<" + std::string(dtype_name(p.dtype)) +
+      variant = std::string(vec ? "kv_cache_write_vec8<" : "kv_cache_write<") +
+                std::string(dtype_name(p.dtype)) +
                 ",cache:" + std::string(dtype_name(p.cache_dtype)) +
                 (p.scale ? (p.scale_per_head ? ",scale:head" : ",scale:tensor") : "") + ">";
     });

@@ -10,7 +10,7 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/common/row_launch.h"
-#include "cuda/quantize/fp8_pack.cuh"
+#include "cuda/common/fp8_pack.cuh"
 #include "cuda/quantize/quantize_launch.h"
 
 namespace kiln::cuda {

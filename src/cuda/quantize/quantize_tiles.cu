@@ -11,7 +11,7 @@
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
-#include "cuda/quantize/fp8_pack.cuh"
+#include "cuda/common/fp8_pack.cuh"
 #include "cuda/quantize/quantize_kernels.h"
 
 namespace kiln::cuda {
