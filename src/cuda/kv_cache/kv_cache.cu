@@ -42,17 +42,24 @@ __device__ __forceinline__ void store_cache(C* p, float v) {
   }
 }
 
+// Token t's slot, or -1 to skip it: padding (a negative slot), or a slot past the cache, which
+// thread 0 counts and nobody writes.
+__device__ __forceinline__ int64_t checked_slot(const KvCacheArgs& p, int64_t t) {
+  const int64_t slot =
+      p.slots64 ? static_cast<const int64_t*>(p.slots)[t] : static_cast<const int32_t*>(p.slots)[t];
+  if (slot >= p.capacity) {
+    if (threadIdx.x == 0) atomicAdd(p.bad_slots, 1);
+    return -1;
+  }
+  return slot;
+}
+
 template <typename T, typename C>
 __global__ void __launch_bounds__(kThreads) kv_cache_kernel(const __grid_constant__ KvCacheArgs p) {
   const int64_t row = p.heads * p.head_dim;
   for (int64_t t = blockIdx.x; t < p.tokens; t += gridDim.x) {
-    const int64_t slot = p.slots64 ? static_cast<const int64_t*>(p.slots)[t]
-                                   : static_cast<const int32_t*>(p.slots)[t];
+    const int64_t slot = checked_slot(p, t);
     if (slot < 0) continue;
-    if (slot >= p.capacity) {
-      if (threadIdx.x == 0) atomicAdd(p.bad_slots, 1);
-      continue;
-    }
     for (int64_t e = threadIdx.x; e < row; e += blockDim.x) {
       const float scale = p.scale ? p.scale[p.scale_per_head ? e / p.head_dim : 0] : 1.f;
       store_cache(static_cast<C*>(p.key_cache) + slot * row + e,
@@ -77,13 +84,8 @@ __global__ void __launch_bounds__(kThreads)
     kv_cache_vec_kernel(const __grid_constant__ KvCacheArgs p) {
   const int64_t row = p.heads * p.head_dim;
   for (int64_t t = blockIdx.x; t < p.tokens; t += gridDim.x) {
-    const int64_t slot = p.slots64 ? static_cast<const int64_t*>(p.slots)[t]
-                                   : static_cast<const int32_t*>(p.slots)[t];
+    const int64_t slot = checked_slot(p, t);
     if (slot < 0) continue;
-    if (slot >= p.capacity) {
-      if (threadIdx.x == 0) atomicAdd(p.bad_slots, 1);
-      continue;
-    }
     for (int64_t e = threadIdx.x * kVecWidth; e < row; e += blockDim.x * kVecWidth) {
       float kx[kVecWidth], vx[kVecWidth];
       load_floats<T, kVecWidth>(static_cast<const T*>(p.k) + t * p.k_stride + e, kx);
