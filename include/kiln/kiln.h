@@ -2,6 +2,7 @@
 // Kiln: fused GPU kernels for hybrid LLMs. One include for the whole C++ API.
 #include "kiln/core/core.h"
 #include "kiln/ops/activation.h"
+#include "kiln/ops/attention.h"
 #include "kiln/ops/attention_mask.h"
 #include "kiln/ops/dropout.h"
 #include "kiln/ops/gather.h"

@@ -7,65 +7,13 @@
 #include "attention/mask_rules.h"
 #include "core/check.h"
 #include "kiln/core/receipt.h"
+#include "ops/attention_metadata.h"
 
 namespace kiln {
-namespace {
 
-void on_cpu(std::string_view op, std::string_view arg, const TensorView& t) {
-  if (t.defined() && !t.device.is_cpu()) {
-    throw_arg_error(op, arg, "a CPU tensor (a host op: metadata is checked before a launch)",
-                    t.device.str());
-  }
-}
-
-// An int32 vector of n elements on the CPU, copied out (any stride).
-std::vector<int32_t> int32_vector(std::string_view op, std::string_view arg, const TensorView& t,
-                                  int64_t n) {
-  on_cpu(op, arg, t);
-  check::dtype_in(op, arg, t, {DType::i32});
-  check::vector_of(op, arg, t, n);
-  std::vector<int32_t> v(n);
-  for (int64_t i = 0; i < n; ++i) v[i] = static_cast<const int32_t*>(t.data)[i * t.stride(0)];
-  return v;
-}
-
-// cu_seqlens: 0 first, non-decreasing; returns it.
-std::vector<int32_t> seqlens(std::string_view op, std::string_view arg, const TensorView& t) {
-  check::present(op, arg, t);
-  if (t.rank != 1 || t.size(0) < 1) {
-    throw_arg_error(op, arg, "int32 [B + 1] with B >= 0", t.describe());
-  }
-  std::vector<int32_t> cu = int32_vector(op, arg, t, t.size(0));
-  if (cu[0] != 0) throw_arg_error(op, arg, "cu_seqlens[0] = 0", std::to_string(cu[0]));
-  for (size_t b = 0; b + 1 < cu.size(); ++b) {
-    if (cu[b + 1] < cu[b]) {
-      throw_arg_error(op, arg, "non-decreasing offsets",
-                      "cu_seqlens[" + std::to_string(b + 1) + "] = " + std::to_string(cu[b + 1]) +
-                          " < cu_seqlens[" + std::to_string(b) + "] = " + std::to_string(cu[b]));
-    }
-  }
-  return cu;
-}
-
-// Per-sequence valid lengths (absent: the lengths), each within its sequence.
-std::vector<int32_t> valid_lengths_of(std::string_view op, std::string_view arg,
-                                      const TensorView& t, const std::vector<int32_t>& cu) {
-  const int64_t batch = static_cast<int64_t>(cu.size()) - 1;
-  std::vector<int32_t> v(batch);
-  if (t.defined()) v = int32_vector(op, arg, t, batch);
-  for (int64_t b = 0; b < batch; ++b) {
-    const int32_t len = cu[b + 1] - cu[b];
-    if (!t.defined()) v[b] = len;
-    if (v[b] < 0 || v[b] > len) {
-      throw_arg_error(op, arg, "0 <= " + std::string(arg) + "[b] <= the sequence's length",
-                      std::string(arg) + "[" + std::to_string(b) + "] = " + std::to_string(v[b]) +
-                          ", length " + std::to_string(len));
-    }
-  }
-  return v;
-}
-
-}  // namespace
+using attention_metadata::int32_vector;
+using attention_metadata::on_cpu;
+using attention_metadata::seqlens;
 
 void attention_validity(const TensorView& valid_lengths, const TensorView& cu_seqlens,
                         const TensorView& token_prefix, const TensorView& slot_mask) {
@@ -76,7 +24,8 @@ void attention_validity(const TensorView& valid_lengths, const TensorView& cu_se
   on_cpu(op, "valid_lengths", valid_lengths);
   check::dtype_in(op, "valid_lengths", valid_lengths, {DType::i32});
   check::vector_of(op, "valid_lengths", valid_lengths, batch);
-  std::vector<int32_t> valid = valid_lengths_of(op, "token_prefix", token_prefix, cu);
+  std::vector<int32_t> valid =
+      attention_metadata::valid_lengths(op, "token_prefix", token_prefix, cu);
   if (slot_mask.defined()) {
     on_cpu(op, "slot_mask", slot_mask);
     check::dtype_in(op, "slot_mask", slot_mask, {DType::boolean, DType::u8});
@@ -119,8 +68,8 @@ void doc_window_mask(const TensorView& mask, const TensorView& cu_seqlens_q,
     throw_arg_error(op, "cu_seqlens_k", "B + 1 = " + std::to_string(cu_q.size()) + " offsets",
                     std::to_string(cu_k.size()));
   }
-  const std::vector<int32_t> vq = valid_lengths_of(op, "valid_q", valid_q, cu_q);
-  const std::vector<int32_t> vk = valid_lengths_of(op, "valid_k", valid_k, cu_k);
+  const std::vector<int32_t> vq = attention_metadata::valid_lengths(op, "valid_q", valid_q, cu_q);
+  const std::vector<int32_t> vk = attention_metadata::valid_lengths(op, "valid_k", valid_k, cu_k);
   if (doc_ids_q.defined() != doc_ids_k.defined()) {
     throw_arg_error(op, doc_ids_q.defined() ? "doc_ids_k" : "doc_ids_q",
                     "both document id tensors or neither", "only one");

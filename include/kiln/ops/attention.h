@@ -1,0 +1,51 @@
+#pragma once
+// Dense attention over packed variable-length sequences (issue 4): the contract, validated in
+// full, with the float64 reference as its backend on the CPU. The CUDA kernels (FlashAttention-
+// style, wgmma + TMA) are not in this build yet: a CUDA tensor is a kiln::Error saying so,
+// never a silent fallback.
+//
+// q [total_q, Hq, D], k [total_k, Hkv, D], v [total_k, Hkv, Dv]; bf16 or f16, one dtype; the last
+// dim contiguous, the other strides free (views into one fused qkv buffer work). Hq a multiple of
+// Hkv (GQA, MQA): query head h reads kv head h / (Hq / Hkv). Head dims: D = Dv in {64, 128, 256},
+// or MLA's D = 192 with Dv = 128.
+// cu_seqlens_q / cu_seqlens_k: int32 [B + 1], 0 first, non-decreasing, ending at total_q /
+// total_k. Masks (src/attention/mask_rules.h, the same rule as doc_window_mask): causal (aligned
+// bottom-right when a sequence has fewer queries than keys), a sliding window (left, right; < 0 is
+// unbounded), document ids (int32 [total_q] and [total_k], both or neither) and valid prefixes
+// (int32 [B] each, or absent). Scores are q·k * softmax_scale, soft-capped to
+// softcap * tanh(s / softcap) when softcap > 0.
+// out [total_q, Hq, Dv] (q's dtype) and lse float32 [Hq, total_q] = log sum_j exp(score_j) over
+// the visible keys; a query that sees no key gets out = 0 and lse = -inf. fp32 accumulation
+// (float64 in the reference).
+#include <cstdint>
+
+#include "kiln/core/core.h"
+
+namespace kiln {
+
+struct AttentionMasks {
+  TensorView cu_seqlens_q, cu_seqlens_k;  // int32 [B + 1]
+  TensorView doc_ids_q, doc_ids_k;        // int32 [total_q], [total_k], or absent
+  TensorView valid_q, valid_k;            // int32 [B], or absent
+  bool causal = false;
+  int64_t window_left = -1, window_right = -1;
+};
+
+struct AttentionOptions {
+  double softmax_scale = 0;  // > 0 (callers usually pass 1 / sqrt(D))
+  double softcap = 0;        // > 0: soft-cap the scores
+};
+
+void attention_varlen(const TensorView& out, const TensorView& lse, const TensorView& q,
+                      const TensorView& k, const TensorView& v, const AttentionMasks& masks,
+                      const AttentionOptions& options, Stream stream = nullptr);
+
+// dq, dk, dv of sum(out * dout): dq like q, dk like k, dv like v (GQA heads summed into their kv
+// head). out and lse are the forward's.
+void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                               const TensorView& dout, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const TensorView& out, const TensorView& lse,
+                               const AttentionMasks& masks, const AttentionOptions& options,
+                               Stream stream = nullptr);
+
+}  // namespace kiln
