@@ -22,6 +22,8 @@ from . import nn
 from .functional import (
     add_layer_norm,
     add_rms_norm,
+    attention,
+    attention_varlen,
     bias_dropout_add,
     dequantize_fp8,
     gather_rows,
@@ -46,6 +48,8 @@ __all__ = [
     "Receipt",
     "add_layer_norm",
     "add_rms_norm",
+    "attention",
+    "attention_varlen",
     "bias_dropout_add",
     "dequantize_fp8",
     "gather_rows",

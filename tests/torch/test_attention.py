@@ -1,0 +1,145 @@
+"""kiln.attention_varlen / kiln.attention through PyTorch on the CPU (the float64 reference behind
+the full contract): values and gradients against plain torch math in float64 with the same masks,
+the padded form, opcheck, torch.compile(fullgraph=True), and errors. CUDA tensors are refused
+with a message until the kernels land (issue 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import kiln
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def make(shape, seed, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def torch_attention(q, k, v, cu_q, cu_k, causal, window, softcap, scale, docs=None):
+    """The same math per sequence in float64: scores, the mask (bottom-right causal, window,
+    documents), softmax over visible keys (rows seeing nothing give 0), times v (GQA by repeat)."""
+    hq, hkv = q.shape[1], k.shape[1]
+    outs = []
+    for b in range(len(cu_q) - 1):
+        qs, ks = q[cu_q[b]:cu_q[b + 1]], k[cu_k[b]:cu_k[b + 1]]
+        vs = v[cu_k[b]:cu_k[b + 1]]
+        lq, lk = qs.shape[0], ks.shape[0]
+        ks = ks.repeat_interleave(hq // hkv, dim=1)
+        vs = vs.repeat_interleave(hq // hkv, dim=1)
+        s = torch.einsum("qhd,khd->hqk", qs, ks) * scale
+        if softcap > 0:
+            s = softcap * torch.tanh(s / softcap)
+        i = torch.arange(lq)[:, None] + (lk - lq)
+        j = torch.arange(lk)[None, :]
+        ok = torch.ones(lq, lk, dtype=torch.bool)
+        if causal:
+            ok &= j <= i
+        if window[0] >= 0:
+            ok &= j >= i - window[0]
+        if window[1] >= 0:
+            ok &= j <= i + window[1]
+        if docs is not None:
+            dq, dk = docs[0][cu_q[b]:cu_q[b + 1]], docs[1][cu_k[b]:cu_k[b + 1]]
+            ok &= dq[:, None] == dk[None, :]
+        s = s.masked_fill(~ok, -math.inf)
+        p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+        outs.append(torch.einsum("hqk,khd->qhd", p, vs))
+    return torch.cat(outs)
+
+
+CASES = [
+    pytest.param(False, (-1, -1), 0.0, False, id="full"),
+    pytest.param(True, (-1, -1), 0.0, False, id="causal"),
+    pytest.param(True, (3, -1), 0.0, True, id="causal-window-docs"),
+    pytest.param(False, (2, 1), 5.0, False, id="window-softcap"),
+]
+
+
+@pytest.mark.parametrize("causal,window,softcap,docs", CASES)
+def test_matches_torch_math(causal, window, softcap, docs):
+    cu_q = torch.tensor([0, 3, 3, 8], dtype=torch.int32)  # an empty sequence in the middle
+    cu_k = torch.tensor([0, 5, 6, 12], dtype=torch.int32)
+    q = make((8, 4, 64), 1).requires_grad_()
+    k = make((12, 2, 64), 2).requires_grad_()
+    v = make((12, 2, 64), 3).requires_grad_()
+    doc_ids = None
+    if docs:
+        doc_ids = (torch.tensor([0, 0, 1, 0, 0, 1, 1, 1], dtype=torch.int32),
+                   torch.tensor([0, 0, 0, 1, 1, 9, 0, 0, 1, 1, 1, 1], dtype=torch.int32))
+    out = kiln.attention_varlen(q, k, v, cu_q, cu_k, causal=causal, window=window,
+                                softcap=softcap, doc_ids=doc_ids)
+    assert kiln.last_receipt().backend == "reference"
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    want = torch_attention(q64, k64, v64, cu_q.tolist(), cu_k.tolist(), causal, window, softcap,
+                           1 / 8, doc_ids)
+    torch.testing.assert_close(out.double(), want, atol=1e-2, rtol=1e-2)
+    g = make(out.shape, 4)
+    out.backward(g)
+    want.backward(g.double())
+    for got, ref in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+        torch.testing.assert_close(got.double(), ref, atol=2e-2, rtol=2e-2)
+    assert k.grad.abs().sum() > 0
+
+
+def test_padded_form_and_lse():
+    q, k, v = make((2, 4, 4, 64), 5), make((2, 6, 1, 64), 6), make((2, 6, 1, 64), 7)
+    out, lse = kiln.attention(q, k, v, causal=True, return_lse=True)
+    assert out.shape == (2, 4, 4, 64) and lse.shape == (4, 8) and lse.dtype == torch.float32
+    flat = kiln.attention_varlen(q.reshape(8, 4, 64), k.reshape(12, 1, 64), v.reshape(12, 1, 64),
+                                 torch.tensor([0, 4, 8], dtype=torch.int32),
+                                 torch.tensor([0, 6, 12], dtype=torch.int32), causal=True)
+    assert torch.equal(out.reshape(8, 4, 64), flat)
+
+
+def test_opcheck():
+    args = (make((5, 2, 64), 8), make((7, 1, 64), 9), make((7, 1, 64), 10),
+            torch.tensor([0, 2, 5], dtype=torch.int32), torch.tensor([0, 3, 7], dtype=torch.int32),
+            None, None, None, None, True, -1, -1, 0.125, 0.0)
+    torch.library.opcheck(torch.ops.kiln.attention_varlen, args)
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    cu = torch.tensor([0, 3, 6], dtype=torch.int32)
+
+    def block(q, k, v):
+        return kiln.attention_varlen(q * 2, k, v, cu, cu, causal=True).float().sum()
+
+    args = [make((6, 2, 64), 11), make((6, 2, 64), 12), make((6, 2, 64), 13)]
+    eager = [a.clone().requires_grad_() for a in args]
+    comp = [a.clone().requires_grad_() for a in args]
+    out = block(*eager)
+    out_c = torch.compile(block, fullgraph=True, backend="aot_eager")(*comp)
+    torch.testing.assert_close(out_c, out)
+    out.backward()
+    out_c.backward()
+    for a, b in zip(comp, eager):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_errors_name_the_argument():
+    cu = torch.tensor([0, 3], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="argument 'q': expected a head count that is a "
+                                           "multiple of k's \\(2\\), got 3 heads"):
+        kiln.attention_varlen(make((3, 3, 64), 1), make((3, 2, 64), 2), make((3, 2, 64), 3), cu,
+                              cu)
+    with pytest.raises(RuntimeError, match="argument 'cu_seqlens_q': expected to end at "
+                                           "total_q = 4, got 3"):
+        kiln.attention_varlen(make((4, 2, 64), 1), make((3, 2, 64), 2), make((3, 2, 64), 3), cu,
+                              cu)
+    with pytest.raises(RuntimeError, match="head dims"):
+        kiln.attention_varlen(make((3, 2, 32), 1), make((3, 2, 32), 2), make((3, 2, 32), 3), cu,
+                              cu)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_is_refused_with_a_message():
+    cu = torch.tensor([0, 3], dtype=torch.int32, device="cuda")
+    q = make((3, 2, 64), 1).cuda()
+    with pytest.raises(RuntimeError, match="no CUDA kernel in this build yet"):
+        kiln.attention_varlen(q, q, q, cu, cu)

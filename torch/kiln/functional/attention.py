@@ -1,0 +1,59 @@
+"""Dense attention over packed variable-length sequences (contract: include/kiln/ops/attention.h).
+
+Until the CUDA kernels land (issue 4) CUDA tensors raise an error saying so; CPU tensors run the
+float64 reference (slow, exact: the oracle the kernels will be tested against).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_ops = torch.ops.kiln
+
+
+def attention_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    *,
+    causal: bool = False,
+    window: tuple[int, int] = (-1, -1),
+    softmax_scale: float | None = None,
+    softcap: float = 0.0,
+    doc_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+    valid_lengths: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+    return_lse: bool = False,
+):
+    """softmax(q kᵀ · scale + mask) v per packed sequence; gradients reach q, k and v.
+
+    q [total_q, Hq, D], k [total_k, Hkv, D], v [total_k, Hkv, Dv] (bf16/f16, last dim contiguous;
+    views into a fused qkv buffer work); Hq a multiple of Hkv. cu_seqlens_*: int32 [B + 1].
+    causal is bottom-right aligned; window = (left, right), -1 for unbounded; doc_ids = (int32
+    [total_q], int32 [total_k]); valid_lengths = (int32 [B] or None, int32 [B] or None).
+    softmax_scale defaults to 1 / sqrt(D). Returns out [total_q, Hq, Dv] (and lse float32
+    [Hq, total_q] when return_lse).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else softmax_scale
+    doc_q, doc_k = doc_ids if doc_ids is not None else (None, None)
+    valid_q, valid_k = valid_lengths if valid_lengths is not None else (None, None)
+    out, lse = _ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, doc_q, doc_k, valid_q,
+                                     valid_k, causal, window[0], window[1], scale, softcap)
+    return (out, lse) if return_lse else out
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs):
+    """The padded form: q [B, Tq, Hq, D], k and v [B, Tk, Hkv, D / Dv] -> out [B, Tq, Hq, Dv],
+    every sequence full length; keyword arguments as attention_varlen's."""
+    b, tq, tk = q.shape[0], q.shape[1], k.shape[1]
+    cu_q = torch.arange(0, (b + 1) * tq, tq, dtype=torch.int32, device=q.device)
+    cu_k = torch.arange(0, (b + 1) * tk, tk, dtype=torch.int32, device=q.device)
+    result = attention_varlen(q.reshape(b * tq, *q.shape[2:]), k.reshape(b * tk, *k.shape[2:]),
+                              v.reshape(b * tk, *v.shape[2:]), cu_q, cu_k, **kwargs)
+    if isinstance(result, tuple):
+        out, lse = result
+        return out.view(b, tq, *out.shape[1:]), lse
+    return result.view(b, tq, *result.shape[1:])
