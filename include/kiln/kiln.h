@@ -13,3 +13,4 @@
 #include "kiln/ops/rope.h"
 #include "kiln/ops/quantize.h"
 #include "kiln/ops/tau_tail.h"
+#include "kiln/ops/topk.h"
