@@ -75,6 +75,7 @@ std::vector<Case> gather_cases(const Options& options);
 std::vector<Case> cache_cases(const Options& options);
 std::vector<Case> rope_cases(const Options& options);
 std::vector<Case> tau_cases(const Options& options);
+std::vector<Case> topk_cases(const Options& options);
 std::vector<Case> quantize_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 

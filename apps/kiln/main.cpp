@@ -60,6 +60,8 @@ constexpr OpInfo kOps[] = {
      "per tensor (dynamic or static), row, 1x128 group, 128x128 block; saturating"},
     {"dequantize_fp8", "quant", "f8e4m3/f8e5m2 + f32 -> f32 bf16 f16",
      "values * scale of each element's tile, any granularity"},
+    {"topk", "moe", "f32 bf16 f16 -> f32 (or scores') + i32",
+     "k <= 32 of E <= 1024 a row, sorted, ties to the lower index, NaN first; optional softmax"},
     {"attention_varlen", "attention", "bf16 f16 (lse f32), CPU reference only",
      "varlen softmax(q k^T) v, GQA, causal/window/documents/valid prefixes, soft-cap; fwd + bwd"},
     {"attention_validity", "attention mask", "i32 (+ bool/u8 slot mask), host",

@@ -125,7 +125,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activation_peers import REPO, Timer  # noqa: E402
 
 OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "mhc_mix", "gather_rows", "kv_cache_write",
-       "tau_tail", "rope"]
+       "tau_tail", "rope", "topk"]
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
 
 
@@ -529,6 +529,29 @@ def op_tau_tail(env):
 
 
 
+def op_topk(env):
+    """DeepSeek-V3's router top-k: f32 scores [T, 256], k = 8, softmax of the picks; T = 16384
+    (prefill) and T = 64 (decode). Peers: torch.topk + softmax, eager and compiled. Bytes: scores
+    read, values and indices written."""
+    for t in env.pick((16384, 64), (16384, 64), (8,)):
+        scores = env.randn(t, 256, dtype=torch.float32)
+
+        def math(s):
+            v, i = torch.topk(s, 8, dim=1)
+            return torch.softmax(v, dim=1), i.int()
+
+        def check(fn):
+            got, want = fn(scores), math(scores)
+            # Random f32 scores have no ties, so the indices must agree exactly.
+            return compare(["values", "indices"], got, want, 1e-5)
+
+        impls = {"eager": math, "compile": env.compiled(math),
+                 "kiln": env.kiln_fn("topk", ["topk"], lambda kl: lambda s: kl.topk(
+                     s, 8, softmax=True))}
+        yield case("topk", f"[{t}, 256] f32 k=8 softmax", impls, (scores,),
+                   scores.numel() * 4 + t * 8 * 8, check)
+
+
 def rope_cache(max_position, rotary_dim, device, base=10000.0):
     """kiln's cos_sin_cache f32 [max_position, R]: cos(p theta_i) | sin(p theta_i), theta_i =
     base^(-2i / R), computed in float64 and rounded once (as kiln::rope_fill_cache)."""
@@ -679,7 +702,7 @@ def op_rope(env):
 OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
             "sinkhorn_knopp": op_sinkhorn_knopp, "mhc_mix": op_mhc_mix,
             "gather_rows": op_gather_rows, "kv_cache_write": op_kv_cache_write,
-            "tau_tail": op_tau_tail, "rope": op_rope}
+            "tau_tail": op_tau_tail, "rope": op_rope, "topk": op_topk}
 
 
 # ---- timing ----

@@ -42,6 +42,7 @@ from .functional import (
     sinkhorn_knopp,
     swiglu,
     tau_tail_,
+    topk,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "sinkhorn_knopp",
     "swiglu",
     "tau_tail_",
+    "topk",
 ]
 
 

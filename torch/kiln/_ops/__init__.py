@@ -13,4 +13,5 @@ from . import (  # noqa: F401
     quantize,
     rope,
     tau_tail,
+    topk,
 )

@@ -13,6 +13,7 @@ from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .quantize import dequantize_fp8, quantize_fp8
 from .rope import rope, rope_
 from .tau_tail import tau_tail_
+from .topk import topk
 
 __all__ = [
     "add_layer_norm",
@@ -37,4 +38,5 @@ __all__ = [
     "sinkhorn_knopp",
     "swiglu",
     "tau_tail_",
+    "topk",
 ]
