@@ -62,6 +62,8 @@ constexpr OpInfo kOps[] = {
      "values * scale of each element's tile, any granularity"},
     {"topk", "moe", "f32 bf16 f16 -> f32 (or scores') + i32",
      "k <= 32 of E <= 1024 a row, sorted, ties to the lower index, NaN first; optional softmax"},
+    {"moe_align_block_size", "moe", "i32 topk ids (+ i32 expert map), host",
+     "entries grouped by local expert, padded to block_size; non-local dropped, bad ids counted"},
     {"attention_varlen", "attention", "bf16 f16 (lse f32), CPU reference only",
      "varlen softmax(q k^T) v, GQA, causal/window/documents/valid prefixes, soft-cap; fwd + bwd"},
     {"attention_validity", "attention mask", "i32 (+ bool/u8 slot mask), host",
