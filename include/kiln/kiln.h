@@ -12,6 +12,7 @@
 #include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"
 #include "kiln/ops/rope.h"
+#include "kiln/ops/router.h"
 #include "kiln/ops/quantize.h"
 #include "kiln/ops/tau_tail.h"
 #include "kiln/ops/topk.h"

@@ -1,0 +1,44 @@
+#pragma once
+// MoE routers (issue 5): logits [T, E] -> (weights f32 [T, k], ids int32 [T, k]) in one call.
+//
+// logits [T, E] f32/bf16/f16 (the last dim contiguous), E <= 1024, 1 <= k <= min(E, 32). Picks are
+// sorted by their selection score, descending, ties to the lower expert id (topk's order).
+// - softmax:     p = softmax(logits) over E; picks = top-k of p; weights = p[picks], divided by
+//                their sum when renormalize.
+// - deepseek_v3: s = sigmoid(logits); selection = s + bias[e] (bias f32 [E], selection only);
+//                experts in n_group equal groups; a group's score = the sum of its two largest
+//                selections (its largest when a group has one expert); the topk_group best groups
+//                (ties to the lower group) are kept; picks = top-k selections among their experts;
+//                weights = s[picks] / sum(s[picks]) * routed_scaling_factor.
+// - activation:  (MegaMoE) s = sqrt(softplus(logits)), softplus(x) = max(x, 0) + log1p(exp(-|x|))
+//                (stable); selection = s + bias[e] (bias optional); picks = top-k selections;
+//                weights = s[picks] / sum(s[picks]).
+// fp32 math on a GPU (float64 in the reference). The CUDA kernels are to come: a CUDA tensor is a
+// kiln::Error saying so; CPU tensors run the reference.
+#include <cstdint>
+
+#include "kiln/core/core.h"
+
+namespace kiln {
+
+enum class RouterKind { softmax, deepseek_v3, activation };
+
+struct RouterConfig {
+  RouterKind kind = RouterKind::softmax;
+  int64_t k = 1;
+  bool renormalize = false;  // softmax only (the others always renormalise)
+  TensorView bias;           // f32 [E], selection only: deepseek_v3 (required), activation
+  int64_t n_group = 1, topk_group = 1;  // deepseek_v3
+  double routed_scaling_factor = 1.0;   // deepseek_v3
+};
+
+void router(const TensorView& weights, const TensorView& ids, const TensorView& logits,
+            const RouterConfig& config, Stream stream = nullptr);
+
+// The hash router: ids[t] = table[token_ids[t]] (table int32 [vocab, k], token_ids int64 [T]),
+// weights 1 / k. A token id outside [0, vocab) is never read: its ids are -1, its weights 0, and it
+// is counted into bad_token_ids (int32 [1], the caller zeroes it).
+void hash_router(const TensorView& weights, const TensorView& ids, const TensorView& token_ids,
+                 const TensorView& table, const TensorView& bad_token_ids, Stream stream = nullptr);
+
+}  // namespace kiln

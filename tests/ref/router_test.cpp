@@ -1,0 +1,127 @@
+// The routers' reference against hand-worked rows: softmax (with and without renormalisation),
+// DeepSeek-V3's group-limited choice (bias for selection only, routed scaling), the MegaMoE
+// activation router (stable softplus), the hash router (bad token ids counted), bad input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "common/expect_error.h"
+#include "kiln/ops/router.h"
+
+namespace kiln {
+namespace {
+
+struct Routed {
+  std::vector<float> weights;
+  std::vector<int32_t> ids;
+};
+
+Routed route(std::vector<float> logits, RouterConfig c) {
+  const int64_t e = static_cast<int64_t>(logits.size());
+  Routed r{std::vector<float>(c.k, NAN), std::vector<int32_t>(c.k, -7)};
+  router(TensorView(r.weights.data(), DType::f32, Device::cpu(), {1, c.k}),
+         TensorView(r.ids.data(), DType::i32, Device::cpu(), {1, c.k}),
+         TensorView(logits.data(), DType::f32, Device::cpu(), {1, e}), c);
+  return r;
+}
+
+TEST(Router, Softmax) {
+  // p = [1, 3, 2, 1] / 7.
+  const std::vector<float> logits{0.f, std::log(3.f), std::log(2.f), 0.f};
+  RouterConfig c;
+  c.k = 2;
+  Routed r = route(logits, c);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{1, 2}));
+  EXPECT_NEAR(r.weights[0], 3.0 / 7, 1e-6);
+  EXPECT_NEAR(r.weights[1], 2.0 / 7, 1e-6);
+  c.renormalize = true;
+  r = route(logits, c);
+  EXPECT_NEAR(r.weights[0], 0.6, 1e-6);
+  EXPECT_NEAR(r.weights[1], 0.4, 1e-6);
+}
+
+float logit(double s) {
+  return static_cast<float>(std::log(s / (1 - s)));
+}
+
+TEST(Router, DeepSeekV3GroupLimited) {
+  // Sigmoid scores s; 4 groups of 2. Group scores: 1.0, 1.2, 0.99, 0.4 -> groups 1 and 0; then
+  // the best 2 of experts 0..3: 0 (0.9) and 2 (0.6, tied with 3: the lower id). Expert 4 (0.95)
+  // is in a dropped group.
+  std::vector<float> logits;
+  for (double s : {0.9, 0.1, 0.6, 0.6, 0.95, 0.04, 0.2, 0.2}) logits.push_back(logit(s));
+  std::vector<float> bias(8, 0.f);
+  RouterConfig c;
+  c.kind = RouterKind::deepseek_v3;
+  c.k = 2;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.routed_scaling_factor = 2.5;
+  c.bias = TensorView(bias.data(), DType::f32, Device::cpu(), {8});
+  Routed r = route(logits, c);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 2}));
+  EXPECT_NEAR(r.weights[0], 0.9 / 1.5 * 2.5, 1e-5);
+  EXPECT_NEAR(r.weights[1], 0.6 / 1.5 * 2.5, 1e-5);
+  // The bias moves the selection (expert 1 now first) but not the weights (its unbiased 0.1).
+  bias[1] = 1.f;
+  r = route(logits, c);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{1, 0}));
+  EXPECT_NEAR(r.weights[0], 0.1 / 1.0 * 2.5, 1e-5);
+}
+
+TEST(Router, ActivationRouterIsStable) {
+  // s = sqrt(softplus(x)): softplus(50) = 50 (no overflow), softplus(-50) = e^-50.
+  const std::vector<float> logits{50.f, -50.f, 0.f};
+  RouterConfig c;
+  c.kind = RouterKind::activation;
+  c.k = 3;
+  const Routed r = route(logits, c);
+  EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 2, 1}));
+  const double s0 = std::sqrt(50.0), s2 = std::sqrt(std::log(2.0)), s1 = std::exp(-25.0);
+  EXPECT_NEAR(r.weights[0], s0 / (s0 + s1 + s2), 1e-6);
+  EXPECT_NEAR(r.weights[1], s2 / (s0 + s1 + s2), 1e-6);
+  EXPECT_GT(r.weights[2], 0.f);
+}
+
+TEST(Router, HashRouter) {
+  std::vector<int32_t> table{3, 1, 0, 2, 2, 2};  // vocab 3, k = 2
+  std::vector<int64_t> tokens{2, 5, 0};
+  std::vector<float> w(6, NAN);
+  std::vector<int32_t> ids(6, -7);
+  int32_t bad = 0;
+  hash_router(TensorView(w.data(), DType::f32, Device::cpu(), {3, 2}),
+              TensorView(ids.data(), DType::i32, Device::cpu(), {3, 2}),
+              TensorView(tokens.data(), DType::i64, Device::cpu(), {3}),
+              TensorView(table.data(), DType::i32, Device::cpu(), {3, 2}),
+              TensorView(&bad, DType::i32, Device::cpu(), {1}));
+  EXPECT_EQ(ids, (std::vector<int32_t>{2, 2, -1, -1, 3, 1}));
+  EXPECT_EQ(w, (std::vector<float>{0.5f, 0.5f, 0.f, 0.f, 0.5f, 0.5f}));
+  EXPECT_EQ(bad, 1);
+}
+
+TEST(Router, BadInput) {
+  const std::vector<float> logits(8, 0.f);
+  RouterConfig c;
+  c.kind = RouterKind::deepseek_v3;
+  c.k = 2;
+  testing::expect_error([&] { route(logits, c); },
+                        "router: argument 'bias': expected f32 [E] for the deepseek_v3 router, got "
+                        "absent");
+  std::vector<float> bias(8, 0.f);
+  c.bias = TensorView(bias.data(), DType::f32, Device::cpu(), {8});
+  c.n_group = 3;
+  testing::expect_error([&] { route(logits, c); },
+                        "argument 'n_group': expected a divisor of E = 8, got 3");
+  RouterConfig s;
+  s.k = 9;
+  testing::expect_error([&] { route(logits, s); },
+                        "router: argument 'k': expected 1 <= k <= min(E, 32), got 9");
+  s.k = 2;
+  s.bias = c.bias;
+  testing::expect_error([&] { route(logits, s); },
+                        "argument 'bias': expected absent for the softmax router");
+}
+
+}  // namespace
+}  // namespace kiln
