@@ -64,7 +64,7 @@ constexpr OpInfo kOps[] = {
      "k <= 32 of E <= 1024 a row, sorted, ties to the lower index, NaN first; optional softmax"},
     {"moe_align_block_size", "moe", "i32 topk ids (+ i32 expert map), host",
      "entries grouped by local expert, padded to block_size; non-local dropped, bad ids counted"},
-    {"router", "moe", "f32 bf16 f16 logits (+ f32 bias) -> f32 + i32, CPU reference only",
+    {"router", "moe", "f32 bf16 f16 logits (+ f32 bias) -> f32 + i32",
      "softmax / deepseek_v3 (grouped, biased selection) / activation top-k routers"},
     {"hash_router", "moe", "i64 token ids, i32 table -> f32 + i32, CPU reference only",
      "ids from a [vocab, k] table, weights 1/k; bad token ids counted"},

@@ -5,15 +5,18 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/check.h"
 #include "core/element.h"
+#include "cuda/topk/router_launch.h"
 #include "kiln/core/receipt.h"
 #include "kiln/ops/topk.h"
-#include "ops/topk_problem.h"
+#include "ops/router_problem.h"
+#include "ref/router.h"
 
 namespace kiln {
 namespace {
@@ -40,40 +43,10 @@ void check_outputs(std::string_view op, const TensorView& weights, const TensorV
   }
 }
 
-// The first k of `candidates` in topk order of score.
-std::vector<int64_t> top(const std::vector<double>& score, std::vector<int64_t> candidates,
-                         int64_t k) {
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [&](int64_t a, int64_t b) { return topk_before(score[a], a, score[b], b); });
-  candidates.resize(k);
-  return candidates;
-}
-
-std::vector<int64_t> deepseek_candidates(const std::vector<double>& selection, int64_t n_group,
-                                         int64_t topk_group) {
-  const int64_t experts = static_cast<int64_t>(selection.size()), per = experts / n_group;
-  std::vector<double> group_score(n_group);
-  for (int64_t g = 0; g < n_group; ++g) {
-    std::vector<int64_t> members(per);
-    std::iota(members.begin(), members.end(), g * per);
-    const std::vector<int64_t> best = top(selection, members, std::min<int64_t>(2, per));
-    group_score[g] = 0;
-    for (int64_t e : best) group_score[g] += selection[e];
-  }
-  std::vector<int64_t> groups(n_group);
-  std::iota(groups.begin(), groups.end(), 0);
-  std::vector<int64_t> candidates;
-  for (int64_t g : top(group_score, groups, topk_group)) {
-    for (int64_t e = g * per; e < (g + 1) * per; ++e) candidates.push_back(e);
-  }
-  std::sort(candidates.begin(), candidates.end());
-  return candidates;
-}
-
 }  // namespace
 
 void router(const TensorView& weights, const TensorView& ids, const TensorView& logits,
-            const RouterConfig& c, Stream) {
+            const RouterConfig& c, Stream stream) {
   constexpr std::string_view op = "router";
   check::present(op, "logits", logits);
   check::dtype_in(op, "logits", logits, {DType::f32, DType::bf16, DType::f16});
@@ -109,50 +82,33 @@ void router(const TensorView& weights, const TensorView& ids, const TensorView& 
                       std::to_string(c.topk_group));
     }
   }
-  refuse_cuda(op, logits.device);
-  std::vector<double> score(experts), selection(experts);
-  std::vector<int64_t> all(experts);
-  std::iota(all.begin(), all.end(), 0);
-  for (int64_t t = 0; t < rows; ++t) {
-    double top_logit = -INFINITY;
-    for (int64_t e = 0; e < experts; ++e) {
-      score[e] = element::load(logits.data, logits.dtype, t * logits.stride(0) + e);
-      top_logit = std::max(top_logit, score[e]);
+  RouterProblem p;
+  p.op = op;
+  p.device = logits.device;
+  p.dtype = logits.dtype;
+  p.kind = c.kind;
+  p.rows = rows;
+  p.experts = experts;
+  p.k = c.k;
+  p.renormalize = c.renormalize;
+  if (c.bias.defined()) {
+    if (experts > 1 && c.bias.stride(0) != 1) {
+      throw_arg_error(op, "bias", "a contiguous vector",
+                      "stride " + std::to_string(c.bias.stride(0)));
     }
-    for (int64_t e = 0; e < experts; ++e) {
-      const double x = score[e];
-      if (c.kind == RouterKind::softmax) score[e] = std::exp(x - top_logit);
-      if (c.kind == RouterKind::deepseek_v3) score[e] = 1 / (1 + std::exp(-x));
-      if (c.kind == RouterKind::activation) {
-        score[e] = std::sqrt(std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x))));
-      }
-      const double b =
-          c.bias.defined() ? static_cast<const float*>(c.bias.data)[e * c.bias.stride(0)] : 0;
-      selection[e] = score[e] + b;
-    }
-    if (c.kind == RouterKind::softmax) {
-      const double sum = std::accumulate(score.begin(), score.end(), 0.0);
-      for (double& s : score) s /= sum;
-      selection = score;
-    }
-    const std::vector<int64_t> picks =
-        c.kind == RouterKind::deepseek_v3
-            ? top(selection, deepseek_candidates(selection, c.n_group, c.topk_group), c.k)
-            : top(selection, all, c.k);
-    double norm = 1;
-    if (c.kind != RouterKind::softmax || c.renormalize) {
-      norm = 0;
-      for (int64_t e : picks) norm += score[e];
-    }
-    const double scale = c.kind == RouterKind::deepseek_v3 ? c.routed_scaling_factor : 1.0;
-    for (int64_t j = 0; j < c.k; ++j) {
-      static_cast<float*>(weights.data)[t * weights.stride(0) + j * weights.stride(1)] =
-          static_cast<float>(score[picks[j]] / norm * scale);
-      static_cast<int32_t*>(ids.data)[t * ids.stride(0) + j * ids.stride(1)] =
-          static_cast<int32_t>(picks[j]);
-    }
+    p.bias = static_cast<const float*>(c.bias.data);
   }
-  record_receipt({std::string(op), "reference", "host", ""});
+  p.n_group = c.n_group;
+  p.topk_group = c.topk_group;
+  p.scale = c.routed_scaling_factor;
+  p.logits = check::rows_of(op, "logits", logits);
+  p.weights = check::rows_of(op, "weights", weights);
+  p.ids = check::rows_of(op, "ids", ids);
+  if (p.device.is_cuda() && p.kind == RouterKind::deepseek_v3 && p.n_group > 32) {
+    throw_arg_error(op, "n_group", "<= 32 on CUDA", std::to_string(p.n_group));
+  }
+  run_on_backend(
+      p, "ref::router", [&] { ref::router(p); }, [&] { return cuda::router(p, stream); });
 }
 
 void hash_router(const TensorView& weights, const TensorView& ids, const TensorView& token_ids,

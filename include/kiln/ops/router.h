@@ -13,8 +13,9 @@
 // - activation:  (MegaMoE) s = sqrt(softplus(logits)), softplus(x) = max(x, 0) + log1p(exp(-|x|))
 //                (stable); selection = s + bias[e] (bias optional); picks = top-k selections;
 //                weights = s[picks] / sum(s[picks]).
-// fp32 math on a GPU (float64 in the reference). The CUDA kernels are to come: a CUDA tensor is a
-// kiln::Error saying so; CPU tensors run the reference.
+// fp32 math on a GPU (a warp a row; n_group <= 32 there), float64 in the reference. Selections
+// within fp32 rounding of each other may be ordered differently by the two (the GPU tests use
+// well-separated scores).
 #include <cstdint>
 
 #include "kiln/core/core.h"
@@ -37,7 +38,8 @@ void router(const TensorView& weights, const TensorView& ids, const TensorView& 
 
 // The hash router: ids[t] = table[token_ids[t]] (table int32 [vocab, k], token_ids int64 [T]),
 // weights 1 / k. A token id outside [0, vocab) is never read: its ids are -1, its weights 0, and it
-// is counted into bad_token_ids (int32 [1], the caller zeroes it).
+// is counted into bad_token_ids (int32 [1], the caller zeroes it). CPU only for now (a CUDA tensor
+// is a kiln::Error saying so).
 void hash_router(const TensorView& weights, const TensorView& ids, const TensorView& token_ids,
                  const TensorView& table, const TensorView& bad_token_ids, Stream stream = nullptr);
 
