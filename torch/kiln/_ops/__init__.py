@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     norm,
     quantize,
     rope,
+    router,
     tau_tail,
     topk,
 )

@@ -12,6 +12,7 @@ from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .quantize import dequantize_fp8, quantize_fp8
 from .rope import rope, rope_
+from .router import hash_router, router
 from .tau_tail import tau_tail_
 from .topk import topk
 
@@ -25,6 +26,7 @@ __all__ = [
     "gather_rows",
     "gather_rows_pair",
     "gelu_residual",
+    "hash_router",
     "kv_cache_write_",
     "layer_norm",
     "mhc_post_mix",
@@ -35,6 +37,7 @@ __all__ = [
     "rms_norm",
     "rope",
     "rope_",
+    "router",
     "sinkhorn_knopp",
     "swiglu",
     "tau_tail_",

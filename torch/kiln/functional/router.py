@@ -1,0 +1,27 @@
+"""MoE routers: logits -> (weights, ids) in one call (contract: include/kiln/ops/router.h)."""
+
+from __future__ import annotations
+
+import torch
+
+_ops = torch.ops.kiln
+
+
+def router(logits: torch.Tensor, k: int, *, kind: str = "softmax", renormalize: bool = False,
+           bias: torch.Tensor | None = None, n_group: int = 1, topk_group: int = 1,
+           routed_scaling_factor: float = 1.0):
+    """(weights float32 [T, k], ids int32 [T, k]) from logits [T, E] (E <= 1024, k <= 32).
+
+    kind: "softmax" (renormalize optional), "deepseek_v3" (sigmoid; bias float32 [E] for the
+    selection only; n_group / topk_group group-limited choice; renormalised, times
+    routed_scaling_factor) or "activation" (MegaMoE: sqrt(softplus); bias optional; renormalised).
+    Picks sorted by selection, ties to the lower id. No gradient yet.
+    """
+    return _ops.router(logits, kind, k, renormalize, bias, n_group, topk_group,
+                       routed_scaling_factor)
+
+
+def hash_router(token_ids: torch.Tensor, table: torch.Tensor):
+    """(weights 1/k, ids = table[token_ids], bad token id count int32 [1]); token ids outside the
+    table are never read: their ids are -1 and weights 0. CPU only for now."""
+    return _ops.hash_router(token_ids, table)
