@@ -77,6 +77,7 @@ std::vector<Case> all_cases(const Options& options) {
   for (Case& c : rope_cases(options)) cases.push_back(std::move(c));
   for (Case& c : tau_cases(options)) cases.push_back(std::move(c));
   for (Case& c : topk_cases(options)) cases.push_back(std::move(c));
+  for (Case& c : router_cases(options)) cases.push_back(std::move(c));
   for (Case& c : quantize_cases(options)) cases.push_back(std::move(c));
   return cases;
 }

@@ -76,6 +76,7 @@ std::vector<Case> cache_cases(const Options& options);
 std::vector<Case> rope_cases(const Options& options);
 std::vector<Case> tau_cases(const Options& options);
 std::vector<Case> topk_cases(const Options& options);
+std::vector<Case> router_cases(const Options& options);
 std::vector<Case> quantize_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 

@@ -125,7 +125,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activation_peers import REPO, Timer  # noqa: E402
 
 OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "mhc_mix", "gather_rows", "kv_cache_write",
-       "tau_tail", "rope", "topk"]
+       "tau_tail", "rope", "topk", "router"]
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
 
 
@@ -552,6 +552,40 @@ def op_topk(env):
                    scores.numel() * 4 + t * 8 * 8, check)
 
 
+def op_router(env):
+    """DeepSeek-V3's router, f32 logits [T, 256], k = 8, 8 groups with 4 kept, bias, scaling 2.5;
+    T = 16384 and 64. Peers: the eager composition (sigmoid, biased group top-2 sums, masked
+    top-k, gather, renormalise, scale) and torch.compile of it. Logits are well-separated levels
+    so the ids must agree exactly. Bytes: logits and bias read, weights and ids written."""
+    for t in env.pick((16384, 64), (16384, 64), (8,)):
+        g = torch.Generator().manual_seed(t)
+        logits = (torch.stack([torch.randperm(256, generator=g) for _ in range(t)]).float() / 64
+                  - 2).to(env.device)
+        bias = (torch.randint(0, 3, (256,), generator=g) * 2.0).to(env.device)
+
+        def math(x, b):
+            score = torch.sigmoid(x)
+            sel = score + b
+            groups = sel.view(x.shape[0], 8, 32)
+            keep = groups.topk(2, dim=2).values.sum(2).topk(4, dim=1).indices
+            mask = torch.zeros(x.shape[0], 8, dtype=torch.bool, device=x.device)
+            mask.scatter_(1, keep, True)
+            sel = sel.masked_fill(~mask.repeat_interleave(32, dim=1), -float("inf"))
+            ids = sel.topk(8, dim=1).indices
+            w = score.gather(1, ids)
+            return w / w.sum(1, keepdim=True) * 2.5, ids.int()
+
+        def check(fn):
+            return compare(["weights", "ids"], fn(logits, bias), math(logits, bias), 1e-5)
+
+        impls = {"eager": math, "compile": env.compiled(math),
+                 "kiln": env.kiln_fn("router", ["router"], lambda kl: lambda x, b: kl.router(
+                     x, 8, kind="deepseek_v3", bias=b, n_group=8, topk_group=4,
+                     routed_scaling_factor=2.5))}
+        yield case("router", f"deepseek_v3 [{t}, 256] f32 k=8 g8/4", impls, (logits, bias),
+                   logits.numel() * 4 + 256 * 4 + t * 8 * 8, check)
+
+
 def rope_cache(max_position, rotary_dim, device, base=10000.0):
     """kiln's cos_sin_cache f32 [max_position, R]: cos(p theta_i) | sin(p theta_i), theta_i =
     base^(-2i / R), computed in float64 and rounded once (as kiln::rope_fill_cache)."""
@@ -702,7 +736,8 @@ def op_rope(env):
 OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
             "sinkhorn_knopp": op_sinkhorn_knopp, "mhc_mix": op_mhc_mix,
             "gather_rows": op_gather_rows, "kv_cache_write": op_kv_cache_write,
-            "tau_tail": op_tau_tail, "rope": op_rope, "topk": op_topk}
+            "tau_tail": op_tau_tail, "rope": op_rope, "topk": op_topk,
+            "router": op_router}
 
 
 # ---- timing ----

@@ -1,0 +1,106 @@
+// Benchmark cases of the routers at DeepSeek-V3's shape: f32 logits [T, 256], k = 8, the
+// deepseek_v3 kind (8 groups, 4 kept, bias, scaling 2.5) and the softmax kind, T = 16384 and 64.
+// Checked against the reference (ids exactly, on well-separated logits) before timing. Bytes:
+// logits (and bias) read, weights and ids written.
+#include <algorithm>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "buffer.h"
+#include "harness.h"
+#include "kiln/ops/router.h"
+
+namespace kiln::bench {
+namespace {
+
+constexpr int64_t kExperts = 256, kK = 8;
+
+struct RouterShape {
+  int64_t rows;
+  RouterKind kind;
+  std::vector<float> logits, bias;
+};
+
+struct RouterTensors {
+  Buffer logits, bias, weights, ids;
+  RouterTensors(const Device& d, const RouterShape& s)
+      : logits(d, s.logits.size() * 4),
+        bias(d, s.bias.size() * 4),
+        weights(d, s.rows * kK * 4),
+        ids(d, s.rows * kK * 4) {
+    logits.upload(s.logits.data(), logits.bytes());
+    bias.upload(s.bias.data(), bias.bytes());
+  }
+};
+
+void router_call(RouterTensors& t, const RouterShape& s, const Device& d, Stream stream) {
+  RouterConfig c;
+  c.kind = s.kind;
+  c.k = kK;
+  if (s.kind == RouterKind::deepseek_v3) {
+    c.bias = TensorView(t.bias.data(), DType::f32, d, {kExperts});
+    c.n_group = 8;
+    c.topk_group = 4;
+    c.routed_scaling_factor = 2.5;
+  } else {
+    c.renormalize = true;
+  }
+  router(TensorView(t.weights.data(), DType::f32, d, {s.rows, kK}),
+         TensorView(t.ids.data(), DType::i32, d, {s.rows, kK}),
+         TensorView(t.logits.data(), DType::f32, d, {s.rows, kExperts}), c, stream);
+}
+
+std::string router_check(const RouterShape& s, const Device& d) {
+  RouterTensors dev(d, s), ref(Device::cpu(), s);
+  dev.ids.fill_nan();
+  router_call(dev, s, d, nullptr);
+  synchronize(d);
+  if (d.is_cpu()) return "ok (reference is the backend)";
+  router_call(ref, s, Device::cpu(), nullptr);
+  std::vector<int32_t> got(s.rows * kK), want(s.rows * kK);
+  dev.ids.download(got.data(), got.size() * 4);
+  ref.ids.download(want.data(), want.size() * 4);
+  if (got != want) return "ids differ from the reference";
+  const std::string e = compare(dev.weights, ref.weights, DType::f32, 1e-5, "weights");
+  return e.empty() ? "ok" : e;
+}
+
+}  // namespace
+
+std::vector<Case> router_cases(const Options& options) {
+  std::vector<Case> cases;
+  const Device d = options.device;
+  for (RouterKind kind : {RouterKind::deepseek_v3, RouterKind::softmax}) {
+    for (int64_t rows : {int64_t{16384}, int64_t{64}}) {
+      auto s = std::make_shared<RouterShape>();
+      s->rows = d.is_cpu() ? std::min<int64_t>(rows, 64) : rows;
+      s->kind = kind;
+      // Each row a permutation of levels 1/64 apart: no near ties, so ids are exact.
+      std::mt19937 rng(static_cast<uint32_t>(rows));
+      std::vector<int> order(kExperts);
+      for (int64_t r = 0; r < s->rows; ++r) {
+        std::iota(order.begin(), order.end(), 0);
+        std::shuffle(order.begin(), order.end(), rng);
+        for (int o : order) s->logits.push_back(o / 64.f - 2.f);
+      }
+      for (int64_t e = 0; e < kExperts; ++e) s->bias.push_back(2.f * static_cast<float>(rng() % 3));
+      Case c;
+      c.op = "router";
+      c.shape = std::string(kind == RouterKind::deepseek_v3 ? "deepseek_v3" : "softmax") + " f32 " +
+                std::to_string(s->rows) + "x256 k8";
+      c.direction = "fwd";
+      c.bytes = s->rows * (kExperts * 4.0 + kK * 8.0) + kExperts * 4.0;
+      c.prepare = rotating_sets([s, d] { return std::make_unique<RouterTensors>(d, *s); },
+                                [s, d](RouterTensors& t, Stream st) { router_call(t, *s, d, st); });
+      c.check = [s, d] { return router_check(*s, d); };
+      c.variant = [] { return last_receipt().variant; };
+      cases.push_back(std::move(c));
+    }
+  }
+  return cases;
+}
+
+}  // namespace kiln::bench
