@@ -114,4 +114,11 @@ std::string compare(const Buffer& got, const Buffer& want, DType dtype, double t
   return err <= tol ? "" : what + " rel. error " + std::to_string(err);
 }
 
+std::string compare_exact(const Buffer& got, const Buffer& want, const std::string& what) {
+  std::vector<uint8_t> g(got.bytes()), w(want.bytes());
+  got.download(g.data(), g.size());
+  want.download(w.data(), w.size());
+  return g == w ? "" : what + " differ from the reference";
+}
+
 }  // namespace kiln::bench

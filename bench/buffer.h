@@ -38,4 +38,8 @@ void synchronize(const Device& device);
 std::string compare(const Buffer& got, const Buffer& want, DType dtype, double tol,
                     const std::string& what);
 
+// "" when the two buffers hold the same bytes (integer outputs: indices, ids), else
+// "<what> differ from the reference".
+std::string compare_exact(const Buffer& got, const Buffer& want, const std::string& what);
+
 }  // namespace kiln::bench
