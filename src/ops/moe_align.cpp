@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/check.h"
+#include "cuda/moe/moe_align_launch.h"
 #include "kiln/core/receipt.h"
 
 namespace kiln {
@@ -34,7 +36,7 @@ int64_t moe_align_capacity(int64_t tokens, int64_t k, int64_t num_local_experts,
 void moe_align_block_size(const TensorView& sorted_token_ids, const TensorView& expert_ids,
                           const TensorView& num_tokens_post_pad, const TensorView& bad_ids,
                           const TensorView& topk_ids, int64_t num_experts, int64_t block_size,
-                          const TensorView& expert_map, int64_t num_local_experts, Stream) {
+                          const TensorView& expert_map, int64_t num_local_experts, Stream stream) {
   check::present(kOp, "topk_ids", topk_ids);
   check::dtype_in(kOp, "topk_ids", topk_ids, {DType::i32});
   if (topk_ids.rank != 2) throw_arg_error(kOp, "topk_ids", "rank 2 [T, k]", topk_ids.shape_str());
@@ -57,15 +59,46 @@ void moe_align_block_size(const TensorView& sorted_token_ids, const TensorView& 
   for (const TensorView* t : {&sorted_token_ids, &expert_ids, &num_tokens_post_pad, &bad_ids}) {
     if (t->defined()) check::same_device(kOp, "outputs", *t, topk_ids.device);
   }
-  if (topk_ids.device.is_cuda()) {
-    throw Error(std::string(kOp) +
-                ": no CUDA kernel in this build yet (issue 5); CPU tensors run the reference");
-  }
   const int64_t capacity = moe_align_capacity(tokens, k, num_local_experts, block_size);
   int32_t* sorted = int32_out("sorted_token_ids", sorted_token_ids, capacity);
   int32_t* blocks = int32_out("expert_ids", expert_ids, capacity / block_size);
   int32_t* post_pad = int32_out("num_tokens_post_pad", num_tokens_post_pad, 1);
   int32_t* bad = check::counter(kOp, "bad_ids", bad_ids, topk_ids.device);
+  if (topk_ids.device.is_cuda()) {
+    // The map is on the device: its values are checked by the kernel (bad ones counted).
+    if (expert_map.defined()) {
+      check::same_device(kOp, "expert_map", expert_map, topk_ids.device);
+      check::dtype_in(kOp, "expert_map", expert_map, {DType::i32});
+      check::vector_of(kOp, "expert_map", expert_map, num_experts);
+    }
+    if (num_local_experts > 1024) {
+      throw_arg_error(kOp, "num_local_experts", "<= 1024 on CUDA",
+                      std::to_string(num_local_experts));
+    }
+    require_cuda_built(kOp, topk_ids.device);
+    Receipt receipt{std::string(kOp), "cuda", "", ""};
+    if constexpr (kCudaBuilt) {
+      const cuda::MoeAlignArgs args{
+          static_cast<const int32_t*>(topk_ids.data),
+          tokens,
+          k,
+          topk_ids.stride(0),
+          topk_ids.stride(1),
+          expert_map.defined() ? static_cast<const int32_t*>(expert_map.data) : nullptr,
+          expert_map.defined() ? expert_map.stride(0) : 1,
+          static_cast<int>(num_experts),
+          static_cast<int>(num_local_experts),
+          static_cast<int>(block_size),
+          capacity,
+          sorted,
+          blocks,
+          post_pad,
+          bad};
+      receipt.variant = cuda::moe_align(args, stream);
+    }
+    record_receipt(std::move(receipt));
+    return;
+  }
   std::vector<int32_t> map(num_experts);
   for (int64_t e = 0; e < num_experts; ++e) {
     map[e] = expert_map.defined() ? -1 : static_cast<int32_t>(e);

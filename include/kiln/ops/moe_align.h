@@ -14,8 +14,9 @@
 // capacity = moe_align_capacity(...) = T k + num_local_experts (block_size - 1), a multiple of
 // block_size. Entries routed to a non-local expert are dropped; an id outside [0, num_experts)
 // is never looked up, dropped, and counted into bad_ids (int32 [1], the caller zeroes it).
-// block_size: a power of two in [16, 128]. On the CPU only for now (the CUDA kernel is to come;
-// a CUDA tensor is a kiln::Error saying so).
+// block_size: a power of two in [16, 128]. On a GPU the expert_map's values are checked by the
+// kernel (a value outside [-1, num_local_experts) drops the entry and counts it as bad), and
+// num_local_experts <= 1024.
 #include <cstdint>
 
 #include "kiln/core/core.h"
