@@ -8,6 +8,7 @@ from .dropout import bias_dropout_add
 from .gather import gather_rows, gather_rows_pair
 from .kv_cache import kv_cache_write_
 from .mhc import mhc_post_mix, mhc_pre_mix, sinkhorn_knopp
+from .moe_align import moe_align_block_size
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .quantize import dequantize_fp8, quantize_fp8
@@ -31,6 +32,7 @@ __all__ = [
     "layer_norm",
     "mhc_post_mix",
     "mhc_pre_mix",
+    "moe_align_block_size",
     "moe_sum",
     "quantize_fp8",
     "relu2",
