@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "ops/topk_order.h"
 
 namespace kiln {
 
@@ -15,13 +16,5 @@ struct TopkProblem {
   bool softmax = false;
   check::RowMatrix scores, values, indices;
 };
-
-// The order topk sorts by: a ranks before b (NaN first, then larger, then the lower index).
-inline bool topk_before(double a, int64_t ia, double b, int64_t ib) {
-  const bool na = a != a, nb = b != b;
-  if (na != nb) return na;
-  if (!na && a != b) return a > b;
-  return ia < ib;
-}
 
 }  // namespace kiln

@@ -18,67 +18,11 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from . import _C
 from . import _ops  # noqa: F401  (fake impls and autograd of torch.ops.kiln.*)
-from . import nn
-from .functional import (
-    add_layer_norm,
-    add_rms_norm,
-    attention,
-    attention_varlen,
-    bias_dropout_add,
-    dequantize_fp8,
-    gather_rows,
-    gather_rows_pair,
-    gelu_residual,
-    hash_router,
-    kv_cache_write_,
-    layer_norm,
-    mhc_post_mix,
-    mhc_pre_mix,
-    moe_align_block_size,
-    moe_sum,
-    quantize_fp8,
-    relu2,
-    rms_norm,
-    rope,
-    rope_,
-    router,
-    sinkhorn_knopp,
-    swiglu,
-    tau_tail_,
-    topk,
-)
+from . import functional, nn
+from .functional import *  # noqa: F401,F403  (the functional API, re-exported)
 
-__all__ = [
-    "Receipt",
-    "add_layer_norm",
-    "add_rms_norm",
-    "attention",
-    "attention_varlen",
-    "bias_dropout_add",
-    "dequantize_fp8",
-    "gather_rows",
-    "gather_rows_pair",
-    "gelu_residual",
-    "hash_router",
-    "kv_cache_write_",
-    "last_receipt",
-    "layer_norm",
-    "mhc_post_mix",
-    "mhc_pre_mix",
-    "moe_align_block_size",
-    "moe_sum",
-    "nn",
-    "quantize_fp8",
-    "relu2",
-    "rms_norm",
-    "rope",
-    "rope_",
-    "router",
-    "sinkhorn_knopp",
-    "swiglu",
-    "tau_tail_",
-    "topk",
-]
+# The package exports the functional API (its list lives in kiln/functional) plus these.
+__all__ = ["Receipt", "last_receipt", "nn", *functional.__all__]
 
 
 @dataclasses.dataclass(frozen=True)

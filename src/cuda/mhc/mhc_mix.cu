@@ -6,9 +6,9 @@
 // Napkin math (n = 4, C = 8192, bf16, T = 4096): the forward moves (2n + 1) T C = 9 x 64 MiB, the
 // backward (3n + 2) T C = 14 x 64 MiB; per 8-column access a thread does ~n(n + 1) x 8 FMAs
 // forward and ~2n(n + 1) x 8 backward, far below the FP32 rate at H100 bandwidth (~14 B/clk/SM),
-// so both are bound by memory. n = 4 is its own instance (loops fully unrolled, H in smem at
-// compile-time offsets); any n <= 8 runs on the kMhcMaxStreams instance whose unrolled loops stop
-// at the run-time n.
+// so both are bound by memory. n = 4 is its own instance (loops fully unrolled; the backward's H
+// in smem at compile-time offsets); any n <= 8 runs on the kMhcMaxStreams instance whose unrolled
+// loops stop at the run-time n.
 //
 // The backward's n(n + 1) dot products a token are reduced in a fixed order: each thread over its
 // columns in order, warp butterflies, then the warps in order (the block size depends on C only).

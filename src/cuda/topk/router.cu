@@ -44,11 +44,11 @@ __device__ __forceinline__ uint32_t dropped_groups(const float (&sel)[kPerLane],
     int first_index = -1;
     for (int e = lane * per; e < (lane + 1) * per; ++e) {
       const float v = row_sel[e];
-      if (first_index < 0 || topk_before_device(v, e, first, first_index)) {
+      if (first_index < 0 || topk_before(v, e, first, first_index)) {
         second = first;
         first = v;
         first_index = e;
-      } else if (topk_before_device(v, e, second, -1) || second == -INFINITY) {
+      } else if (topk_before(v, e, second, -1) || second == -INFINITY) {
         second = v;
       }
     }

@@ -55,7 +55,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 std::string topk(const TopkProblem& p, Stream stream) {
   if (p.rows == 0) return "empty";
-  const int per_lane = static_cast<int>((p.experts + 31) / 32);
   const TopkArgs args{p.scores.data,
                       p.values.data,
                       static_cast<int32_t*>(p.indices.data),
@@ -67,8 +66,8 @@ std::string topk(const TopkProblem& p, Stream stream) {
                       static_cast<int>(p.k),
                       p.softmax};
   const auto blocks = static_cast<unsigned>((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  int instance = 1;
-  while (instance < per_lane) instance *= 2;
+  int instance = 1;  // scores a lane holds: a power of two >= E / 32
+  while (32 * instance < p.experts) instance *= 2;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_bool(p.values_dtype == DType::f32, [&](auto vf) {

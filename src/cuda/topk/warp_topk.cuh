@@ -5,14 +5,9 @@
 // (the router's unbiased score). Lane r ends holding pick r.
 #include <cstdint>
 
-namespace kiln::cuda {
+#include "ops/topk_order.h"
 
-__device__ __forceinline__ bool topk_before_device(float a, int ia, float b, int ib) {
-  const bool na = a != a, nb = b != b;
-  if (na != nb) return na;
-  if (!na && a != b) return a > b;
-  return ia < ib;
-}
+namespace kiln::cuda {
 
 struct Pick {
   float key = 0.f, payload = 0.f;
@@ -31,7 +26,7 @@ __device__ __forceinline__ Pick warp_topk(const float (&key)[kPerLane],
     for (int m = 0; m < kPerLane; ++m) {
       if (taken & (1u << m)) continue;
       const int e = lane + 32 * m;
-      if (best.index < 0 || topk_before_device(key[m], e, best.key, best.index)) {
+      if (best.index < 0 || topk_before(key[m], e, best.key, best.index)) {
         best = {key[m], payload[m], e};
       }
     }
@@ -42,7 +37,7 @@ __device__ __forceinline__ Pick warp_topk(const float (&key)[kPerLane],
       other.payload = __shfl_xor_sync(~0u, best.payload, o);
       other.index = __shfl_xor_sync(~0u, best.index, o);
       if (other.index >= 0 &&
-          (best.index < 0 || topk_before_device(other.key, other.index, best.key, best.index))) {
+          (best.index < 0 || topk_before(other.key, other.index, best.key, best.index))) {
         best = other;
       }
     }
