@@ -1,13 +1,18 @@
-// Entry points of dense varlen attention: validate everything, then run the float64 reference on
-// the CPU. CUDA tensors are refused with a message until the kernels land (issue 4).
+// Entry points of dense varlen attention: validate everything, then run the CUDA kernel (forward)
+// or the float64 reference on the CPU. The CUDA backward is not written yet (issue 4): a CUDA
+// tensor there is a kiln::Error saying so.
 #include "kiln/ops/attention.h"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/check.h"
 #include "core/element.h"
+#include "cuda/attention/attention_launch.h"
 #include "kiln/core/receipt.h"
 #include "ops/attention_metadata.h"
 #include "ref/attention.h"
@@ -44,24 +49,29 @@ void expect_sizes(std::string_view op, std::string_view arg, const TensorView& t
   }
 }
 
-// The validated problem in the reference's terms.
-ref::AttentionShape make_shape(std::string_view op, const TensorView& q, const TensorView& k,
-                               const TensorView& v, const AttentionMasks& m,
-                               const AttentionOptions& o) {
+struct HeadDims {
+  int64_t hq, hkv, d, dv;
+};
+
+// q, k, v and the options (everything but the sequence metadata).
+HeadDims check_heads(std::string_view op, const TensorView& q, const TensorView& k,
+                     const TensorView& v, const AttentionOptions& o) {
   heads_tensor(op, "q", q, q);
   heads_tensor(op, "k", k, q);
   heads_tensor(op, "v", v, q);
-  const int64_t hq = q.size(1), hkv = k.size(1), d = q.size(2), dv = v.size(2);
-  expect_sizes(op, "k", k, k.size(0), hkv, d);
-  expect_sizes(op, "v", v, k.size(0), hkv, dv);
-  if (hkv < 1 || hq % hkv != 0) {
-    throw_arg_error(op, "q", "a head count that is a multiple of k's (" + std::to_string(hkv) + ")",
-                    std::to_string(hq) + " heads");
+  const HeadDims h{q.size(1), k.size(1), q.size(2), v.size(2)};
+  expect_sizes(op, "k", k, k.size(0), h.hkv, h.d);
+  expect_sizes(op, "v", v, k.size(0), h.hkv, h.dv);
+  if (h.hkv < 1 || h.hq % h.hkv != 0) {
+    throw_arg_error(op, "q",
+                    "a head count that is a multiple of k's (" + std::to_string(h.hkv) + ")",
+                    std::to_string(h.hq) + " heads");
   }
-  const bool supported = (d == dv && (d == 64 || d == 128 || d == 256)) || (d == 192 && dv == 128);
+  const bool supported =
+      (h.d == h.dv && (h.d == 64 || h.d == 128 || h.d == 256)) || (h.d == 192 && h.dv == 128);
   if (!supported) {
     throw_arg_error(op, "q", "head dims D = Dv in {64, 128, 256} or D = 192 with Dv = 128",
-                    "D = " + std::to_string(d) + ", Dv = " + std::to_string(dv));
+                    "D = " + std::to_string(h.d) + ", Dv = " + std::to_string(h.dv));
   }
   if (!(o.softmax_scale > 0) || !std::isfinite(o.softmax_scale)) {
     throw_arg_error(op, "softmax_scale", "a finite value > 0", std::to_string(o.softmax_scale));
@@ -69,11 +79,13 @@ ref::AttentionShape make_shape(std::string_view op, const TensorView& q, const T
   if (!(o.softcap >= 0) || !std::isfinite(o.softcap)) {
     throw_arg_error(op, "softcap", "a finite value >= 0 (0: none)", std::to_string(o.softcap));
   }
-  if (q.device.is_cuda()) {
-    throw Error(std::string(op) +
-                ": no CUDA kernel in this build yet (issue 4); CPU tensors run the float64 "
-                "reference");
-  }
+  return h;
+}
+
+// The validated problem in the reference's terms (metadata read and checked on the host).
+ref::AttentionShape host_shape(std::string_view op, const TensorView& q, const TensorView& k,
+                               const HeadDims& h, const AttentionMasks& m,
+                               const AttentionOptions& o) {
   ref::AttentionShape s;
   s.cu_q = meta::seqlens(op, "cu_seqlens_q", m.cu_seqlens_q);
   s.cu_k = meta::seqlens(op, "cu_seqlens_k", m.cu_seqlens_k);
@@ -99,10 +111,10 @@ ref::AttentionShape make_shape(std::string_view op, const TensorView& q, const T
     s.doc_q = meta::int32_vector(op, "doc_ids_q", m.doc_ids_q, q.size(0));
     s.doc_k = meta::int32_vector(op, "doc_ids_k", m.doc_ids_k, k.size(0));
   }
-  s.hq = hq;
-  s.hkv = hkv;
-  s.d = d;
-  s.dv = dv;
+  s.hq = h.hq;
+  s.hkv = h.hkv;
+  s.d = h.d;
+  s.dv = h.dv;
   s.scale = o.softmax_scale;
   s.softcap = o.softcap;
   s.rules = {m.causal, m.window_left, m.window_right};
@@ -146,26 +158,141 @@ void check_lse(std::string_view op, const TensorView& lse, const TensorView& q) 
   }
 }
 
+// An int32 vector on the device (n < 0: any length >= 1), contiguous; returns its length.
+int64_t device_int32(std::string_view op, std::string_view arg, const TensorView& t, int64_t n,
+                     const Device& device) {
+  check::present(op, arg, t);
+  check::dtype_in(op, arg, t, {DType::i32});
+  check::same_device(op, arg, t, device);
+  if (t.rank != 1 || (n >= 0 && t.size(0) != n) || t.size(0) < 1) {
+    throw_arg_error(op, arg, n >= 0 ? "int32 [" + std::to_string(n) + "]" : "int32 [B + 1]",
+                    t.describe());
+  }
+  if (t.size(0) > 1 && t.stride(0) != 1) {
+    throw_arg_error(op, arg, "a contiguous vector on the GPU",
+                    "stride " + std::to_string(t.stride(0)));
+  }
+  return t.size(0);
+}
+
+// The CUDA kernels move 16-byte chunks of rows: data and token/head strides 16-byte aligned.
+void rows_aligned16(std::string_view op, std::string_view arg, const TensorView& t) {
+  const auto address = reinterpret_cast<uintptr_t>(t.data);
+  const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype));
+  for (int dim = 0; dim < 2; ++dim) {
+    if (t.size(dim) > 1 && (t.stride(dim) * elem) % 16 != 0) {
+      throw_arg_error(
+          op, arg, "token and head strides that are multiples of 16 bytes on the GPU",
+          "stride(" + std::to_string(dim) + ") = " + std::to_string(t.stride(dim)) + " elements");
+    }
+  }
+  if (address % 16 != 0) {
+    throw_arg_error(op, arg, "a 16-byte aligned data pointer on the GPU",
+                    "an address = " + std::to_string(address % 16) + " mod 16");
+  }
+}
+
+// The launch arguments of a CUDA problem. Metadata values live on the device: the kernel checks
+// them and counts bad sequences into masks.bad_metadata (they are skipped, never dereferenced
+// past the tensors).
+cuda::AttentionForwardArgs device_args(std::string_view op, const TensorView& out,
+                                       const TensorView& lse, const TensorView& q,
+                                       const TensorView& k, const TensorView& v, const HeadDims& h,
+                                       const AttentionMasks& m, const AttentionOptions& o) {
+  cuda::AttentionForwardArgs a;
+  const int64_t batch = device_int32(op, "cu_seqlens_q", m.cu_seqlens_q, -1, q.device) - 1;
+  device_int32(op, "cu_seqlens_k", m.cu_seqlens_k, batch + 1, q.device);
+  if (m.valid_q.defined()) device_int32(op, "valid_q", m.valid_q, batch, q.device);
+  if (m.valid_k.defined()) device_int32(op, "valid_k", m.valid_k, batch, q.device);
+  if (m.doc_ids_q.defined() != m.doc_ids_k.defined()) {
+    throw_arg_error(op, m.doc_ids_q.defined() ? "doc_ids_k" : "doc_ids_q",
+                    "both document id tensors or neither", "only one");
+  }
+  if (m.doc_ids_q.defined()) {
+    device_int32(op, "doc_ids_q", m.doc_ids_q, q.size(0), q.device);
+    device_int32(op, "doc_ids_k", m.doc_ids_k, k.size(0), q.device);
+  }
+  if (m.bad_metadata.defined()) device_int32(op, "bad_metadata", m.bad_metadata, 1, q.device);
+  if (h.hq > 65535)
+    throw_arg_error(op, "q", "at most 65535 heads on the GPU", std::to_string(h.hq));
+  for (const auto& [arg, t] :
+       {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}, std::pair{"out", &out}}) {
+    rows_aligned16(op, arg, *t);
+  }
+  auto ptr = [](const TensorView& t) {
+    return t.defined() ? static_cast<const int32_t*>(t.data) : nullptr;
+  };
+  a.q = q.data;
+  a.k = k.data;
+  a.v = v.data;
+  a.out = out.data;
+  a.lse = static_cast<float*>(lse.data);
+  a.q_token = q.stride(0);
+  a.q_head = q.stride(1);
+  a.k_token = k.stride(0);
+  a.k_head = k.stride(1);
+  a.v_token = v.stride(0);
+  a.v_head = v.stride(1);
+  a.out_token = out.stride(0);
+  a.out_head = out.stride(1);
+  a.lse_head = lse.stride(0);
+  a.lse_token = lse.stride(1);
+  a.cu_q = ptr(m.cu_seqlens_q);
+  a.cu_k = ptr(m.cu_seqlens_k);
+  a.doc_q = ptr(m.doc_ids_q);
+  a.doc_k = ptr(m.doc_ids_k);
+  a.valid_q = ptr(m.valid_q);
+  a.valid_k = ptr(m.valid_k);
+  a.bad_metadata = m.bad_metadata.defined() ? static_cast<int32_t*>(m.bad_metadata.data) : nullptr;
+  a.total_q = q.size(0);
+  a.total_k = k.size(0);
+  a.batch = static_cast<int>(batch);
+  a.hq = static_cast<int>(h.hq);
+  a.hkv = static_cast<int>(h.hkv);
+  a.head_dim = static_cast<int>(h.d);
+  a.head_dim_v = static_cast<int>(h.dv);
+  a.dtype = q.dtype;
+  a.rules = {m.causal, m.window_left, m.window_right};
+  constexpr double kLog2e = 1.4426950408889634;
+  a.scale_log2 = static_cast<float>(o.softmax_scale * kLog2e);
+  if (o.softcap > 0) {
+    a.softcap_in = static_cast<float>(o.softmax_scale / o.softcap);
+    a.softcap_log2 = static_cast<float>(o.softcap * kLog2e);
+  }
+  return a;
+}
+
 }  // namespace
 
 void attention_varlen(const TensorView& out, const TensorView& lse, const TensorView& q,
                       const TensorView& k, const TensorView& v, const AttentionMasks& masks,
-                      const AttentionOptions& options, Stream) {
+                      const AttentionOptions& options, Stream stream) {
   constexpr std::string_view op = "attention_varlen";
   check::present(op, "out", out);
   check::present(op, "lse", lse);
-  const ref::AttentionShape s = make_shape(op, q, k, v, masks, options);
+  const HeadDims h = check_heads(op, q, k, v, options);
   heads_tensor(op, "out", out, q);
-  expect_sizes(op, "out", out, q.size(0), s.hq, s.dv);
+  expect_sizes(op, "out", out, q.size(0), h.hq, h.dv);
   check_lse(op, lse, q);
+  if (q.device.is_cuda()) {
+    const cuda::AttentionForwardArgs args = device_args(op, out, lse, q, k, v, h, masks, options);
+    const struct {
+      std::string op;
+      Device device;
+    } problem{std::string(op), q.device};
+    run_on_backend(
+        problem, "", [] {}, [&] { return cuda::attention_forward(args, stream); });
+    return;
+  }
+  const ref::AttentionShape s = host_shape(op, q, k, h, masks, options);
   std::vector<double> o(out.numel()), l(s.hq * s.total_q());
   ref::attention_forward(s, to_doubles(q).data(), to_doubles(k).data(), to_doubles(v).data(),
                          o.data(), l.data());
   from_doubles(o, out);
-  for (int64_t h = 0; h < s.hq; ++h) {
+  for (int64_t hd = 0; hd < s.hq; ++hd) {
     for (int64_t t = 0; t < s.total_q(); ++t) {
-      static_cast<float*>(lse.data)[h * lse.stride(0) + t * lse.stride(1)] =
-          static_cast<float>(l[h * s.total_q() + t]);
+      static_cast<float*>(lse.data)[hd * lse.stride(0) + t * lse.stride(1)] =
+          static_cast<float>(l[hd * s.total_q() + t]);
     }
   }
   record_receipt({std::string(op), "reference", "ref::attention_forward", ""});
@@ -177,7 +304,13 @@ void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const
                                const AttentionMasks& masks, const AttentionOptions& options,
                                Stream) {
   constexpr std::string_view op = "attention_varlen_backward";
-  const ref::AttentionShape s = make_shape(op, q, k, v, masks, options);
+  const HeadDims h = check_heads(op, q, k, v, options);
+  if (q.device.is_cuda()) {
+    throw Error(std::string(op) +
+                ": no CUDA backward kernel in this build yet (issue 4); CPU tensors run the "
+                "float64 reference");
+  }
+  const ref::AttentionShape s = host_shape(op, q, k, h, masks, options);
   struct Like {
     const char* name;
     const TensorView& t;

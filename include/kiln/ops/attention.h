@@ -1,8 +1,12 @@
 #pragma once
 // Dense attention over packed variable-length sequences (issue 4): the contract, validated in
-// full, with the float64 reference as its backend on the CPU. The CUDA kernels (FlashAttention-
-// style, wgmma + TMA) are not in this build yet: a CUDA tensor is a kiln::Error saying so,
-// never a silent fallback.
+// full. CPU tensors run the float64 reference; CUDA tensors run the forward kernel (FlashAttention
+// -2 style on mma.sync for now; wgmma + TMA to come). The CUDA backward is not in this build yet:
+// a CUDA tensor there is a kiln::Error saying so, never a silent fallback.
+//
+// On the GPU, q, k, v and out need 16-byte aligned data and token/head strides (multiples of 8
+// elements); document ids must be non-decreasing along each sequence (the kernels skip key tiles
+// by the id ranges of their first and last tokens).
 //
 // q [total_q, Hq, D], k [total_k, Hkv, D], v [total_k, Hkv, Dv]; bf16 or f16, one dtype; the last
 // dim contiguous, the other strides free (views into one fused qkv buffer work). Hq a multiple of
@@ -29,6 +33,12 @@ struct AttentionMasks {
   TensorView valid_q, valid_k;            // int32 [B], or absent
   bool causal = false;
   int64_t window_left = -1, window_right = -1;
+  // int32 [1] on the GPU, or absent. The metadata of CUDA tensors stays on the device (no host
+  // copy, no sync): the kernel checks each sequence (offsets within the tensors and
+  // non-decreasing, cu_seqlens 0 first and ending at the totals, valid prefixes within their
+  // sequence) and adds the number of bad ones here; a bad sequence is skipped (its rows of out
+  // and lse are not written). CPU metadata is checked on the host and throws instead.
+  TensorView bad_metadata;
 };
 
 struct AttentionOptions {

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of the attention forward: kiln vs SDPA (flash, cuDNN) and FlexAttention.
+
+bf16, B*T = 16384 tokens, H*D = 2048 unless said (issue 4's shapes). Implementations:
+  sdpa_flash   torch SDPA restricted to its FlashAttention-2 backend
+  sdpa_cudnn   torch SDPA restricted to its cuDNN backend
+  flex         torch.compile(flex_attention) with a block mask (document and window cases,
+               where SDPA has no equivalent mask)
+  kiln         kiln.attention_varlen (cu_seqlens built once, outside the timing)
+Each output is compared with the first peer's (max |difference|). TFLOP/s counts 4 * D * the
+visible (query, key) pairs, which is FlashAttention's 4*B*H*T^2*D (halved for causal) on the
+plain cases. Timing and output files: activation_peers.py's (CUDA events, L2 flushed, median).
+
+Usage: python3 bench/peers/attention_peers.py [--quick] [--out DIR] [--commit SHA]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from activation_peers import Timer, load_kiln, parse_args, write_results  # noqa: E402
+
+
+def doc_lengths(t, n, gen):
+    """n random document lengths summing to t (each >= 64)."""
+    cuts = sorted(torch.randint(1, t // 64, (n - 1,), generator=gen).unique().tolist())
+    cuts = [c * 64 for c in cuts]
+    edges = [0] + cuts + [t]
+    return [b - a for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def visible_pairs(t, causal, window, docs):
+    """(query, key) pairs one sequence of t tokens attends to."""
+    if docs is not None:
+        return sum(L * (L + 1) // 2 if causal else L * L for L in docs)
+    if window is not None:
+        left = window
+        return sum(min(i, left) + 1 for i in range(t))
+    return t * (t + 1) // 2 if causal else t * t
+
+
+def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndocs=0):
+    dev = "cuda"
+    gen = torch.Generator().manual_seed(hash(name) % 2**31)
+    q = torch.randn(b, t, hq, d, generator=gen).to(dev, torch.bfloat16)
+    k = torch.randn(b, t, hkv, d, generator=gen).to(dev, torch.bfloat16)
+    v = torch.randn(b, t, hkv, d, generator=gen).to(dev, torch.bfloat16)
+    docs = doc_lengths(t, ndocs, gen) if ndocs else None
+    impls = {}
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, T, D] for torch
+    gqa = hq != hkv
+    if window is None and docs is None:
+        for label, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION),
+                               ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+            def sdpa(backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal,
+                                                          enable_gqa=gqa).transpose(1, 2)
+            impls[label] = sdpa
+    else:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        doc_of = None
+        if docs is not None:
+            doc_of = torch.repeat_interleave(torch.arange(len(docs)), torch.tensor(docs)).to(dev)
+
+        def mask_mod(bb, hh, qi, ki):
+            ok = qi >= ki
+            if window is not None:
+                ok = ok & (qi - ki <= window)
+            if doc_of is not None:
+                ok = ok & (doc_of[qi] == doc_of[ki])
+            return ok
+        block_mask = create_block_mask(mask_mod, None, None, t, t, device=dev)
+        flex = torch.compile(flex_attention, dynamic=False)
+        impls["flex"] = lambda: flex(qt, kt, vt, block_mask=block_mask,
+                                     enable_gqa=gqa).transpose(1, 2)
+    if kiln is not None:
+        cu = torch.arange(0, (b + 1) * t, t, dtype=torch.int32, device=dev)
+        qf, kf, vf = q.view(b * t, hq, d), k.view(b * t, hkv, d), v.view(b * t, hkv, d)
+        kw = {"causal": causal}
+        if window is not None:
+            kw["window"] = (window, -1)
+        if docs is not None:
+            ids = torch.repeat_interleave(torch.arange(len(docs), dtype=torch.int32),
+                                          torch.tensor(docs)).to(dev).repeat(b)
+            kw["doc_ids"] = (ids, ids)
+        impls["kiln"] = lambda: kiln.attention_varlen(qf, kf, vf, cu, cu, **kw).view(b, t, hq, d)
+    flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
+    rows, want = [], None
+    for label, fn in impls.items():
+        try:
+            out = fn()
+            diff = 0.0 if want is None else (out.float() - want.float()).abs().max().item()
+            if want is None:
+                want = out
+            ms = timer.measure(lambda _: fn(), reps=reps)
+            rows.append({"case": name, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
+                         "max_diff": diff})
+            print(f"{name:28s} {label:10s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
+                  f"diff {diff:.3g}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 -- a peer missing on this machine is reported
+            print(f"{name:28s} {label:10s} failed: {str(e).splitlines()[0][:160]}", file=sys.stderr)
+            rows.append({"case": name, "impl": label, "error": str(e).splitlines()[0][:160]})
+    return rows
+
+
+def main():
+    args = parse_args()
+    kiln = load_kiln()
+    timer = Timer(torch.device("cuda"))
+    reps = 10 if args.quick else 30
+    cases = [  # name, B, T, Hq, Hkv, D, causal, extra
+        ("d128_T2048", 8, 2048, 16, 16, 128, False, {}),
+        ("d128_T2048_causal", 8, 2048, 16, 16, 128, True, {}),
+        ("d128_T8192", 2, 8192, 16, 16, 128, False, {}),
+        ("d128_T8192_causal", 2, 8192, 16, 16, 128, True, {}),
+        ("d64_T8192_causal", 2, 8192, 32, 32, 64, True, {}),
+        ("d256_T8192_causal", 2, 8192, 8, 8, 256, True, {}),
+        ("gqa32x8_d128_T8192_causal", 2, 8192, 32, 8, 128, True, {}),
+        ("docs8_d128_T8192_causal", 2, 8192, 16, 16, 128, True, {"ndocs": 8}),
+        ("window1024_d128_T8192", 2, 8192, 16, 16, 128, True, {"window": 1024}),
+    ]
+    if args.quick:
+        cases = cases[:2]
+    rows = []
+    for name, b, t, hq, hkv, d, causal, extra in cases:
+        rows += run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, **extra)
+    lines = [f"# attention forward peers: {torch.cuda.get_device_name()}", "",
+             f"- commit {args.commit}, torch {torch.__version__}, bf16, median of {reps}", "",
+             "| case | impl | ms | TFLOP/s | max diff vs first | best peer / kiln |",
+             "|---|---|---|---|---|---|"]
+    for name, *_ in cases:
+        mine = [r for r in rows if r["case"] == name and "ms" in r]
+        k = next((r for r in mine if r["impl"] == "kiln"), None)
+        peers = [r for r in mine if r["impl"] != "kiln"]
+        for r in mine:
+            ratio = f"{min(p['ms'] for p in peers) / k['ms']:.2f}" if r is k and peers else ""
+            lines.append(f"| {name} | {r['impl']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
+                         f"{r['max_diff']:.3g} | {ratio} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(args.out, "attention_peers", text, {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+#pragma once
+// The forward kernel's head-dim configurations, one translation unit each (compile time).
+#include <string>
+
+#include "cuda/attention/attention_launch.h"
+
+namespace kiln::cuda {
+
+std::string attention_forward_d64(const AttentionForwardArgs& a, Stream stream);
+std::string attention_forward_d128(const AttentionForwardArgs& a, Stream stream);
+std::string attention_forward_d256(const AttentionForwardArgs& a, Stream stream);
+std::string attention_forward_d192_dv128(const AttentionForwardArgs& a, Stream stream);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,37 @@
+#pragma once
+// CUDA attention forward: the launch arguments of a validated problem (CUDA-free, so the entry
+// point in src/ops builds without nvcc) and the launcher, which returns the variant it ran.
+#include <cstdint>
+#include <string>
+
+#include "attention/mask_rules.h"
+#include "kiln/core/dtype.h"
+#include "kiln/core/stream.h"
+
+namespace kiln::cuda {
+
+struct AttentionForwardArgs {
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  void* out = nullptr;
+  float* lse = nullptr;
+  // Element strides of [tokens, heads, dim] views (the dim is contiguous) and of lse [Hq, total_q].
+  int64_t q_token = 0, q_head = 0, k_token = 0, k_head = 0, v_token = 0, v_head = 0;
+  int64_t out_token = 0, out_head = 0, lse_head = 0, lse_token = 0;
+  // Device metadata: cu_seqlens int32 [B + 1]; documents int32 [total] and valid prefixes int32
+  // [B] may be null. Bad values are counted into bad_metadata (int32 [1], may be null) by one CTA.
+  const int32_t *cu_q = nullptr, *cu_k = nullptr;
+  const int32_t *doc_q = nullptr, *doc_k = nullptr;
+  const int32_t *valid_q = nullptr, *valid_k = nullptr;
+  int32_t* bad_metadata = nullptr;
+  int64_t total_q = 0, total_k = 0;
+  int batch = 0, hq = 1, hkv = 1, head_dim = 0, head_dim_v = 0;
+  DType dtype = DType::bf16;
+  attention::MaskRules rules;
+  float scale_log2 = 0;    // softmax_scale * log2(e): the scores in base-2 units
+  float softcap_in = 0;    // softmax_scale / softcap (> 0 only when soft-capping)
+  float softcap_log2 = 0;  // softcap * log2(e)
+};
+
+std::string attention_forward(const AttentionForwardArgs& a, Stream stream);
+
+}  // namespace kiln::cuda
