@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "attention/mask_rules.h"
 #include "cuda/attention/attention_launch.h"
@@ -96,7 +97,14 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
   return {found[0], found[1]};
 }
 
-template <typename T, int kD, int kDv, int kMTiles, int kBlockN>
+// 2^x on the MUFU unit (ex2.approx, -inf -> 0): what --use_fast_math makes of exp2f.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename T, int kD, int kDv, int kMTiles, int kBlockN, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const __grid_constant__ AttentionForwardArgs a) {
   constexpr int kBlockM = 16 * kMTiles * kWarps;
@@ -143,7 +151,10 @@ __global__ void __launch_bounds__(kThreads)
     t_rows.q_doc_min = a.doc_q[q_begin + q0];
     t_rows.q_doc_max = a.doc_q[q_begin + last_row];
   }
-  int n_begin = 0, n_end = 0;
+  // Without documents every key tile between the first row's first visible key and the last
+  // row's last one is visible to some row (both ends rise with the row), and the tiles every
+  // pair of which is visible form the sub-range [full_begin, full_end): no per-tile predicate.
+  int n_begin = 0, n_end = 0, full_begin = 0, full_end = 0;
   if (last_row >= q0) {
     const attention::KeyRange first = attention::visible_keys(a.rules, seq, q0);
     const attention::KeyRange last = attention::visible_keys(a.rules, seq, last_row);
@@ -151,33 +162,31 @@ __global__ void __launch_bounds__(kThreads)
       n_begin = static_cast<int>(first.lo) / kBlockN;
       n_end = static_cast<int>((last.hi + kBlockN - 1) / kBlockN);
     }
+    if (q1 <= seq.valid_q) {
+      full_begin = static_cast<int>((last.lo + kBlockN - 1) / kBlockN);
+      full_end = static_cast<int>(min(first.hi, seq.valid_k) / kBlockN);
+    }
   }
   auto tile_of = [&](int n) {
     attention::Tile t = t_rows;
     t.k0 = int64_t{n} * kBlockN;
     t.k1 = min(t.k0 + kBlockN, seq.lk);
-    if (docs && t.k0 < seq.valid_k) {
+    if (t.k0 < seq.valid_k) {
       t.k_doc_min = a.doc_k[k_begin + t.k0];
       t.k_doc_max = a.doc_k[k_begin + min(t.k1, seq.valid_k) - 1];
     }
     return t;
   };
   auto next_visible = [&](int n) {
+    if (!docs) return n;
     while (n < n_end && !attention::tile_may_be_visible(a.rules, seq, tile_of(n))) ++n;
     return n;
   };
-  // Every pair of the tile visible: no per-element mask.
   auto fully_visible = [&](int n) {
-    const int k0 = n * kBlockN, k1 = k0 + kBlockN;
-    if (q1 > seq.valid_q || k1 > seq.valid_k) return false;
-    if (docs) {
-      const attention::Tile t = tile_of(n);
-      if (t.q_doc_min != t.q_doc_max || t.k_doc_min != t.k_doc_max || t.q_doc_min != t.k_doc_min)
-        return false;
-    }
-    const attention::KeyRange first = attention::visible_keys(a.rules, seq, q0);
-    const attention::KeyRange last = attention::visible_keys(a.rules, seq, q1 - 1);
-    return first.hi >= k1 && last.lo <= k0;
+    if (n < full_begin || n >= full_end) return false;
+    if (!docs) return true;
+    const attention::Tile t = tile_of(n);
+    return t.q_doc_min == t.q_doc_max && t.k_doc_min == t.k_doc_max && t.q_doc_min == t.k_doc_min;
   };
   auto load_kv = [&](int n, int stage) {
     const int k0 = n * kBlockN;
@@ -254,24 +263,31 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // Scores in base-2 units (soft-capped first), the mask where the tile needs one.
-    const bool masked = !fully_visible(n);
-    const int k0 = n * kBlockN;
+    // Scores in base-2 units (soft-capped first), then the mask where the tile needs one.
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          float x = s[mt][nt][c];
-          x = a.softcap_in > 0 ? a.softcap_log2 * tanhf(x * a.softcap_in) : x * a.scale_log2;
-          if (masked) {
+          const float x = s[mt][nt][c];
+          s[mt][nt][c] = kSoftcap ? a.softcap_log2 * tanhf(x * a.softcap_in) : x * a.scale_log2;
+        }
+      }
+    }
+    if (!fully_visible(n)) {
+      const int k0 = n * kBlockN;
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
             const int h = c / 2, col = 8 * nt + 2 * (lane % 4) + c % 2, j = k0 + col;
             const bool see = j >= row_lo[mt][h] && j < row_hi[mt][h] &&
                              (!docs || s_doc_k[stage][col] == row_doc[mt][h]);
-            if (!see) x = -INFINITY;
+            if (!see) s[mt][nt][c] = -INFINITY;
           }
-          s[mt][nt][c] = x;
         }
       }
     }
@@ -288,13 +304,13 @@ __global__ void __launch_bounds__(kThreads)
         m = fmaxf(m, __shfl_xor_sync(~0u, m, 1));
         m = fmaxf(m, __shfl_xor_sync(~0u, m, 2));
         const float base = m == -INFINITY ? 0.f : m;  // no -inf - -inf
-        const float correction = exp2f(row_max[mt][h] - base);
+        const float correction = fast_exp2(row_max[mt][h] - base);
         row_max[mt][h] = m;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-          s[mt][nt][2 * h] = exp2f(s[mt][nt][2 * h] - base);
-          s[mt][nt][2 * h + 1] = exp2f(s[mt][nt][2 * h + 1] - base);
+          s[mt][nt][2 * h] = fast_exp2(s[mt][nt][2 * h] - base);
+          s[mt][nt][2 * h + 1] = fast_exp2(s[mt][nt][2 * h + 1] - base);
           sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
         }
         row_sum[mt][h] = row_sum[mt][h] * correction + sum;
@@ -388,16 +404,24 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
     kernel<<<grid, kThreads, smem, stream>>>(a);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
-  if (a.dtype == DType::bf16) {
-    run(attention_forward_kernel<__nv_bfloat16, kD, kDv, kMTiles, kBlockN>,
-        smem_bytes<__nv_bfloat16, kD, kDv, kMTiles, kBlockN>());
+  auto pick = [&](auto softcap) {
+    constexpr bool kCap = decltype(softcap)::value;
+    if (a.dtype == DType::bf16) {
+      run(attention_forward_kernel<__nv_bfloat16, kD, kDv, kMTiles, kBlockN, kCap>,
+          smem_bytes<__nv_bfloat16, kD, kDv, kMTiles, kBlockN>());
+    } else {
+      run(attention_forward_kernel<__half, kD, kDv, kMTiles, kBlockN, kCap>,
+          smem_bytes<__half, kD, kDv, kMTiles, kBlockN>());
+    }
+  };
+  if (a.softcap_in > 0) {
+    pick(std::true_type{});
   } else {
-    run(attention_forward_kernel<__half, kD, kDv, kMTiles, kBlockN>,
-        smem_bytes<__half, kD, kDv, kMTiles, kBlockN>());
+    pick(std::false_type{});
   }
   return std::string("attention_fwd_mma_sync<") + dtype_tag(a.dtype) + ",d" + std::to_string(kD) +
          (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" + std::to_string(kBlockM) + ",n" +
-         std::to_string(kBlockN) + ">";
+         std::to_string(kBlockN) + (a.softcap_in > 0 ? ",softcap" : "") + ">";
 }
 
 }  // namespace kiln::cuda::attention_fwd
