@@ -1,7 +1,8 @@
-// moe_align_block_size: validate, then group the routed entries by local expert on the host (the
-// reference; the CUDA kernel is to come, and CUDA tensors are refused until then).
+// moe_align_block_size: validate, then group the routed entries by local expert: on the GPU
+// (cuda/moe/moe_align.cu) or on the host (the reference).
 #include "kiln/ops/moe_align.h"
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,11 @@ void moe_align_block_size(const TensorView& sorted_token_ids, const TensorView& 
     if (num_local_experts > 1024) {
       throw_arg_error(kOp, "num_local_experts", "<= 1024 on CUDA",
                       std::to_string(num_local_experts));
+    }
+    if (capacity > INT32_MAX) {  // the kernel's slot and entry arithmetic is 32-bit
+      throw_arg_error(kOp, "topk_ids",
+                      "T * k + num_local_experts * (block_size - 1) < 2^31 on CUDA",
+                      std::to_string(capacity) + " slots");
     }
     require_cuda_built(kOp, topk_ids.device);
     Receipt receipt{std::string(kOp), "cuda", "", ""};

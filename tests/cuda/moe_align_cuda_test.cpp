@@ -18,10 +18,16 @@ using testing::DeviceBuffer;
 struct Case {
   int64_t tokens, k, experts, block;
   bool map, one_expert, bad;
+  // 0: contiguous ids; 1: rows k + 3 apart (the kernel's strided, dividing path); 2: contiguous
+  // but one element past a 16-byte boundary (flat, scalar loads).
+  int layout = 0;
   std::string name() const {
     return "T" + std::to_string(tokens) + "_k" + std::to_string(k) + "_E" +
            std::to_string(experts) + "_b" + std::to_string(block) + (map ? "_map" : "") +
-           (one_expert ? "_one" : "") + (bad ? "_bad" : "");
+           (one_expert ? "_one" : "") + (bad ? "_bad" : "") +
+           (layout == 1   ? "_rowpad"
+            : layout == 2 ? "_offset"
+                          : "");
   }
 };
 
@@ -47,9 +53,15 @@ TEST_P(MoeAlignCuda, MatchesReferenceExactly) {
   }
   const int64_t cap = moe_align_capacity(c.tokens, c.k, local, c.block);
   const Device gpu = Device::cuda(0);
-  DeviceBuffer ids_d(gpu, ids.size() * 4), map_d(gpu, std::max<size_t>(map.size(), 1) * 4),
+  // The ids as the device sees them: row t at t * row + lead.
+  const int64_t row = c.layout == 1 ? c.k + 3 : c.k, lead = c.layout == 2 ? 1 : 0;
+  std::vector<int32_t> stored(c.tokens * row + lead, 7);
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t j = 0; j < c.k; ++j) stored[lead + t * row + j] = ids[t * c.k + j];
+  }
+  DeviceBuffer ids_d(gpu, stored.size() * 4), map_d(gpu, std::max<size_t>(map.size(), 1) * 4),
       sorted_d(gpu, cap * 4), blocks_d(gpu, cap / c.block * 4), post_d(gpu, 4), bad_d(gpu, 4);
-  ids_d.upload(ids.data(), ids.size() * 4);
+  ids_d.upload(stored.data(), stored.size() * 4);
   if (c.map) map_d.upload(map.data(), map.size() * 4);
   sorted_d.fill_nan();
   blocks_d.fill_nan();
@@ -57,10 +69,12 @@ TEST_P(MoeAlignCuda, MatchesReferenceExactly) {
   const int32_t zero = 0;
   bad_d.upload(&zero, 4);
   auto view = [](void* p, Device d, int64_t n) { return TensorView(p, DType::i32, d, {n}); };
-  moe_align_block_size(view(sorted_d.data(), gpu, cap), view(blocks_d.data(), gpu, cap / c.block),
-                       view(post_d.data(), gpu, 1), view(bad_d.data(), gpu, 1),
-                       TensorView(ids_d.data(), DType::i32, gpu, {c.tokens, c.k}), c.experts,
-                       c.block, c.map ? view(map_d.data(), gpu, c.experts) : TensorView(), local);
+  moe_align_block_size(
+      view(sorted_d.data(), gpu, cap), view(blocks_d.data(), gpu, cap / c.block),
+      view(post_d.data(), gpu, 1), view(bad_d.data(), gpu, 1),
+      TensorView(static_cast<int32_t*>(ids_d.data()) + lead, DType::i32, gpu,
+                 std::vector<int64_t>{c.tokens, c.k}, std::vector<int64_t>{row, 1}),
+      c.experts, c.block, c.map ? view(map_d.data(), gpu, c.experts) : TensorView(), local);
   testing::cuda_ok(cudaDeviceSynchronize(), "moe_align_block_size");
   std::vector<int32_t> sorted(cap), blocks(cap / c.block), want_sorted(cap, -9),
       want_blocks(cap / c.block, -9);
@@ -91,6 +105,16 @@ std::vector<Case> sweep() {
     }
   }
   cases.push_back({4096, 1, 1024, 16, false, false, true});
+  // Around the one-block limit (2048 entries) and the chunk count's cap (64 chunks of 5000
+  // entries: segments of 157, not a multiple of 32), and the other id layouts.
+  for (int64_t tokens : {256, 257, 40000}) {
+    cases.push_back({tokens, 8, 256, 64, false, false, true});
+  }
+  for (int layout : {1, 2}) {
+    for (int64_t tokens : {3, 1000, 8192}) {
+      cases.push_back({tokens, 8, 256, 64, true, false, true, layout});
+    }
+  }
   return cases;
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/expect_error.h"
+#include "cuda/moe/moe_align_launch.h"
 #include "kiln/ops/moe_align.h"
 
 namespace kiln {
@@ -100,6 +101,24 @@ TEST(MoeAlign, BadInput) {
   // capacity(T = 1, k = 2, 2 local experts, 16) = 2 + 30 = 32.
   testing::expect_error([&] { call(16, 2, {}, &wrong); },
                         "argument 'sorted_token_ids': expected shape [32], got shape [64]");
+}
+
+// The CUDA kernel's split of the entries over blocks (a host-side function): one block up to
+// 2048 entries, chunks of at least 2048 after that, at most 64 of them, covering every entry.
+TEST(MoeAlign, CudaPlanCoversTheEntries) {
+  using cuda::moe_align_plan;
+  EXPECT_EQ(moe_align_plan(0).chunks, 1);
+  EXPECT_EQ(moe_align_plan(128).chunks, 1);
+  EXPECT_EQ(moe_align_plan(2048).chunks, 1);
+  EXPECT_EQ(moe_align_plan(2049).chunks, 2);
+  EXPECT_EQ(moe_align_plan(8192 * 8).chunks, 32);
+  EXPECT_EQ(moe_align_plan(8192 * 8).chunk, 2048);
+  EXPECT_EQ(moe_align_plan(40000 * 8).chunks, 64);
+  for (int64_t n : {1, 2047, 2049, 65536, 320000, 1 << 24}) {
+    const cuda::MoeAlignPlan p = moe_align_plan(n);
+    EXPECT_GE(p.chunks * p.chunk, n) << n;
+    EXPECT_LT((p.chunks - 1) * p.chunk, n) << n;  // no empty block
+  }
 }
 
 }  // namespace

@@ -1,8 +1,14 @@
 // The routers, one launch from logits to (weights, ids): a warp a row (warp_topk.cuh). Each lane
-// turns its logits into scores (softmax: two warp reductions; sigmoid; sqrt-softplus) and
-// selections (+ bias), DeepSeek-V3's group filter masks the experts of the groups not kept, then k
-// argmax rounds pick by selection carrying the unbiased score, and the k lanes holding picks
-// normalise and store. NOT YET RUN ON A GPU.
+// loads its logits (vector loads in the run layout where E = 32 * per_lane and rows are aligned),
+// turns them into scores (softmax: a REDUX max on keys and one warp sum; sigmoid; sqrt-softplus)
+// and selection keys (score + bias), DeepSeek-V3's group filter zeroes the keys of the groups not
+// kept, then warp_topk picks by selection carrying the unbiased score, and the k lanes holding
+// picks normalise and store.
+// The group filter: the selection keys go to shared memory, 32 / n_group lanes (rounded down to a
+// power of two) take a group's top two by integer max/min on keys, two butterfly steps merge them,
+// and topk_group REDUX rounds keep the groups; e / per is a multiply-high, not a division. The old
+// version had lane g walk its group alone with float compares, and divided per candidate.
+// NOT YET RUN ON A GPU.
 #include <string>
 
 #include "core/dispatch.h"
@@ -23,80 +29,90 @@ struct RouterArgs {
   int32_t* ids;
   int64_t rows, logits_stride, weights_stride, ids_stride;
   int experts, k, n_group, topk_group;
+  int group_lanes;          // lanes a group's top two is shared over: a power of two
+  int per;                  // experts a group
+  uint32_t per_reciprocal;  // ceil(2^32 / per) for per >= 2: e / per = umulhi(e, it) for e < 1024
   bool renormalize;
   float scale;
 };
 
-// DeepSeek-V3's group filter: bit m of the result set = candidate lane + 32 m is in a dropped
-// group. A group's score is the sum of its two best selections; groups are ranked in topk order.
-template <int kPerLane>
-__device__ __forceinline__ uint32_t dropped_groups(const float (&sel)[kPerLane], uint32_t taken,
-                                                   const RouterArgs& a, float* row_sel) {
-  const int lane = threadIdx.x % 32, per = a.experts / a.n_group;
+// DeepSeek-V3's group filter: zeroes the keys of the candidates in groups not kept. A group's
+// score is the sum of its two best selections (its best when it has one expert); groups are
+// ranked in topk order (lower group first on ties).
+template <Layout L, int kPerLane>
+__device__ __forceinline__ void drop_groups(uint32_t (&key)[kPerLane], const RouterArgs& a,
+                                            uint32_t* row_key) {
+  const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < kPerLane; ++m) {
-    if (!(taken & (1u << m))) row_sel[lane + 32 * m] = sel[m];
+    const int e = candidate_index<L, kPerLane>(lane, m);
+    if (e < a.experts) row_key[e] = key[m];
   }
   __syncwarp();
-  float group = 0.f;  // lane g scores group g (n_group <= 32)
-  if (lane < a.n_group) {
-    float first = -INFINITY, second = -INFINITY;
-    int first_index = -1;
-    for (int e = lane * per; e < (lane + 1) * per; ++e) {
-      const float v = row_sel[e];
-      if (first_index < 0 || topk_before(v, e, first, first_index)) {
-        second = first;
-        first = v;
-        first_index = e;
-      } else if (topk_before(v, e, second, -1) || second == -INFINITY) {
-        second = v;
-      }
+  const int group = lane / a.group_lanes, part = lane % a.group_lanes;
+  uint32_t first = 0, second = 0;  // the top two keys as a multiset (0 = none yet)
+  if (group < a.n_group) {
+    for (int e = group * a.per + part; e < (group + 1) * a.per; e += a.group_lanes) {
+      const uint32_t x = row_key[e];
+      second = max(second, min(first, x));
+      first = max(first, x);
     }
-    group = per >= 2 ? first + second : first;
   }
-  __syncwarp();
-  const float key[1] = {group}, none[1] = {0.f};
-  const uint32_t not_a_group = lane < a.n_group ? 0u : 1u;
-  const Pick kept = warp_topk<1>(key, none, not_a_group, a.topk_group);
+  for (int o = 1; o < a.group_lanes; o *= 2) {  // stays inside the group's aligned lanes
+    const uint32_t other_first = __shfl_xor_sync(~0u, first, o);
+    const uint32_t other_second = __shfl_xor_sync(~0u, second, o);
+    second = max(max(second, other_second), min(first, other_first));
+    first = max(first, other_first);
+  }
+  __syncwarp();  // row_key is rewritten by this warp's next row
+  const float score = a.per >= 2 ? topk_value(first) + topk_value(second) : topk_value(first);
+  uint32_t group_key = group < a.n_group && part == 0 ? topk_key(score) : 0u;
   uint32_t keep = 0;  // bit g: group g kept
-  for (int r = 0; r < a.topk_group; ++r) keep |= 1u << __shfl_sync(~0u, kept.index, r);
-  uint32_t dropped = 0;
+  for (int r = 0; r < a.topk_group; ++r) {
+    const uint32_t best = __reduce_max_sync(~0u, group_key);
+    const uint32_t g =
+        __reduce_min_sync(~0u, group_key == best ? static_cast<uint32_t>(group) : ~0u);
+    keep |= 1u << g;
+    if (static_cast<uint32_t>(group) == g) group_key = 0;
+  }
 #pragma unroll
   for (int m = 0; m < kPerLane; ++m) {
-    const int e = lane + 32 * m;
-    if (e < a.experts && !(keep & (1u << (e / per)))) dropped |= 1u << m;
+    const auto e = static_cast<uint32_t>(candidate_index<L, kPerLane>(lane, m));
+    const uint32_t g = a.per == 1 ? e : __umulhi(e, a.per_reciprocal);
+    if (g < 32 && !(keep & (1u << g))) key[m] = 0;  // g >= 32: past E, already 0
   }
-  return dropped;
 }
 
-template <typename T, int kPerLane, RouterKind kKind>
+template <typename T, int kPerLane, RouterKind kKind, Layout L>
 __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_constant__ RouterArgs a) {
-  __shared__ float row_sel[kKind == RouterKind::deepseek_v3 ? kWarps : 1][32 * kPerLane];
+  __shared__ uint32_t row_key[kKind == RouterKind::deepseek_v3 ? kWarps : 1][32 * kPerLane];
+  __shared__ TopkSlot slots[kWarps][32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
   if (row >= a.rows) return;
   const T* in = static_cast<const T*>(a.logits) + row * a.logits_stride;
-  float score[kPerLane], sel[kPerLane];
-  uint32_t taken = 0;
-  float top = -INFINITY;
-#pragma unroll
-  for (int m = 0; m < kPerLane; ++m) {
-    const int e = lane + 32 * m;
-    score[m] = e < a.experts ? to_float(in[e]) : -INFINITY;
-    if (e >= a.experts) taken |= 1u << m;
-    top = fmaxf(top, score[m]);
-  }
+  float score[kPerLane];
+  load_candidates<T, L, kPerLane>(in, a.experts, -INFINITY, score);
+  // Whether slot m is an expert (recomputed where needed: an array of it spilled at 32 a lane).
+  auto valid = [&](int m) { return candidate_index<L, kPerLane>(lane, m) < a.experts; };
+  uint32_t key[kPerLane];
   if constexpr (kKind == RouterKind::softmax) {
-    top = warp_max(top);
+    float top = -INFINITY;  // fmaxf passes over NaN logits, as the reference's max does
+#pragma unroll
+    for (int m = 0; m < kPerLane; ++m) top = fmaxf(top, score[m]);
+    top = topk_value(__reduce_max_sync(~0u, topk_key(top)));
     float sum = 0.f;
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) {
-      score[m] = (taken & (1u << m)) ? 0.f : __expf(score[m] - top);
+      score[m] = valid(m) ? __expf(score[m] - top) : 0.f;
       sum += score[m];
     }
     sum = warp_sum(sum);
 #pragma unroll
-    for (int m = 0; m < kPerLane; ++m) sel[m] = score[m] = score[m] / sum;
+    for (int m = 0; m < kPerLane; ++m) {
+      score[m] = score[m] / sum;
+      key[m] = valid(m) ? topk_key(score[m]) : 0u;
+    }
   } else {
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) {
@@ -106,13 +122,13 @@ __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_consta
       } else {
         score[m] = sqrtf(fmaxf(x, 0.f) + log1pf(__expf(-fabsf(x))));
       }
-      const int e = lane + 32 * m;
-      sel[m] = score[m] + (a.bias && e < a.experts ? a.bias[e] : 0.f);
+      const int e = candidate_index<L, kPerLane>(lane, m);
+      const float sel = score[m] + (a.bias && valid(m) ? a.bias[e] : 0.f);
+      key[m] = valid(m) ? topk_key(sel) : 0u;
     }
   }
-  if constexpr (kKind == RouterKind::deepseek_v3)
-    taken |= dropped_groups(sel, taken, a, row_sel[warp]);
-  const Pick mine = warp_topk<kPerLane>(sel, score, taken, a.k);
+  if constexpr (kKind == RouterKind::deepseek_v3) drop_groups<L, kPerLane>(key, a, row_key[warp]);
+  const Pick mine = warp_topk<L, kPerLane>(key, score, a.k, slots[warp]);
   float norm = 1.f;
   if (kKind != RouterKind::softmax || a.renormalize) {
     norm = warp_sum(lane < a.k ? mine.payload : 0.f);
@@ -124,35 +140,51 @@ __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_consta
   }
 }
 
+template <typename T, int kPerLane, RouterKind kKind, Layout L>
+void launch(const RouterArgs& args, unsigned blocks, Stream stream) {
+  router_kernel<T, kPerLane, kKind, L><<<blocks, kWarps * 32, 0, stream>>>(args);
+  KILN_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 std::string router(const RouterProblem& p, Stream stream) {
   if (p.rows == 0) return "empty";
-  const RouterArgs args{p.logits.data,
-                        p.bias,
-                        static_cast<float*>(p.weights.data),
-                        static_cast<int32_t*>(p.ids.data),
-                        p.rows,
-                        p.logits.row_stride,
-                        p.weights.row_stride,
-                        p.ids.row_stride,
-                        static_cast<int>(p.experts),
-                        static_cast<int>(p.k),
-                        static_cast<int>(p.n_group),
-                        static_cast<int>(p.topk_group),
-                        p.renormalize,
-                        static_cast<float>(p.scale)};
+  const int per = static_cast<int>(p.experts / p.n_group);
+  int group_lanes = 1;
+  while (2 * group_lanes * p.n_group <= 32) group_lanes *= 2;
+  const RouterArgs args{
+      p.logits.data,
+      p.bias,
+      static_cast<float*>(p.weights.data),
+      static_cast<int32_t*>(p.ids.data),
+      p.rows,
+      p.logits.row_stride,
+      p.weights.row_stride,
+      p.ids.row_stride,
+      static_cast<int>(p.experts),
+      static_cast<int>(p.k),
+      static_cast<int>(p.n_group),
+      static_cast<int>(p.topk_group),
+      group_lanes,
+      per,
+      per >= 2 ? static_cast<uint32_t>(((uint64_t{1} << 32) + per - 1) / per) : 0u,
+      p.renormalize,
+      static_cast<float>(p.scale)};
   int per_lane = 1;
   while (32 * per_lane < p.experts) per_lane *= 2;
+  const bool run = run_layout_fits(p.logits.data, p.logits.row_stride, p.experts, per_lane,
+                                   static_cast<int>(dtype_size(p.dtype)));
   const auto blocks = static_cast<unsigned>((p.rows + kWarps - 1) / kWarps);
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_value<RouterKind::softmax, RouterKind::deepseek_v3, RouterKind::activation>(
         p.kind, "router kind", [&](auto kind) {
           dispatch_value<1, 2, 4, 8, 16, 32>(per_lane, "router experts per lane", [&](auto n) {
-            router_kernel<T, decltype(n)::value, decltype(kind)::value>
-                <<<blocks, kWarps * 32, 0, stream>>>(args);
-            KILN_CUDA_CHECK(cudaGetLastError());
+            constexpr int kN = decltype(n)::value;
+            with_layout<T, kN>(run, [&](auto layout) {
+              launch<T, kN, decltype(kind)::value, decltype(layout)::value>(args, blocks, stream);
+            });
           });
         });
   });
@@ -160,7 +192,7 @@ std::string router(const RouterProblem& p, Stream stream) {
                      : p.kind == RouterKind::deepseek_v3 ? "deepseek_v3"
                                                          : "activation";
   return std::string("router_warp_row<") + kind + "," + std::string(dtype_name(p.dtype)) +
-         ",per_lane" + std::to_string(per_lane) + ">";
+         ",per_lane" + std::to_string(per_lane) + (run ? ",run" : ",strided") + ">";
 }
 
 }  // namespace kiln::cuda

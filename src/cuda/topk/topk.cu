@@ -1,6 +1,11 @@
-// topk: a warp a row (warp_topk.cuh): lane l holds scores l, l + 32, ... in registers, k shuffle
-// argmax rounds, lane r keeps pick r, so the k results are written by k lanes at once. Softmax
-// over the picks: one warp reduction.
+// topk: a warp a row (warp_topk.cuh). A lane loads its candidates (16-byte vector loads in the
+// run layout when E = 32 * per_lane and the rows are aligned, else strided loads), turns them into
+// order-preserving keys, and warp_topk leaves pick r on lane r, so the k results are written by k
+// lanes at once. Softmax over the picks: one warp reduction.
+// Napkin math for [16384, 256] f32, k = 8: 16 MiB read, 1 MiB written, ~5 us at 3.3 TB/s. Per
+// row (a warp) the old k-round butterfly issued ~1500 instructions (120 of them shuffles); this
+// issues ~300 (threshold ~50, compaction ~70, rounds ~8k, keys ~5 an element), which at 4 warp
+// instructions a clock on 132 SMs is ~5-7 us: about the memory time. NOT YET RUN ON A GPU.
 #include <string>
 
 #include "core/dispatch.h"
@@ -23,32 +28,38 @@ struct TopkArgs {
   bool softmax;
 };
 
-template <typename T, typename V, int kPerLane>
+template <typename T, typename V, int kPerLane, Layout L>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     topk_kernel(const __grid_constant__ TopkArgs a) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / 32;
+  __shared__ TopkSlot slots[kWarpsPerBlock][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t row = int64_t{blockIdx.x} * kWarpsPerBlock + warp;
   if (row >= a.rows) return;
   const T* in = static_cast<const T*>(a.scores) + row * a.scores_stride;
   float v[kPerLane];
-  uint32_t taken = 0;  // scores past E are never candidates
+  load_candidates<T, L, kPerLane>(in, a.experts, 0.f, v);
+  uint32_t key[kPerLane];
 #pragma unroll
   for (int m = 0; m < kPerLane; ++m) {
-    const int e = lane + 32 * m;
-    v[m] = e < a.experts ? to_float(in[e]) : 0.f;
-    if (e >= a.experts) taken |= 1u << m;
+    key[m] = candidate_index<L, kPerLane>(lane, m) < a.experts ? topk_key(v[m]) : 0u;
   }
-  const Pick mine = warp_topk<kPerLane>(v, v, taken, a.k);
-  float value = mine.key;
+  const Pick mine = warp_topk<L, kPerLane>(key, v, a.k, slots[warp]);
+  float value = mine.payload;  // the score itself (-0 and NaN bits as loaded)
   if (a.softmax) {
-    const float top = __shfl_sync(~0u, mine.key, 0);  // pick 0 is the largest
-    const float p = lane < a.k ? __expf(mine.key - top) : 0.f;
+    const float top = __shfl_sync(~0u, mine.payload, 0);  // pick 0 is the largest (or a NaN)
+    const float p = lane < a.k ? __expf(mine.payload - top) : 0.f;
     value = p / warp_sum(p);
   }
   if (lane < a.k) {
     static_cast<V*>(a.values)[row * a.values_stride + lane] = from_float<V>(value);
     a.indices[row * a.indices_stride + lane] = mine.index;
   }
+}
+
+template <typename T, typename V, int kPerLane, Layout L>
+void launch(const TopkArgs& args, unsigned blocks, Stream stream) {
+  topk_kernel<T, V, kPerLane, L><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(args);
+  KILN_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
@@ -66,20 +77,25 @@ std::string topk(const TopkProblem& p, Stream stream) {
                       static_cast<int>(p.k),
                       p.softmax};
   const auto blocks = static_cast<unsigned>((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  int instance = 1;  // scores a lane holds: a power of two >= E / 32
-  while (32 * instance < p.experts) instance *= 2;
+  int per_lane = 1;  // scores a lane holds: a power of two >= E / 32
+  while (32 * per_lane < p.experts) per_lane *= 2;
+  const bool run = run_layout_fits(p.scores.data, p.scores.row_stride, p.experts, per_lane,
+                                   static_cast<int>(dtype_size(p.dtype)));
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_bool(p.values_dtype == DType::f32, [&](auto vf) {
       using V = std::conditional_t<decltype(vf)::value, float, T>;
-      dispatch_value<1, 2, 4, 8, 16, 32>(instance, "topk scores per lane", [&](auto n) {
-        topk_kernel<T, V, decltype(n)::value><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(args);
-        KILN_CUDA_CHECK(cudaGetLastError());
+      dispatch_value<1, 2, 4, 8, 16, 32>(per_lane, "topk scores per lane", [&](auto n) {
+        constexpr int kN = decltype(n)::value;
+        with_layout<T, kN>(run, [&](auto layout) {
+          launch<T, V, kN, decltype(layout)::value>(args, blocks, stream);
+        });
       });
     });
   });
   return "topk_warp_row<" + std::string(dtype_name(p.dtype)) + ",per_lane" +
-         std::to_string(instance) + (p.softmax ? ",softmax" : "") + ">";
+         std::to_string(per_lane) + (run ? ",run" : ",strided") + (p.softmax ? ",softmax" : "") +
+         ">";
 }
 
 }  // namespace kiln::cuda

@@ -1,61 +1,207 @@
 #pragma once
-// The warp-per-row top-k shared by topk and the routers: lane l holds candidates l, l + 32, ...
-// (kPerLane of them); k rounds each pick the warp's best remaining candidate by a butterfly argmax
-// in topk's order (NaN first, then larger, then the lower index), carrying one payload value along
-// (the router's unbiased score). Lane r ends holding pick r.
+// The warp-per-row top-k shared by topk and the routers. A lane holds kPerLane candidates as
+// 32-bit keys that order like topk_before (ops/topk_order.h) with a float payload each; key 0 means
+// "not a candidate" (past E, or masked). Where the candidates sit is the Layout: lane + 32 m
+// (strided, any E) or lane * kPerLane + m (a run per lane, read with vector loads). Both keep the
+// lower index at the lower m within a lane, which the tie rules below rely on.
+//
+// The selection, per row:
+//  1. A threshold t: the k-th largest lane maximum (REDUX max rounds over the 32 lane maxima).
+//     At least k candidates are >= t, so every pick is; on random scores only ~k to 2k are.
+//  2. Compaction of the candidates >= t into 32 shared-memory slots (a ballot per m). When they
+//     fit (the common case), k rounds of two REDUX (max key; min index among that key) over one
+//     slot per lane pick them: ~8 instructions a round, no shuffles.
+//  3. Rows with more than 32 candidates >= t (many ties at the threshold) take k rounds over the
+//     registers instead: lane-local best, the same two REDUX, one shuffle for the payload. Same
+//     order, same result, more instructions; a data-dependent branch inside the kernel, not a
+//     different kernel, so the receipt does not change.
+// The old version (k rounds of a 5-step butterfly moving key, payload and index: 15 shuffles a
+// round plus a float NaN-aware compare per candidate) is what this replaces.
+// NOT YET RUN ON A GPU: written and compiled for sm_90a only; tests/cuda/{topk,router}_cuda_test
+// cover both steps 2 and 3 (random rows, and rows of a few tied levels).
 #include <cstdint>
+#include <type_traits>
 
-#include "ops/topk_order.h"
+#include "cuda/common/elements.cuh"
 
 namespace kiln::cuda {
 
-struct Pick {
-  float key = 0.f, payload = 0.f;
-  int index = -1;
+// The order-preserving key of x: larger x, larger key; -0 and +0 equal (topk_before compares
+// with ==); every NaN the largest key (NaN ranks first). Real values never map to 0 (-inf maps to
+// 0x007fffff), so 0 is free to mean "no candidate".
+__device__ __forceinline__ uint32_t topk_key(float x) {
+  uint32_t b = __float_as_uint(x);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return 0xffffffffu;
+  if (b == 0x80000000u) b = 0;
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// The float of a key (NaN for the NaN key, +0 for a zero).
+__device__ __forceinline__ float topk_value(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? (key ^ 0x80000000u) : ~key);
+}
+
+enum class Layout { strided, run };
+
+// Elements a vector load of the run layout moves: 16 bytes, or the whole run when shorter.
+template <typename T, int kPerLane>
+inline constexpr int kRunVector = kPerLane < static_cast<int>(16 / sizeof(T))
+                                      ? kPerLane
+                                      : static_cast<int>(16 / sizeof(T));
+
+// Host side: whether a row of `experts` elements of `element_bytes` each, rows `row_stride`
+// elements apart from `data`, can take the run layout with `per_lane` a lane. A run shorter than
+// 8 bytes gains nothing over the strided loads (they are coalesced too), so it is not used.
+inline bool run_layout_fits(const void* data, int64_t row_stride, int64_t experts, int per_lane,
+                            int element_bytes) {
+  const int64_t run = int64_t{per_lane} * element_bytes;
+  if (experts != 32 * int64_t{per_lane} || run < 8) return false;
+  const int64_t vector = run < 16 ? run : 16;
+  return reinterpret_cast<uintptr_t>(data) % vector == 0 &&
+         (row_stride * element_bytes) % vector == 0;
+}
+
+template <Layout L, int kPerLane>
+__device__ __forceinline__ int candidate_index(int lane, int m) {
+  return L == Layout::run ? lane * kPerLane + m : lane + 32 * m;
+}
+
+// Host side: calls f(std::integral_constant<Layout, ...>) with the run layout when `run` (only
+// instantiated where a run is >= 8 bytes, the only runs run_layout_fits accepts), else strided.
+template <typename T, int kPerLane, typename F>
+void with_layout(bool run, F&& f) {
+  if constexpr (kPerLane * sizeof(T) >= 8) {
+    if (run) return f(std::integral_constant<Layout, Layout::run>{});
+  }
+  f(std::integral_constant<Layout, Layout::strided>{});
+}
+
+// One shared-memory slot of step 2; a warp needs 32.
+struct TopkSlot {
+  uint32_t key;
+  int index;
+  float payload;
 };
 
-// taken: bit m set = candidate lane + 32 m unavailable (picked, masked, or past E).
-template <int kPerLane>
-__device__ __forceinline__ Pick warp_topk(const float (&key)[kPerLane],
-                                          const float (&payload)[kPerLane], uint32_t taken, int k) {
+// Lane r < k: pick r (its index and payload). Other lanes: undefined.
+struct Pick {
+  float payload;
+  int index;
+};
+
+// Needs every lane of the warp, k <= 32, and at least k candidates (keys != 0) in the row. The
+// keys are used up (step 3 zeroes the picked ones in place: no second array of registers).
+template <Layout L, int kPerLane>
+__device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
+                                          const float (&payload)[kPerLane], int k,
+                                          TopkSlot* slots) {
   const int lane = threadIdx.x % 32;
-  Pick mine;
+  // 1. The threshold. Each round takes every lane holding the current maximum, so it ends after
+  // at most k rounds with >= k lanes (hence candidates) at or above t. If the row's nonzero keys
+  // sit in fewer than k lanes, t falls to 0; the max with 1 keeps the non-candidates out.
+  uint32_t rest = 0;
+#pragma unroll
+  for (int m = 0; m < kPerLane; ++m) rest = max(rest, key[m]);
+  uint32_t t = 0;
+  for (int found = 0; found < k;) {
+    t = __reduce_max_sync(~0u, rest);
+    const bool top = rest == t;
+    found += __popc(__ballot_sync(~0u, top));
+    if (top) rest = 0;
+  }
+  t = max(t, 1u);
+
+  // 2. Compaction: slot order does not matter (the rounds compare key, then index).
+  __syncwarp();  // the slots may still be read by this warp's previous row
+  const uint32_t below = (1u << lane) - 1;
+  int count = 0;
+#pragma unroll
+  for (int m = 0; m < kPerLane; ++m) {
+    const bool in = key[m] >= t;
+    const uint32_t ballot = __ballot_sync(~0u, in);
+    const int at = count + __popc(ballot & below);
+    if (in && at < 32) slots[at] = {key[m], candidate_index<L, kPerLane>(lane, m), payload[m]};
+    count += __popc(ballot);
+  }
+  __syncwarp();
+
+  Pick mine{0.f, -1};
+  if (count <= 32) {
+    // A slot's index and slot number in one word (index < 1024: 10 bits, slot: 5), so the min
+    // REDUX gives both: the lower index wins a tie in key.
+    uint32_t slot_key = 0, slot_tag = ~0u;
+    if (lane < count) {
+      slot_key = slots[lane].key;
+      slot_tag = static_cast<uint32_t>(slots[lane].index) << 5 | lane;
+    }
+    uint32_t won = 0;
+    for (int r = 0; r < k; ++r) {
+      const uint32_t best = __reduce_max_sync(~0u, slot_key);
+      const uint32_t tag = __reduce_min_sync(~0u, slot_key == best ? slot_tag : ~0u);
+      if (slot_tag == tag) slot_key = 0;
+      if (lane == r) won = tag;
+    }
+    if (lane < k) mine = {slots[won & 31].payload, static_cast<int>(won >> 5)};
+    return mine;
+  }
+
+  // 3. Too many ties at the threshold: k rounds over the registers.
   for (int r = 0; r < k; ++r) {
-    Pick best;
+    uint32_t best = key[0];
+    int best_m = 0;
+    float best_payload = payload[0];
 #pragma unroll
-    for (int m = 0; m < kPerLane; ++m) {
-      if (taken & (1u << m)) continue;
-      const int e = lane + 32 * m;
-      if (best.index < 0 || topk_before(key[m], e, best.key, best.index)) {
-        best = {key[m], payload[m], e};
+    for (int m = 1; m < kPerLane; ++m) {  // strict >: the lower m (lower index) keeps a tie
+      if (key[m] > best) {
+        best = key[m];
+        best_m = m;
+        best_payload = payload[m];
       }
     }
+    const uint32_t top = __reduce_max_sync(~0u, best);
+    const int index = candidate_index<L, kPerLane>(lane, best_m);
+    const auto won =
+        static_cast<int>(__reduce_min_sync(~0u, best == top ? static_cast<uint32_t>(index) : ~0u));
+    const int owner = L == Layout::run ? won / kPerLane : won % 32;
+    const float won_payload = __shfl_sync(~0u, best_payload, owner);
+    if (lane == owner) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      Pick other;
-      other.key = __shfl_xor_sync(~0u, best.key, o);
-      other.payload = __shfl_xor_sync(~0u, best.payload, o);
-      other.index = __shfl_xor_sync(~0u, best.index, o);
-      if (other.index >= 0 &&
-          (best.index < 0 || topk_before(other.key, other.index, best.key, best.index))) {
-        best = other;
+      for (int m = 0; m < kPerLane; ++m) {
+        if (m == best_m) key[m] = 0;
       }
     }
-    if (best.index >= 0 && best.index % 32 == lane) taken |= 1u << (best.index / 32);
-    if (lane == r) mine = best;
+    if (lane == r) mine = {won_payload, won};
   }
   return mine;
+}
+
+// This lane's candidates of a row as floats; strided slots past E get `fill`. The run layout
+// needs E == 32 * kPerLane and rows aligned to the vector width (run_layout_fits).
+template <typename T, Layout L, int kPerLane>
+__device__ __forceinline__ void load_candidates(const T* row, int experts, float fill,
+                                                float (&v)[kPerLane]) {
+  const int lane = threadIdx.x % 32;
+  if constexpr (L == Layout::run) {
+    constexpr int kVec = kRunVector<T, kPerLane>;
+#pragma unroll
+    for (int c = 0; c < kPerLane / kVec; ++c) {
+      float part[kVec];
+      load_floats<T, kVec>(row + lane * kPerLane + c * kVec, part);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[c * kVec + i] = part[i];
+    }
+  } else {
+#pragma unroll
+    for (int m = 0; m < kPerLane; ++m) {
+      const int e = lane + 32 * m;
+      v[m] = e < experts ? to_float(row[e]) : fill;
+    }
+  }
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(~0u, v, o);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(~0u, v, o));
   return v;
 }
 
