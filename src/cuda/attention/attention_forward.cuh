@@ -39,7 +39,8 @@ __device__ __forceinline__ int swizzled(int row, int col) {
 }
 
 // The (sequence, query tile) of tile slot `slot`, or sequence -1 when the slot is past the last
-// tile. Sequences with bad metadata have no tiles; the reporter CTA counts them.
+// tile. A sequence's tiles are handed out last first, so under a causal mask the tiles with the
+// most keys are scheduled first and the light ones fill the tail of the grid. Sequences with bad metadata have no tiles; the reporter CTA counts them.
 struct TileSlot {
   int sequence, m_block;
 };
@@ -82,7 +83,7 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
     const int first = before + inclusive - tiles;
     if (tiles > 0 && slot >= first && slot < first + tiles) {
       found[0] = b;
-      found[1] = slot - first;
+      found[1] = tiles - 1 - (slot - first);  // last tile first: the longest causal rows start early
     }
     before += chunk;
     __syncthreads();

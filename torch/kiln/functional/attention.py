@@ -1,7 +1,9 @@
 """Dense attention over packed variable-length sequences (contract: include/kiln/ops/attention.h).
 
-Until the CUDA kernels land (issue 4) CUDA tensors raise an error saying so; CPU tensors run the
-float64 reference (slow, exact: the oracle the kernels will be tested against).
+CUDA tensors run kiln's attention forward kernel; its backward is not written yet (issue 4), so
+a gradient through CUDA attention raises an error saying so. CPU tensors run the float64
+reference (slow, exact: the oracle the kernels are tested against). On the GPU the metadata stays
+on the device and is not checked on the host: bad cu_seqlens leave those sequences' rows unwritten.
 """
 
 from __future__ import annotations
