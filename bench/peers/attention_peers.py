@@ -7,8 +7,9 @@ bf16, B*T = 16384 tokens, H*D = 2048 unless said (issue 4's shapes). Implementat
   flex         torch.compile(flex_attention) with a block mask (document and window cases,
                where SDPA has no equivalent mask)
   kiln         kiln.attention_varlen (cu_seqlens built once, outside the timing)
-Each output is compared with the first peer's (max |difference|). TFLOP/s counts 4 * D * the
-visible (query, key) pairs, which is FlashAttention's 4*B*H*T^2*D (halved for causal) on the
+Forward and backward (torch.autograd.grad of q, k, v) are timed. Each output and gradient is
+compared with the first peer's (max |difference|). TFLOP/s counts 4 * D * the visible (query,
+key) pairs (2.5x that for the backward), which is FlashAttention's 4*B*H*T^2*D (halved for causal) on the
 plain cases. Timing and output files: activation_peers.py's (CUDA events, L2 flushed, median).
 
 Usage: python3 bench/peers/attention_peers.py [--quick] [--out DIR] [--commit SHA]
@@ -48,9 +49,9 @@ def visible_pairs(t, causal, window, docs):
 def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndocs=0):
     dev = "cuda"
     gen = torch.Generator().manual_seed(hash(name) % 2**31)
-    q = torch.randn(b, t, hq, d, generator=gen).to(dev, torch.bfloat16)
-    k = torch.randn(b, t, hkv, d, generator=gen).to(dev, torch.bfloat16)
-    v = torch.randn(b, t, hkv, d, generator=gen).to(dev, torch.bfloat16)
+    q = torch.randn(b, t, hq, d, generator=gen).to(dev, torch.bfloat16).requires_grad_()
+    k = torch.randn(b, t, hkv, d, generator=gen).to(dev, torch.bfloat16).requires_grad_()
+    v = torch.randn(b, t, hkv, d, generator=gen).to(dev, torch.bfloat16).requires_grad_()
     docs = doc_lengths(t, ndocs, gen) if ndocs else None
     impls = {}
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, T, D] for torch
@@ -96,14 +97,23 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
     for label, fn in impls.items():
         try:
             out = fn()
-            diff = 0.0 if want is None else (out.float() - want.float()).abs().max().item()
+            grad = torch.randn_like(out)
+            dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
             if want is None:
-                want = out
-            ms = timer.measure(lambda _: fn(), reps=reps)
+                want, want_grads = out.detach(), (dq, dk, dv)
+            diff = (out.float() - want.float()).abs().max().item()
+            gdiff = max((a.float() - w.float()).abs().max().item()
+                        for a, w in zip((dq, dk, dv), want_grads))
+            with torch.no_grad():
+                ms = timer.measure(lambda _: fn(), reps=reps)
+            bwd = timer.measure(lambda _: torch.autograd.grad(out, (q, k, v), grad,
+                                                              retain_graph=True), reps=reps)
             rows.append({"case": name, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
-                         "max_diff": diff})
-            print(f"{name:28s} {label:10s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
-                  f"diff {diff:.3g}", file=sys.stderr)
+                         "max_diff": diff, "bwd_ms": bwd, "bwd_tflops": 2.5 * flops / bwd / 1e9,
+                         "bwd_max_diff": gdiff})
+            print(f"{name:28s} {label:10s} fwd {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
+                  f"diff {diff:.3g} | bwd {bwd:8.3f} ms {2.5 * flops / bwd / 1e9:6.1f} TFLOP/s "
+                  f"diff {gdiff:.3g}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001 -- a peer missing on this machine is reported
             print(f"{name:28s} {label:10s} failed: {str(e).splitlines()[0][:160]}", file=sys.stderr)
             rows.append({"case": name, "impl": label, "error": str(e).splitlines()[0][:160]})
@@ -133,16 +143,20 @@ def main():
         rows += run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, **extra)
     lines = [f"# attention forward peers: {torch.cuda.get_device_name()}", "",
              f"- commit {args.commit}, torch {torch.__version__}, bf16, median of {reps}", "",
-             "| case | impl | ms | TFLOP/s | max diff vs first | best peer / kiln |",
-             "|---|---|---|---|---|---|"]
+             "| case | impl | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | max diff vs first "
+             "(out, grads) | best peer / kiln fwd, bwd |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, *_ in cases:
         mine = [r for r in rows if r["case"] == name and "ms" in r]
         k = next((r for r in mine if r["impl"] == "kiln"), None)
         peers = [r for r in mine if r["impl"] != "kiln"]
         for r in mine:
-            ratio = f"{min(p['ms'] for p in peers) / k['ms']:.2f}" if r is k and peers else ""
+            ratio = (f"{min(p['ms'] for p in peers) / k['ms']:.2f}, "
+                     f"{min(p['bwd_ms'] for p in peers) / k['bwd_ms']:.2f}"
+                     if r is k and peers else "")
             lines.append(f"| {name} | {r['impl']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
-                         f"{r['max_diff']:.3g} | {ratio} |")
+                         f"{r['bwd_ms']:.3f} | {r['bwd_tflops']:.0f} | "
+                         f"{r['max_diff']:.3g}, {r['bwd_max_diff']:.3g} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(args.out, "attention_peers", text, {"rows": rows})

@@ -1,6 +1,5 @@
-// Entry points of dense varlen attention: validate everything, then run the CUDA kernel (forward)
-// or the float64 reference on the CPU. The CUDA backward is not written yet (issue 4): a CUDA
-// tensor there is a kiln::Error saying so.
+// Entry points of dense varlen attention: validate everything, then run the CUDA kernels or the
+// float64 reference on the CPU.
 #include "kiln/ops/attention.h"
 
 #include <cmath>
@@ -302,15 +301,9 @@ void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const
                                const TensorView& dout, const TensorView& q, const TensorView& k,
                                const TensorView& v, const TensorView& out, const TensorView& lse,
                                const AttentionMasks& masks, const AttentionOptions& options,
-                               Stream) {
+                               Stream stream) {
   constexpr std::string_view op = "attention_varlen_backward";
   const HeadDims h = check_heads(op, q, k, v, options);
-  if (q.device.is_cuda()) {
-    throw Error(std::string(op) +
-                ": no CUDA backward kernel in this build yet (issue 4); CPU tensors run the "
-                "float64 reference");
-  }
-  const ref::AttentionShape s = host_shape(op, q, k, h, masks, options);
   struct Like {
     const char* name;
     const TensorView& t;
@@ -321,8 +314,37 @@ void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const
     heads_tensor(op, g.name, g.t, q);
     expect_sizes(op, g.name, g.t, g.like.size(0), g.like.size(1), g.like.size(2));
   }
-  expect_sizes(op, "out", out, q.size(0), s.hq, s.dv);
+  expect_sizes(op, "out", out, q.size(0), h.hq, h.dv);
   check_lse(op, lse, q);
+  if (q.device.is_cuda()) {
+    cuda::AttentionBackwardArgs a;
+    a.f = device_args(op, out, lse, q, k, v, h, masks, options);
+    for (const auto& [arg, t] : {std::pair{"dout", &dout}, std::pair{"dq", &dq},
+                                 std::pair{"dk", &dk}, std::pair{"dv", &dv}}) {
+      rows_aligned16(op, arg, *t);
+    }
+    a.dout = dout.data;
+    a.dq = dq.data;
+    a.dk = dk.data;
+    a.dv = dv.data;
+    a.dout_token = dout.stride(0);
+    a.dout_head = dout.stride(1);
+    a.dq_token = dq.stride(0);
+    a.dq_head = dq.stride(1);
+    a.dk_token = dk.stride(0);
+    a.dk_head = dk.stride(1);
+    a.dv_token = dv.stride(0);
+    a.dv_head = dv.stride(1);
+    a.softmax_scale = static_cast<float>(options.softmax_scale);
+    const struct {
+      std::string op;
+      Device device;
+    } problem{std::string(op), q.device};
+    run_on_backend(
+        problem, "", [] {}, [&] { return cuda::attention_backward(a, stream); });
+    return;
+  }
+  const ref::AttentionShape s = host_shape(op, q, k, h, masks, options);
   std::vector<double> gq(q.numel()), gk(k.numel()), gv(v.numel());
   ref::attention_backward(s, to_doubles(q).data(), to_doubles(k).data(), to_doubles(v).data(),
                           to_doubles(dout).data(), gq.data(), gk.data(), gv.data());

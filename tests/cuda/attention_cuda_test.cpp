@@ -1,4 +1,5 @@
-// CUDA attention forward against the float64 reference (the CPU path of the same entry point):
+// CUDA attention forward and backward against the float64 reference (the CPU path of the same
+// entry point), the backward run twice for the same bits:
 // every head dim, bf16 and f16, GQA 1/4/8, causal and not, windows, documents, valid prefixes,
 // soft-capping, ragged batches with empty and one-token sequences, q shorter and longer than k,
 // strided views and one fused qkv buffer; outputs poisoned before each run. Bad device metadata
@@ -28,7 +29,7 @@ struct Case {
   std::vector<int> lq, lk;  // per sequence
   bool causal = false;
   int64_t left = -1, right = -1;
-  bool docs = false, valid = false, fused = false;
+  bool docs = false, valid = false, fused = false, backward = true;
   double softcap = 0;
 };
 
@@ -187,6 +188,53 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
       }
     }
   }
+  if (!c.backward) return;
+
+  // Backward from the GPU's out and lse; twice, the same bits (deterministic).
+  HostTensor dout_h(c.dtype, {tq, c.hq * c.dv});
+  dout_h.randn(rng);
+  Mirrored dout(dout_h), dq(HostTensor(c.dtype, {tq, c.hq * c.d})),
+      dk(HostTensor(c.dtype, {tk, c.hkv * c.d})), dv(HostTensor(c.dtype, {tk, c.hkv * c.dv}));
+  dout.upload();
+  auto flat = [&](Mirrored& m, int64_t rows, int64_t heads, int64_t dim) {
+    return heads_view(m.dev.data(), c.dtype, Device::cuda(0), rows, heads, dim, heads * dim);
+  };
+  std::vector<uint8_t> first[3];
+  for (int run = 0; run < 2; ++run) {
+    for (Mirrored* m : {&dq, &dk, &dv}) m->poison();
+    attention_varlen_backward(flat(dq, tq, c.hq, c.d), flat(dk, tk, c.hkv, c.d),
+                              flat(dv, tk, c.hkv, c.dv), flat(dout, tq, c.hq, c.dv), g[0], g[1],
+                              g[2], flat(out, tq, c.hq, c.dv), lse.view(), masks(true), opt);
+    EXPECT_EQ(last_receipt().backend, "cuda");
+    testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen_backward");
+    int i = 0;
+    for (Mirrored* m : {&dq, &dk, &dv}) {
+      m->download();
+      if (run == 0)
+        first[i] = m->host.bytes;
+      else
+        EXPECT_EQ(m->host.bytes, first[i]) << "not deterministic: output " << i;
+      ++i;
+    }
+  }
+  HostTensor wq(c.dtype, {tq, c.hq * c.d}), wk(c.dtype, {tk, c.hkv * c.d}),
+      wv(c.dtype, {tk, c.hkv * c.dv});
+  auto host = [&](HostTensor& t, int64_t rows, int64_t heads, int64_t dim) {
+    return heads_view(t.bytes.data(), c.dtype, Device::cpu(), rows, heads, dim, heads * dim);
+  };
+  attention_varlen_backward(host(wq, tq, c.hq, c.d), host(wk, tk, c.hkv, c.d),
+                            host(wv, tk, c.hkv, c.dv), host(dout.host, tq, c.hq, c.dv), h[0], h[1],
+                            h[2], host(want, tq, c.hq, c.dv), want_lse.view(), masks(false), opt);
+  const double gtol = c.dtype == DType::bf16 ? 3e-2 : 5e-3;
+  const char* names[] = {"dq", "dk", "dv"};
+  const HostTensor* wants[] = {&wq, &wk, &wv};
+  int i = 0;
+  for (Mirrored* m : {&dq, &dk, &dv}) {
+    testing::expect_close(m->host, *wants[i], gtol, names[i]);
+    const testing::Comparison gc = testing::compare(m->host, *wants[i], gtol / 5);
+    EXPECT_LE(gc.rel_l2, gtol / 2) << names[i] << " rel_l2 " << gc.rel_l2;
+    ++i;
+  }
 }
 
 std::vector<Case> cases() {
@@ -262,6 +310,7 @@ std::vector<Case> cases() {
     c.name = "long";
     c.lq = c.lk = {4096};
     c.causal = true;
+    c.backward = false;  // the float64 backward reference would take minutes
     add(c);
     c.name = "long_noncausal";
     c.causal = false;

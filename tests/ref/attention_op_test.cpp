@@ -142,12 +142,14 @@ TEST(AttentionOp, CudaArgumentsAreCheckedBeforeALaunch) {
                "attention_varlen: argument 'cu_seqlens_k': expected int32 [3]");
   HostTensor dq(DType::bf16, {8, kHq, kD}), dk(DType::bf16, {10, kHkv, kD}),
       dv(DType::bf16, {10, kHkv, kD});
+  m.cu_seqlens_k = m.cu_seqlens_q;
   expect_error(
       [&] {
-        attention_varlen_backward(gpu(dq), gpu(dk), gpu(dv), gpu(out), gpu(p.q), gpu(p.k), gpu(p.v),
-                                  gpu(out), lse, m, opt);
+        attention_varlen_backward(gpu(dq, 4100), gpu(dk), gpu(dv), gpu(out), gpu(p.q), gpu(p.k),
+                                  gpu(p.v), gpu(out), lse, m, opt);
       },
-      "attention_varlen_backward: no CUDA backward kernel in this build yet (issue 4)");
+      "attention_varlen_backward: argument 'dq': expected a 16-byte aligned data pointer on the "
+      "GPU, got an address = 4 mod 16");
 }
 
 TEST(AttentionOp, BackwardIsTheReferenceRounded) {

@@ -1,8 +1,8 @@
 #pragma once
 // Dense attention over packed variable-length sequences (issue 4): the contract, validated in
-// full. CPU tensors run the float64 reference; CUDA tensors run the forward kernel (FlashAttention
-// -2 style on mma.sync for now; wgmma + TMA to come). The CUDA backward is not in this build yet:
-// a CUDA tensor there is a kiln::Error saying so, never a silent fallback.
+// full. CPU tensors run the float64 reference; CUDA tensors run the kernels (FlashAttention-2
+// style on mma.sync for now; wgmma + TMA to come). The CUDA backward is deterministic: dK/dV and
+// dQ in separate passes, no atomics, the same bits every run.
 //
 // On the GPU, q, k, v and out need 16-byte aligned data and token/head strides (multiples of 8
 // elements); document ids must be non-decreasing along each sequence (the kernels skip key tiles
@@ -51,7 +51,8 @@ void attention_varlen(const TensorView& out, const TensorView& lse, const Tensor
                       const AttentionOptions& options, Stream stream = nullptr);
 
 // dq, dk, dv of sum(out * dout): dq like q, dk like k, dv like v (GQA heads summed into their kv
-// head). out and lse are the forward's.
+// head, in a fixed order). out and lse are the forward's. On the GPU a float32 [Hq, total_q]
+// scratch is taken from the stream's memory pool (cudaMallocAsync) for the call.
 void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const TensorView& dv,
                                const TensorView& dout, const TensorView& q, const TensorView& k,
                                const TensorView& v, const TensorView& out, const TensorView& lse,

@@ -34,4 +34,17 @@ struct AttentionForwardArgs {
 
 std::string attention_forward(const AttentionForwardArgs& a, Stream stream);
 
+// The backward: f holds q, k, v, the forward's out and lse, the metadata and the scales.
+struct AttentionBackwardArgs {
+  AttentionForwardArgs f;
+  const void* dout = nullptr;
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr;
+  int64_t dout_token = 0, dout_head = 0, dq_token = 0, dq_head = 0;
+  int64_t dk_token = 0, dk_head = 0, dv_token = 0, dv_head = 0;
+  float softmax_scale = 0;
+  float* delta = nullptr;  // scratch f32 [Hq, total_q]: rowsum(dout * out), set by the launcher
+};
+
+std::string attention_backward(const AttentionBackwardArgs& a, Stream stream);
+
 }  // namespace kiln::cuda

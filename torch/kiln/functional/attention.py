@@ -1,8 +1,7 @@
 """Dense attention over packed variable-length sequences (contract: include/kiln/ops/attention.h).
 
-CUDA tensors run kiln's attention forward kernel; its backward is not written yet (issue 4), so
-a gradient through CUDA attention raises an error saying so. CPU tensors run the float64
-reference (slow, exact: the oracle the kernels are tested against). On the GPU the metadata stays
+CUDA tensors run kiln's attention kernels (forward, and a deterministic backward). CPU tensors
+run the float64 reference (slow, exact: the oracle the kernels are tested against). On the GPU the metadata stays
 on the device and is not checked on the host: bad cu_seqlens leave those sequences' rows unwritten.
 """
 
