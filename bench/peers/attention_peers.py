@@ -98,7 +98,7 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         try:
             out = fn()
             grad = torch.randn_like(out)
-            dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+            dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
             if want is None:
                 want, want_grads = out.detach(), (dq, dk, dv)
             diff = (out.float() - want.float()).abs().max().item()
