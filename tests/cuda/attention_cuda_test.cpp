@@ -226,14 +226,15 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
   attention_varlen_backward(host(wq, tq, c.hq, c.d), host(wk, tk, c.hkv, c.d),
                             host(wv, tk, c.hkv, c.dv), host(dout.host, tq, c.hq, c.dv), h[0], h[1],
                             h[2], host(want, tq, c.hq, c.dv), want_lse.view(), masks(false), opt);
-  const double gtol = c.dtype == DType::bf16 ? 3e-2 : 5e-3;
+  // Per element within gtol of |want| + the gradient's RMS (a wrong tile or mask is off by the
+  // RMS or more); in aggregate (relative L2) within gtol / 5. Measured at 3615526: the largest
+  // element errors were ~5% (bf16) and ~0.5% (f16) of the RMS, scaling with the format's
+  // epsilon, and the gradients' distance to SDPA-flash's is the same as cuDNN's.
+  const double gtol = c.dtype == DType::bf16 ? 0.1 : 0.02;
   const char* names[] = {"dq", "dk", "dv"};
   const HostTensor* wants[] = {&wq, &wk, &wv};
   int i = 0;
   for (Mirrored* m : {&dq, &dk, &dv}) {
-    // Element-wise within gtol of |want| + the gradient's RMS: a gradient is a sum over many
-    // queries or keys, so its rounding error scales with the tensor's magnitude, not only the
-    // element's (a near-zero element of a large-RMS dK carries the same absolute error).
     const HostTensor& w = *wants[i];
     double sq = 0;
     for (int64_t r = 0; r < w.rows(); ++r)
@@ -250,8 +251,8 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
         }
       }
     }
-    const testing::Comparison gc = testing::compare(m->host, *wants[i], gtol / 5);
-    EXPECT_LE(gc.rel_l2, gtol / 2) << names[i] << " rel_l2 " << gc.rel_l2;
+    const testing::Comparison gc = testing::compare(m->host, *wants[i], gtol / 20);
+    EXPECT_LE(gc.rel_l2, gtol / 5) << names[i] << " rel_l2 " << gc.rel_l2;
     ++i;
   }
 }
