@@ -2,8 +2,10 @@
 // float64 reference on the CPU.
 #include "kiln/ops/attention.h"
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -295,6 +297,122 @@ void attention_varlen(const TensorView& out, const TensorView& lse, const Tensor
     }
   }
   record_receipt({std::string(op), "reference", "ref::attention_forward", ""});
+}
+
+void attention_varlen_paged(const TensorView& out, const TensorView& lse, const TensorView& q,
+                            const TensorView& key_cache, const TensorView& value_cache,
+                            const TensorView& block_table, const AttentionMasks& masks,
+                            const AttentionOptions& options, Stream stream) {
+  constexpr std::string_view op = "attention_varlen_paged";
+  check::present(op, "key_cache", key_cache);
+  check::present(op, "value_cache", value_cache);
+  for (const auto& [arg, t] :
+       {std::pair{"key_cache", &key_cache}, std::pair{"value_cache", &value_cache}}) {
+    if (t->rank != 4) {
+      throw_arg_error(op, arg, "rank 4 [num_pages, page_size, Hkv, D]", t->shape_str());
+    }
+    if (t->stride(0) != t->size(1) * t->stride(1)) {
+      throw_arg_error(op, arg,
+                      "pages of page_size consecutive slots (stride(0) = page_size * "
+                      "stride(1))",
+                      "stride(0) = " + std::to_string(t->stride(0)));
+    }
+  }
+  const int64_t pages = key_cache.size(0), page_size = key_cache.size(1);
+  if (value_cache.size(0) != pages || value_cache.size(1) != page_size ||
+      value_cache.size(2) != key_cache.size(2)) {
+    throw_arg_error(op, "value_cache", "the key cache's [num_pages, page_size, Hkv]",
+                    value_cache.shape_str());
+  }
+  if (page_size < 16 || (page_size & (page_size - 1)) != 0) {
+    throw_arg_error(op, "key_cache", "a page size that is a power of two >= 16",
+                    std::to_string(page_size));
+  }
+  if (masks.doc_ids_q.defined() || masks.doc_ids_k.defined()) {
+    throw_arg_error(op, "doc_ids", "no document ids with a paged cache", "document ids");
+  }
+  // The caches as [num_pages * page_size, Hkv, D] rows: slot r of page p is row p * page_size + r.
+  auto rows = [&](const TensorView& c) {
+    const int64_t sizes[] = {pages * page_size, c.size(2), c.size(3)};
+    const int64_t strides[] = {c.stride(1), c.stride(2), c.stride(3)};
+    return TensorView(c.data, c.dtype, c.device, sizes, strides);
+  };
+  const TensorView k = rows(key_cache), v = rows(value_cache);
+  check::present(op, "out", out);
+  check::present(op, "lse", lse);
+  const HeadDims h = check_heads(op, q, k, v, options);
+  heads_tensor(op, "out", out, q);
+  expect_sizes(op, "out", out, q.size(0), h.hq, h.dv);
+  check_lse(op, lse, q);
+  check::present(op, "block_table", block_table);
+  check::dtype_in(op, "block_table", block_table, {DType::i32});
+  check::same_device(op, "block_table", block_table, q.device);
+  const int64_t batch = masks.cu_seqlens_q.defined() ? masks.cu_seqlens_q.numel() - 1 : -1;
+  if (block_table.rank != 2 || block_table.size(0) != batch || block_table.size(1) < 1 ||
+      (block_table.size(1) > 1 && block_table.stride(1) != 1)) {
+    throw_arg_error(
+        op, "block_table",
+        "int32 [B, max_pages] = [" + std::to_string(batch) + ", >= 1] with contiguous rows",
+        block_table.describe());
+  }
+  if (q.device.is_cuda()) {
+    AttentionMasks m = masks;
+    cuda::AttentionForwardArgs a = device_args(op, out, lse, q, k, v, h, m, options);
+    a.block_table = static_cast<const int32_t*>(block_table.data);
+    a.table_stride = block_table.stride(0);
+    a.max_pages = static_cast<int>(block_table.size(1));
+    a.num_pages = pages;
+    a.page_shift = std::countr_zero(static_cast<uint64_t>(page_size));
+    a.k_page = key_cache.stride(0);
+    a.v_page = value_cache.stride(0);
+    a.total_k = int64_t{1} << 31;  // keys are not packed: cu_seqlens_k gives lengths only
+    const struct {
+      std::string op;
+      Device device;
+    } problem{std::string(op), q.device};
+    run_on_backend(
+        problem, "", [] {}, [&] { return cuda::attention_forward(a, stream); });
+    return;
+  }
+  // CPU: gather each sequence's keys into packed K/V (bad page ids are errors) and run the
+  // contiguous reference.
+  const std::vector<int32_t> cu_k = meta::seqlens(op, "cu_seqlens_k", masks.cu_seqlens_k);
+  if (static_cast<int64_t>(cu_k.size()) != batch + 1) {
+    throw_arg_error(op, "cu_seqlens_k", "B + 1 = " + std::to_string(batch + 1) + " offsets",
+                    std::to_string(cu_k.size()));
+  }
+  const int64_t total_k = cu_k.back(), es = static_cast<int64_t>(dtype_size(q.dtype));
+  std::vector<char> kp(total_k * h.hkv * h.d * es), vp(total_k * h.hkv * h.dv * es);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t j = 0; j < cu_k[b + 1] - cu_k[b]; ++j) {
+      const int64_t p = j / page_size;
+      if (p >= block_table.size(1)) {
+        throw_arg_error(op, "block_table", "enough pages for sequence " + std::to_string(b),
+                        std::to_string(block_table.size(1)) + " pages for " +
+                            std::to_string(cu_k[b + 1] - cu_k[b]) + " keys");
+      }
+      const int32_t id = static_cast<const int32_t*>(
+          block_table.data)[b * block_table.stride(0) + p * block_table.stride(1)];
+      if (id < 0 || id >= pages) {
+        throw_arg_error(op, "block_table", "page ids in [0, " + std::to_string(pages) + ")",
+                        "block_table[" + std::to_string(b) + "][" + std::to_string(p) +
+                            "] = " + std::to_string(id));
+      }
+      const int64_t row = id * page_size + j % page_size, dst = cu_k[b] + j;
+      for (int64_t hh = 0; hh < h.hkv; ++hh) {
+        std::memcpy(&kp[(dst * h.hkv + hh) * h.d * es],
+                    static_cast<const char*>(k.data) + (row * k.stride(0) + hh * k.stride(1)) * es,
+                    h.d * es);
+        std::memcpy(&vp[(dst * h.hkv + hh) * h.dv * es],
+                    static_cast<const char*>(v.data) + (row * v.stride(0) + hh * v.stride(1)) * es,
+                    h.dv * es);
+      }
+    }
+  }
+  const TensorView kc(kp.data(), q.dtype, Device::cpu(), {total_k, h.hkv, h.d}),
+      vc(vp.data(), q.dtype, Device::cpu(), {total_k, h.hkv, h.dv});
+  attention_varlen(out, lse, q, kc, vc, masks, options, stream);
+  record_receipt({std::string(op), "reference", "gather pages + ref::attention_forward", ""});
 }
 
 void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const TensorView& dv,

@@ -393,3 +393,119 @@ TEST(AttentionCudaMetadata, BadSequencesAreCountedAndSkipped) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// Paged K/V: the same kernel as the contiguous forward through a shuffled page table, so out
+// and lse match the contiguous run to the bit; a page id past the cache is counted and never
+// read.
+struct PagedCase {
+  DType dtype;
+  int d, page_size;
+  bool causal;
+};
+
+class AttentionPagedCuda : public ::testing::TestWithParam<PagedCase> {};
+
+TEST_P(AttentionPagedCuda, MatchesContiguousToTheBit) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  const PagedCase c = GetParam();
+  std::mt19937_64 rng(c.d * 31 + c.page_size + c.causal);
+  const int hq = 4, hkv = 2;
+  const std::vector<int> lq = {3, 1, 0, 40}, lk = {70, 1, 33, 129};
+  const int64_t batch = lq.size();
+  std::vector<int32_t> cu_q{0}, cu_k{0};
+  for (int64_t b = 0; b < batch; ++b) {
+    cu_q.push_back(cu_q.back() + lq[b]);
+    cu_k.push_back(cu_k.back() + lk[b]);
+  }
+  const int64_t tq = cu_q.back(), tk = cu_k.back();
+  int max_pages = 0, used = 0;
+  for (int l : lk) max_pages = std::max(max_pages, (l + c.page_size - 1) / c.page_size);
+  for (int l : lk) used += (l + c.page_size - 1) / c.page_size;
+  const int64_t pages = used + 3;  // spare pages, never referenced
+  std::vector<int32_t> perm(pages);
+  for (int64_t p = 0; p < pages; ++p) perm[p] = static_cast<int32_t>(p);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> table(batch * max_pages, -7);  // unused entries stay bad: never read
+  int next = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int p = 0; p < (lk[b] + c.page_size - 1) / c.page_size; ++p) {
+      table[b * max_pages + p] = perm[next++];
+    }
+  }
+  HostTensor cache_k(c.dtype, {pages * c.page_size, hkv * c.d}),
+      cache_v(c.dtype, {pages * c.page_size, hkv * c.d}), q_h(c.dtype, {tq, hq * c.d});
+  cache_k.randn(rng);
+  cache_v.randn(rng);
+  q_h.randn(rng);
+  HostTensor k_h(c.dtype, {tk, hkv * c.d}), v_h(c.dtype, {tk, hkv * c.d});
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int j = 0; j < lk[b]; ++j) {
+      const int64_t row =
+          int64_t{table[b * max_pages + j / c.page_size]} * c.page_size + j % c.page_size;
+      for (int64_t e = 0; e < hkv * c.d; ++e) {
+        k_h.set(cu_k[b] + j, e, cache_k.at(row, e));
+        v_h.set(cu_k[b] + j, e, cache_v.at(row, e));
+      }
+    }
+  }
+  Mirrored q(q_h), k(k_h), v(v_h), ck(cache_k), cv(cache_v), bt(int32_tensor(table)),
+      cuq(int32_tensor(cu_q)), cuk(int32_tensor(cu_k)), bad(int32_tensor({0}));
+  for (Mirrored* m : {&q, &k, &v, &ck, &cv, &bt, &cuq, &cuk, &bad}) m->upload();
+  auto heads = [&](Mirrored& m, int64_t rows, int64_t h) {
+    return heads_view(m.dev.data(), c.dtype, Device::cuda(0), rows, h, c.d, h * c.d);
+  };
+  auto cache = [&](Mirrored& m) {
+    const int64_t sizes[] = {pages, c.page_size, hkv, c.d};
+    const int64_t strides[] = {c.page_size * hkv * c.d, hkv * c.d, c.d, 1};
+    return TensorView(m.dev.data(), c.dtype, Device::cuda(0), sizes, strides);
+  };
+  AttentionMasks m;
+  m.cu_seqlens_q = cuq.view();
+  m.cu_seqlens_k = cuk.view();
+  m.bad_metadata = bad.view();
+  m.causal = c.causal;
+  AttentionOptions opt;
+  opt.softmax_scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  Mirrored out1(HostTensor(c.dtype, {tq, hq * c.d})), out2(HostTensor(c.dtype, {tq, hq * c.d})),
+      lse1(HostTensor(DType::f32, {hq, tq})), lse2(HostTensor(DType::f32, {hq, tq}));
+  for (Mirrored* x : {&out1, &out2, &lse1, &lse2}) x->poison();
+  attention_varlen(heads(out1, tq, hq), lse1.view(), heads(q, tq, hq), heads(k, tk, hkv),
+                   heads(v, tk, hkv), m, opt);
+  const TensorView table_view(bt.dev.data(), DType::i32, Device::cuda(0), {batch, max_pages});
+  attention_varlen_paged(heads(out2, tq, hq), lse2.view(), heads(q, tq, hq), cache(ck), cache(cv),
+                         table_view, m, opt);
+  EXPECT_EQ(last_receipt().backend, "cuda");
+  testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen_paged");
+  for (Mirrored* x : {&out1, &out2, &lse1, &lse2, &bad}) x->download();
+  EXPECT_EQ(out1.host.bytes, out2.host.bytes) << "out";
+  EXPECT_EQ(lse1.host.bytes, lse2.host.bytes) << "lse";
+  EXPECT_EQ(reinterpret_cast<const int32_t*>(bad.host.bytes.data())[0], 0);
+
+  // A page id past the cache: counted (by the reporter CTA), never read.
+  table[3 * max_pages] = static_cast<int32_t>(pages + 1000);
+  std::memcpy(bt.host.bytes.data(), table.data(), table.size() * 4);
+  bt.upload();
+  attention_varlen_paged(heads(out2, tq, hq), lse2.view(), heads(q, tq, hq), cache(ck), cache(cv),
+                         table_view, m, opt);
+  testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen_paged (bad page)");
+  bad.download();
+  EXPECT_EQ(reinterpret_cast<const int32_t*>(bad.host.bytes.data())[0], 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Pages, AttentionPagedCuda,
+                         ::testing::Values(PagedCase{DType::bf16, 64, 16, true},
+                                           PagedCase{DType::bf16, 128, 16, false},
+                                           PagedCase{DType::f16, 128, 64, true},
+                                           PagedCase{DType::bf16, 256, 32, true}),
+                         [](const auto& info) {
+                           const PagedCase& c = info.param;
+                           return std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.d) +
+                                  "_page" + std::to_string(c.page_size) +
+                                  (c.causal ? "_causal" : "");
+                         });
+
+}  // namespace
+}  // namespace kiln

@@ -234,3 +234,60 @@ TEST(AttentionOp, BadInput) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// The paged form on the CPU: keys gathered through the page table give the contiguous result
+// exactly; a page id past the cache is a kiln::Error naming the entry.
+TEST(AttentionOp, PagedCacheIsTheContiguousResult) {
+  Problem p;  // sequences of 5 and 5 keys: pages of 16, one page each
+  constexpr int64_t kPage = 16, kPages = 3;
+  HostTensor kc(DType::bf16, {kPages * kPage, kHkv, kD}),
+      vc(DType::bf16, {kPages * kPage, kHkv, kD});
+  std::vector<int32_t> table{2, 0};  // sequence 0 in page 2, sequence 1 in page 0
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t j = 0; j < 5; ++j) {
+      for (int64_t h = 0; h < kHkv; ++h) {  // HostTensor rows are (token, head) pairs
+        for (int64_t e = 0; e < kD; ++e) {
+          kc.set((table[b] * kPage + j) * kHkv + h, e, p.k.at((b * 5 + j) * kHkv + h, e));
+          vc.set((table[b] * kPage + j) * kHkv + h, e, p.v.at((b * 5 + j) * kHkv + h, e));
+        }
+      }
+    }
+  }
+  const int64_t sizes[] = {kPages, kPage, kHkv, kD};
+  const TensorView kv(kc.bytes.data(), DType::bf16, Device::cpu(), sizes),
+      vv(vc.bytes.data(), DType::bf16, Device::cpu(), sizes);
+  const TensorView bt(table.data(), DType::i32, Device::cpu(), {2, 1});
+  const AttentionOptions opt{0.125, 0};
+  HostTensor out1(DType::bf16, {8, kHq, kD}), out2(DType::bf16, {8, kHq, kD});
+  std::vector<float> lse1(kHq * 8), lse2(kHq * 8);
+  attention_varlen(out1.view(), TensorView(lse1.data(), DType::f32, Device::cpu(), {kHq, 8}),
+                   p.q.view(), p.k.view(), p.v.view(), p.masks(), opt);
+  attention_varlen_paged(out2.view(), TensorView(lse2.data(), DType::f32, Device::cpu(), {kHq, 8}),
+                         p.q.view(), kv, vv, bt, p.masks(), opt);
+  EXPECT_EQ(out1.bytes, out2.bytes);
+  EXPECT_EQ(lse1, lse2);
+  table[1] = 3;
+  testing::expect_error(
+      [&] {
+        attention_varlen_paged(out2.view(),
+                               TensorView(lse2.data(), DType::f32, Device::cpu(), {kHq, 8}),
+                               p.q.view(), kv, vv, bt, p.masks(), opt);
+      },
+      "attention_varlen_paged: argument 'block_table': expected page ids in [0, 3), got "
+      "block_table[1][0] = 3");
+  const int64_t bad_sizes[] = {kPages, 12, kHkv, kD};
+  testing::expect_error(
+      [&] {
+        attention_varlen_paged(
+            out2.view(), TensorView(lse2.data(), DType::f32, Device::cpu(), {kHq, 8}), p.q.view(),
+            TensorView(kc.bytes.data(), DType::bf16, Device::cpu(), bad_sizes),
+            TensorView(vc.bytes.data(), DType::bf16, Device::cpu(), bad_sizes), bt, p.masks(), opt);
+      },
+      "argument 'key_cache': expected a page size that is a power of two >= 16, got 12");
+}
+
+}  // namespace
+}  // namespace kiln

@@ -50,6 +50,20 @@ void attention_varlen(const TensorView& out, const TensorView& lse, const Tensor
                       const TensorView& k, const TensorView& v, const AttentionMasks& masks,
                       const AttentionOptions& options, Stream stream = nullptr);
 
+// The forward over a paged KV cache (chunked prefill, prefix caching): key_cache [num_pages,
+// page_size, Hkv, D] and value_cache [num_pages, page_size, Hkv, Dv] of q's dtype (last dim
+// contiguous), block_table int32 [B, max_pages]: key j of sequence b sits in page
+// block_table[b][j / page_size], slot j % page_size; page_size a power of two >= 16. The keys'
+// lengths are the differences of masks.cu_seqlens_k (the keys are not packed, so only the
+// lengths count); document ids are not supported with a cache. The result is the contiguous
+// forward's to the bit (same kernel, same math). Page ids outside [0, num_pages) and sequences
+// needing more than max_pages pages are never read: on the CPU a kiln::Error, on the GPU
+// counted into masks.bad_metadata (those keys read as zeros).
+void attention_varlen_paged(const TensorView& out, const TensorView& lse, const TensorView& q,
+                            const TensorView& key_cache, const TensorView& value_cache,
+                            const TensorView& block_table, const AttentionMasks& masks,
+                            const AttentionOptions& options, Stream stream = nullptr);
+
 // dq, dk, dv of sum(out * dout): dq like q, dk like k, dv like v (GQA heads summed into their kv
 // head, in a fixed order). out and lse are the forward's. On the GPU a float32 [Hq, total_q]
 // scratch is taken from the stream's memory pool (cudaMallocAsync) for the call.

@@ -27,9 +27,16 @@ struct AttentionForwardArgs {
   int batch = 0, hq = 1, hkv = 1, head_dim = 0, head_dim_v = 0;
   DType dtype = DType::bf16;
   attention::MaskRules rules;
-  float scale_log2 = 0;    // softmax_scale * log2(e): the scores in base-2 units
-  float softcap_in = 0;    // softmax_scale / softcap (> 0 only when soft-capping)
-  float softcap_log2 = 0;  // softcap * log2(e)
+  // Paged K/V (block_table non-null): k and v are caches [num_pages, page_size, Hkv, D]; key j of
+  // sequence b lives in page block_table[b * table_stride + j / page_size], slot j % page_size.
+  // k_token / v_token are then the slot strides and k_page / v_page the page strides. Page ids
+  // out of range are never read (zeros) and counted by the reporter CTA.
+  const int32_t* block_table = nullptr;
+  int64_t table_stride = 0, num_pages = 0, k_page = 0, v_page = 0;
+  int max_pages = 0, page_shift = 0;  // page_size = 1 << page_shift
+  float scale_log2 = 0;               // softmax_scale * log2(e): the scores in base-2 units
+  float softcap_in = 0;               // softmax_scale / softcap (> 0 only when soft-capping)
+  float softcap_log2 = 0;             // softcap * log2(e)
 };
 
 std::string attention_forward(const AttentionForwardArgs& a, Stream stream);

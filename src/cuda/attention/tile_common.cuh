@@ -32,7 +32,7 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
   int bad = 0;
   if (reporter && tid == 0) {
     if (a.cu_q[0] != 0 || a.cu_q[a.batch] != a.total_q) ++bad;
-    if (a.cu_k[0] != 0 || a.cu_k[a.batch] != a.total_k) ++bad;
+    if (a.cu_k[0] != 0 || (!a.block_table && a.cu_k[a.batch] != a.total_k)) ++bad;
   }
   int before = 0;
   for (int base = 0; base < a.batch; base += kThreads) {
@@ -45,6 +45,14 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
       if (ok && a.valid_k) ok = a.valid_k[b] >= 0 && a.valid_k[b] <= k1 - k0;
       if (ok) tiles = ((kByKeys ? k1 - k0 : q1 - q0) + kBlock - 1) / kBlock;
       bad += !ok;
+      if (ok && reporter && a.block_table) {  // every page the sequence's keys need
+        const int pages = (k1 - k0 + (1 << a.page_shift) - 1) >> a.page_shift;
+        bad += pages > a.max_pages;
+        for (int p = 0; p < min(pages, a.max_pages); ++p) {
+          const int id = a.block_table[b * a.table_stride + p];
+          bad += id < 0 || id >= a.num_pages;
+        }
+      }
     }
     int inclusive = tiles;  // block-wide inclusive scan of the tile counts
 #pragma unroll
