@@ -164,3 +164,38 @@ def test_cuda_matches_torch_math_with_gradients(causal, window, softcap, docs):
     want.backward(g.double())
     for got, ref in ((qc.grad, q64.grad), (kc.grad, k64.grad), (vc.grad, v64.grad)):
         torch.testing.assert_close(got.cpu().double(), ref, atol=3e-2, rtol=3e-2)
+
+
+def _paged_problem(device):
+    """q, contiguous k/v, the same keys in a shuffled 16-slot page cache, and the metadata."""
+    page = 16
+    cu_q = torch.tensor([0, 4, 9], dtype=torch.int32)
+    cu_k = torch.tensor([0, 20, 25], dtype=torch.int32)
+    q, k, v = make((9, 4, 64), 1), make((25, 2, 64), 2), make((25, 2, 64), 3)
+    kc, vc = make((4, page, 2, 64), 7), make((4, page, 2, 64), 8)
+    table = torch.tensor([[3, 1], [0, 2]], dtype=torch.int32)  # page 2: never referenced
+    for b in range(2):
+        start, n = int(cu_k[b]), int(cu_k[b + 1] - cu_k[b])
+        for j in range(n):
+            kc[table[b, j // page], j % page] = k[start + j]
+            vc[table[b, j // page], j % page] = v[start + j]
+    return [t.to(device) for t in (q, k, v, kc, vc, table, cu_q, cu_k)]
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if HAS_CUDA else []))
+def test_paged_equals_contiguous(device):
+    q, k, v, kc, vc, table, cu_q, cu_k = _paged_problem(device)
+    out, lse = kiln.attention_varlen(q, k, v, cu_q, cu_k, causal=True, return_lse=True)
+    paged, paged_lse = kiln.attention_varlen_paged(q, kc, vc, table, cu_q, cu_k, causal=True,
+                                                   return_lse=True)
+    assert kiln.last_receipt().backend == ("cuda" if device == "cuda" else "reference")
+    assert torch.equal(out, paged) and torch.equal(lse, paged_lse)
+
+
+def test_paged_opcheck_and_errors():
+    q, k, v, kc, vc, table, cu_q, cu_k = _paged_problem("cpu")
+    torch.library.opcheck(torch.ops.kiln.attention_varlen_paged,
+                          (q, kc, vc, table, cu_q, cu_k, None, None, True, -1, -1, 0.125, 0.0))
+    with pytest.raises(RuntimeError, match=r"block_table\[1\]\[0\] = 9"):
+        kiln.attention_varlen_paged(q, kc, vc, torch.tensor([[3, 1], [9, 2]], dtype=torch.int32),
+                                    cu_q, cu_k)

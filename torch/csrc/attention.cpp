@@ -75,8 +75,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_backward_op(
   });
 }
 
+std::tuple<at::Tensor, at::Tensor> attention_varlen_paged_op(
+    const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+    const at::Tensor& block_table, const at::Tensor& cu_q, const at::Tensor& cu_k,
+    const OptTensor& valid_q, const OptTensor& valid_k, bool causal, int64_t window_left,
+    int64_t window_right, double softmax_scale, double softcap) {
+  return translate_errors([&] {
+    constexpr std::string_view op = "attention_varlen_paged";
+    const DeviceScope scope(q);
+    const bool shaped = q.dim() == 3 && value_cache.dim() == 4;
+    at::Tensor out = at::empty({shaped ? q.size(0) : 0, shaped ? q.size(1) : 0,
+                                shaped ? value_cache.size(3) : 0},
+                               q.options());
+    at::Tensor lse =
+        at::empty({shaped ? q.size(1) : 0, shaped ? q.size(0) : 0}, q.options().dtype(at::kFloat));
+    kiln::attention_varlen_paged(
+        to_view(op, "out", out), to_view(op, "lse", lse), to_view(op, "q", q),
+        to_view(op, "key_cache", key_cache), to_view(op, "value_cache", value_cache),
+        to_view(op, "block_table", block_table),
+        masks_of(op, cu_q, cu_k, std::nullopt, std::nullopt, valid_q, valid_k, causal,
+                 window_left, window_right),
+        {softmax_scale, softcap}, scope.stream());
+    return std::make_tuple(out, lse);
+  });
+}
+
 void impl_attention_ops(torch::Library& m) {
   m.impl("attention_varlen", &attention_varlen_op);
+  m.impl("attention_varlen_paged", &attention_varlen_paged_op);
   m.impl("attention_varlen_backward", &attention_varlen_backward_op);
 }
 
@@ -89,6 +115,12 @@ TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.def(
       "attention_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
       "Tensor? doc_ids_q, Tensor? doc_ids_k, Tensor? valid_q, Tensor? valid_k, bool causal, "
+      "int window_left, int window_right, float softmax_scale, float softcap) -> (Tensor, "
+      "Tensor)");
+  // The forward over a paged KV cache (no autograd: inference).
+  m.def(
+      "attention_varlen_paged(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_table, "
+      "Tensor cu_seqlens_q, Tensor cu_seqlens_k, Tensor? valid_q, Tensor? valid_k, bool causal, "
       "int window_left, int window_right, float softmax_scale, float softcap) -> (Tensor, "
       "Tensor)");
   // (dq, dk, dv) of sum(out * dout).

@@ -20,6 +20,15 @@ def _attention_varlen_fake(q, k, v, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, 
     return out, lse
 
 
+@register_fake("kiln::attention_varlen_paged")
+def _attention_varlen_paged_fake(q, key_cache, value_cache, block_table, *meta):
+    torch._check(q.dim() == 3 and value_cache.dim() == 4,
+                 lambda: "attention_varlen_paged: expected q rank 3 and caches rank 4")
+    out = q.new_empty((q.shape[0], q.shape[1], value_cache.shape[3]))
+    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+    return out, lse
+
+
 @register_fake("kiln::attention_varlen_backward")
 def _attention_varlen_backward_fake(dout, q, k, v, out, lse, *meta):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

@@ -3,7 +3,7 @@ under autograd, torch.compile(fullgraph=True) and CUDA-graph capture (bias_dropo
 explicit seed there)."""
 
 from .activation import gelu_residual, relu2, swiglu
-from .attention import attention, attention_varlen
+from .attention import attention, attention_varlen, attention_varlen_paged
 from .dropout import bias_dropout_add
 from .gather import gather_rows, gather_rows_pair
 from .kv_cache import kv_cache_write_
@@ -22,6 +22,7 @@ __all__ = [
     "add_rms_norm",
     "attention",
     "attention_varlen",
+    "attention_varlen_paged",
     "bias_dropout_add",
     "dequantize_fp8",
     "gather_rows",

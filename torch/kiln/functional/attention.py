@@ -46,6 +46,34 @@ def attention_varlen(
     return (out, lse) if return_lse else out
 
 
+def attention_varlen_paged(
+    q: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    *,
+    causal: bool = False,
+    window: tuple[int, int] = (-1, -1),
+    softmax_scale: float | None = None,
+    softcap: float = 0.0,
+    valid_lengths: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+    return_lse: bool = False,
+):
+    """attention_varlen with K and V in a paged cache (inference; no gradients): key_cache
+    [num_pages, page_size, Hkv, D], value_cache [num_pages, page_size, Hkv, Dv], block_table int32
+    [B, max_pages] (key j of sequence b in page block_table[b, j // page_size]); page_size a power
+    of two >= 16; the keys' lengths are the differences of cu_seqlens_k. Same result as the
+    contiguous form, to the bit."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else softmax_scale
+    valid_q, valid_k = valid_lengths if valid_lengths is not None else (None, None)
+    out, lse = _ops.attention_varlen_paged(q, key_cache, value_cache, block_table, cu_seqlens_q,
+                                           cu_seqlens_k, valid_q, valid_k, causal, window[0],
+                                           window[1], scale, softcap)
+    return (out, lse) if return_lse else out
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs):
     """The padded form: q [B, Tq, Hq, D], k and v [B, Tk, Hkv, D / Dv] -> out [B, Tq, Hq, Dv],
     every sequence full length; keyword arguments as attention_varlen's."""
