@@ -120,6 +120,39 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
     return rows
 
 
+def paged_case(timer, kiln, reps, page=64):
+    """kiln's paged forward against its contiguous one (d128, T = 8192, causal, B = 2): the same
+    keys in a shuffled page cache. Same output to the bit is asserted."""
+    dev, b, t, h, d = "cuda", 2, 8192, 16, 128
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(b * t, h, d, generator=gen).to(dev, torch.bfloat16)
+    k = torch.randn(b * t, h, d, generator=gen).to(dev, torch.bfloat16)
+    v = torch.randn(b * t, h, d, generator=gen).to(dev, torch.bfloat16)
+    pages_per_seq = t // page
+    perm = torch.randperm(b * pages_per_seq, generator=gen)
+    table = perm.view(b, pages_per_seq).to(dev, torch.int32)
+    kc = torch.empty(b * pages_per_seq, page, h, d, device=dev, dtype=torch.bfloat16)
+    vc = torch.empty_like(kc)
+    kc[table.flatten().long()] = k.view(b * pages_per_seq, page, h, d)
+    vc[table.flatten().long()] = v.view(b * pages_per_seq, page, h, d)
+    cu = torch.arange(0, (b + 1) * t, t, dtype=torch.int32, device=dev)
+    flops = 4.0 * d * b * h * visible_pairs(t, True, None, None)
+    rows = []
+    with torch.no_grad():
+        contiguous = kiln.attention_varlen(q, k, v, cu, cu, causal=True)
+        paged = kiln.attention_varlen_paged(q, kc, vc, table, cu, cu, causal=True)
+        same = torch.equal(contiguous, paged)
+        for label, fn in (("kiln", lambda: kiln.attention_varlen(q, k, v, cu, cu, causal=True)),
+                          (f"kiln_paged{page}", lambda: kiln.attention_varlen_paged(
+                              q, kc, vc, table, cu, cu, causal=True))):
+            ms = timer.measure(lambda _: fn(), reps=reps)
+            rows.append({"case": "paged_d128_T8192_causal", "impl": label, "ms": ms,
+                         "tflops": flops / ms / 1e9, "same_bits": same})
+            print(f"paged_d128_T8192_causal {label:14s} fwd {ms:8.3f} ms "
+                  f"{flops / ms / 1e9:6.1f} TFLOP/s same bits {same}", file=sys.stderr)
+    return rows
+
+
 def main():
     args = parse_args()
     kiln = load_kiln()
@@ -141,6 +174,7 @@ def main():
     rows = []
     for name, b, t, hq, hkv, d, causal, extra in cases:
         rows += run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, **extra)
+    paged_rows = paged_case(timer, kiln, reps) if kiln is not None and not args.quick else []
     lines = [f"# attention forward peers: {torch.cuda.get_device_name()}", "",
              f"- commit {args.commit}, torch {torch.__version__}, bf16, median of {reps}", "",
              "| case | impl | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | max diff vs first "
@@ -157,9 +191,14 @@ def main():
             lines.append(f"| {name} | {r['impl']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
                          f"{r['bwd_ms']:.3f} | {r['bwd_tflops']:.0f} | "
                          f"{r['max_diff']:.3g}, {r['bwd_max_diff']:.3g} | {ratio} |")
+    if paged_rows:
+        lines += ["", "| paged case | impl | fwd ms | fwd TFLOP/s | same bits as contiguous |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['case']} | {r['impl']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
+                  f"{r['same_bits']} |" for r in paged_rows]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_results(args.out, "attention_peers", text, {"rows": rows})
+    write_results(args.out, "attention_peers", text, {"rows": rows + paged_rows})
 
 
 if __name__ == "__main__":
