@@ -30,7 +30,7 @@
 
 namespace kiln::cuda::attention_fwd {
 
-template <typename T, int kD, int kDv, int kMTiles, int kBlockN, bool kSoftcap>
+template <typename T, int kD, int kDv, int kMTiles, int kBlockN, bool kSoftcap, bool kPaged>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const __grid_constant__ AttentionForwardArgs a) {
   constexpr int kBlockM = 16 * kMTiles * kWarps;
@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(kThreads)
   auto key_rows = [&](int j, const T*& k_row, const T*& v_row) {
     k_row = v_row = nullptr;
     if (j >= seq.valid_k) return;
-    if (!a.block_table) {
+    if constexpr (!kPaged) {
       k_row = k_ptr + int64_t{j} * a.k_token;
       v_row = v_ptr + int64_t{j} * a.v_token;
       return;
@@ -351,24 +351,34 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
     kernel<<<grid, kThreads, smem, stream>>>(a);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
-  auto pick = [&](auto softcap) {
-    constexpr bool kCap = decltype(softcap)::value;
+  auto pick = [&](auto softcap, auto paged) {
+    constexpr bool kCap = decltype(softcap)::value, kPage = decltype(paged)::value;
     if (a.dtype == DType::bf16) {
-      run(attention_forward_kernel<__nv_bfloat16, kD, kDv, kMTiles, kBlockN, kCap>,
+      run(attention_forward_kernel<__nv_bfloat16, kD, kDv, kMTiles, kBlockN, kCap, kPage>,
           smem_bytes<__nv_bfloat16, kD, kDv, kMTiles, kBlockN>());
     } else {
-      run(attention_forward_kernel<__half, kD, kDv, kMTiles, kBlockN, kCap>,
+      run(attention_forward_kernel<__half, kD, kDv, kMTiles, kBlockN, kCap, kPage>,
           smem_bytes<__half, kD, kDv, kMTiles, kBlockN>());
     }
   };
+  // The page-table path is its own instance: its address math would push the contiguous
+  // kernel past 255 registers (measured: spills, 20-25% slower).
+  auto with_paging = [&](auto softcap) {
+    if (a.block_table) {
+      pick(softcap, std::true_type{});
+    } else {
+      pick(softcap, std::false_type{});
+    }
+  };
   if (a.softcap_in > 0) {
-    pick(std::true_type{});
+    with_paging(std::true_type{});
   } else {
-    pick(std::false_type{});
+    with_paging(std::false_type{});
   }
   return std::string("attention_fwd_mma_sync<") + dtype_tag(a.dtype) + ",d" + std::to_string(kD) +
          (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" + std::to_string(kBlockM) + ",n" +
-         std::to_string(kBlockN) + (a.softcap_in > 0 ? ",softcap" : "") + ">";
+         std::to_string(kBlockN) + (a.softcap_in > 0 ? ",softcap" : "") +
+         (a.block_table ? ",paged" + std::to_string(1 << a.page_shift) : "") + ">";
 }
 
 }  // namespace kiln::cuda::attention_fwd
