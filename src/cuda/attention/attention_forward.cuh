@@ -114,40 +114,41 @@ __global__ void __launch_bounds__(kThreads)
     const attention::Tile t = tile_of(n);
     return t.q_doc_min == t.q_doc_max && t.k_doc_min == t.k_doc_max && t.q_doc_min == t.k_doc_min;
   };
-  // Key j's K and V rows (contiguous, or through the page table), or null: past the valid
+  // Key j's row of a paged cache (k or v: base, page and slot strides), or null past the valid
   // keys or on a bad page (zero-filled, never read).
-  const T* const k_base = static_cast<const T*>(a.k) + kv_head * a.k_head;
-  const T* const v_base = static_cast<const T*>(a.v) + kv_head * a.v_head;
-  auto key_rows = [&](int j, const T*& k_row, const T*& v_row) {
-    k_row = v_row = nullptr;
-    if (j >= seq.valid_k) return;
-    if constexpr (!kPaged) {
-      k_row = k_ptr + int64_t{j} * a.k_token;
-      v_row = v_ptr + int64_t{j} * a.v_token;
-      return;
-    }
+  auto paged_row = [&](const void* cache, int64_t head_stride, int64_t page_stride,
+                       int64_t slot_stride, int j) -> const T* {
+    if (j >= seq.valid_k) return nullptr;
     const int page = j >> a.page_shift, slot = j & ((1 << a.page_shift) - 1);
-    if (page >= a.max_pages) return;
+    if (page >= a.max_pages) return nullptr;
     const int64_t id = a.block_table[b * a.table_stride + page];
-    if (id < 0 || id >= a.num_pages) return;
-    k_row = k_base + id * a.k_page + int64_t{slot} * a.k_token;
-    v_row = v_base + id * a.v_page + int64_t{slot} * a.v_token;
+    if (id < 0 || id >= a.num_pages) return nullptr;
+    return static_cast<const T*>(cache) + kv_head * head_stride + id * page_stride +
+           int64_t{slot} * slot_stride;
   };
   auto load_kv = [&](int n, int stage) {
     const int k0 = n * kBlockN;
     for (int c = tid; c < kBlockN * kD / 8; c += kThreads) {
       const int row = c / (kD / 8), col = c % (kD / 8) * 8;
-      const T *k_row, *v_row;
-      key_rows(k0 + row, k_row, v_row);
-      cp_async16_or_zero(s_k + stage * kBlockN * kD + swizzled<kD>(row, col),
-                         k_row ? k_row + col : k_base, k_row != nullptr);
+      T* const dst = s_k + stage * kBlockN * kD + swizzled<kD>(row, col);
+      if constexpr (kPaged) {
+        const T* src = paged_row(a.k, a.k_head, a.k_page, a.k_token, k0 + row);
+        cp_async16_or_zero(dst, src ? src + col : static_cast<const T*>(a.k), src != nullptr);
+      } else {
+        const bool in = k0 + row < seq.valid_k;
+        cp_async16_or_zero(dst, in ? k_ptr + (k0 + row) * a.k_token + col : k_ptr, in);
+      }
     }
     for (int c = tid; c < kBlockN * kDv / 8; c += kThreads) {
       const int row = c / (kDv / 8), col = c % (kDv / 8) * 8;
-      const T *k_row, *v_row;
-      key_rows(k0 + row, k_row, v_row);
-      cp_async16_or_zero(s_v + stage * kBlockN * kDv + swizzled<kDv>(row, col),
-                         v_row ? v_row + col : v_base, v_row != nullptr);
+      T* const dst = s_v + stage * kBlockN * kDv + swizzled<kDv>(row, col);
+      if constexpr (kPaged) {
+        const T* src = paged_row(a.v, a.v_head, a.v_page, a.v_token, k0 + row);
+        cp_async16_or_zero(dst, src ? src + col : static_cast<const T*>(a.v), src != nullptr);
+      } else {
+        const bool in = k0 + row < seq.valid_k;
+        cp_async16_or_zero(dst, in ? v_ptr + (k0 + row) * a.v_token + col : v_ptr, in);
+      }
     }
     if (docs) {
       for (int r = tid; r < kBlockN; r += kThreads) {
