@@ -509,3 +509,80 @@ INSTANTIATE_TEST_SUITE_P(Pages, AttentionPagedCuda,
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// K and V of more than 2^31 elements (1 head x 128 x 2^24 + 64 tokens): sequence 1's keys sit
+// past element 2^31, and its last queries see only the last 40 keys (causal, window 40). Rows
+// outside the tiles the kernel may load stay NaN (HostTensor's fill), so a wrong offset shows. The
+// expected output is computed here in float64 over the visible keys only.
+TEST(AttentionCudaLarge, MoreThan2Pow31ElementKv) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  constexpr int64_t kD = 128, kLk1 = int64_t{1} << 24, kLeft = 40;
+  const std::vector<int32_t> cu_q{0, 2, 5}, cu_k{0, 64, static_cast<int32_t>(64 + kLk1)};
+  const int64_t tq = 5, tk = cu_k.back();
+  ASSERT_GT(tk * kD, int64_t{1} << 31);
+  std::mt19937_64 rng(31);
+  HostTensor q_h(DType::bf16, {tq, kD}), k_h(DType::bf16, {tk, kD}), v_h(DType::bf16, {tk, kD});
+  q_h.randn(rng);
+  HostRandom random(rng());
+  auto fill = [&](int64_t row) {
+    for (int64_t e = 0; e < kD; ++e) {
+      k_h.set(row, e, random.normal());
+      v_h.set(row, e, random.normal());
+    }
+  };
+  for (int64_t r = 0; r < 64; ++r) fill(r);  // sequence 0: every key visible
+  // Sequence 1: the key tiles its windows touch (masked keys of a loaded tile must be finite:
+  // P = 0 times a NaN row would still be NaN, as in any flash kernel).
+  for (int64_t r = tk - 256; r < tk; ++r) fill(r);
+  Mirrored q(q_h), k(k_h), v(v_h), cuq(int32_tensor(cu_q)), cuk(int32_tensor(cu_k)),
+      out(HostTensor(DType::bf16, {tq, kD})), lse(HostTensor(DType::f32, {1, tq}));
+  for (Mirrored* m : {&q, &k, &v, &cuq, &cuk}) m->upload();
+  out.poison();
+  lse.poison();
+  AttentionMasks m;
+  m.cu_seqlens_q = cuq.view();
+  m.cu_seqlens_k = cuk.view();
+  m.causal = true;
+  m.window_left = kLeft;
+  AttentionOptions opt;
+  opt.softmax_scale = 1.0 / std::sqrt(static_cast<double>(kD));
+  auto heads = [&](Mirrored& x, int64_t rows) {
+    return heads_view(x.dev.data(), DType::bf16, Device::cuda(0), rows, 1, kD, kD);
+  };
+  attention_varlen(heads(out, tq), lse.view(), heads(q, tq), heads(k, tk), heads(v, tk), m, opt);
+  testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen (> 2^31 elements)");
+  out.download();
+  lse.download();
+  for (int64_t b = 0; b < 2; ++b) {
+    const int64_t lq = cu_q[b + 1] - cu_q[b], lk = cu_k[b + 1] - cu_k[b];
+    for (int64_t i = 0; i < lq; ++i) {
+      const int64_t diag = i + lk - lq, lo = std::max<int64_t>(0, diag - kLeft);
+      std::vector<double> s;
+      double top = -1e300;
+      for (int64_t j = lo; j <= diag; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < kD; ++e) {
+          dot += q_h.at(cu_q[b] + i, e) * k_h.at(cu_k[b] + j, e);
+        }
+        s.push_back(dot * opt.softmax_scale);
+        top = std::max(top, s.back());
+      }
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - top));
+      const int64_t row = cu_q[b] + i;
+      EXPECT_NEAR(lse.host.at(0, row), top + std::log(sum), 2e-3) << "lse row " << row;
+      for (int64_t e = 0; e < kD; ++e) {
+        double want = 0;
+        for (size_t t = 0; t < s.size(); ++t) want += s[t] / sum * v_h.at(cu_k[b] + lo + t, e);
+        ASSERT_NEAR(out.host.at(row, e), want, 1e-2 * (1 + std::abs(want)))
+            << "out row " << row << " dim " << e;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
