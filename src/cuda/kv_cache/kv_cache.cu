@@ -70,13 +70,11 @@ __global__ void __launch_bounds__(kThreads) kv_cache_kernel(const __grid_constan
   }
 }
 
-#ifndef KILN_LAB_KV_VEC
-#define KILN_LAB_KV_VEC 0
-#endif
-
-// Lab (KILN_LAB_KV_VEC=1, not yet run on a GPU): 16-byte accesses, 8 elements a thread (one head
-// holds whole vectors: head_dim % 8 == 0), a block sized to the row's vectors. The scalar kernel
-// above measured 70% of copy into a bf16 cache and 49% into e4m3 (32768 x 8 x 128 bf16).
+// 16-byte accesses, 8 elements a thread (one head holds whole vectors: head_dim % 8 == 0), a
+// block sized to the row's vectors: the default when everything is 16-byte aligned (the receipt
+// says vec8). H100, 32768 x 8 x 128 bf16 (bench/results/2026-11-23-h100-s4): 0.127 -> 0.076 ms
+// into a bf16 cache, 0.138 -> 0.061 ms into e4m3, against the scalar kernel above (which stays
+// for unaligned views).
 constexpr int kVecWidth = 8;
 
 template <typename T, typename C>
@@ -113,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
 
 bool kv_vector_aligned(const KvCacheProblem& p) {
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  return KILN_LAB_KV_VEC && p.head_dim % kVecWidth == 0 && p.k_stride % kVecWidth == 0 &&
+  return p.head_dim % kVecWidth == 0 && p.k_stride % kVecWidth == 0 &&
          p.v_stride % kVecWidth == 0 && aligned(p.k) && aligned(p.v) && aligned(p.key_cache) &&
          aligned(p.value_cache);
 }
