@@ -263,6 +263,18 @@ cuda::AttentionForwardArgs device_args(std::string_view op, const TensorView& ou
   return a;
 }
 
+// Runs a CUDA launcher (the metadata stays on the device: no host-side reference path here)
+// and records its receipt.
+template <typename Launch>
+void run_cuda(std::string_view op, const Device& device, Launch&& launch) {
+  const struct {
+    std::string op;
+    Device device;
+  } problem{std::string(op), device};
+  run_on_backend(
+      problem, "", [] {}, std::forward<Launch>(launch));
+}
+
 }  // namespace
 
 void attention_varlen(const TensorView& out, const TensorView& lse, const TensorView& q,
@@ -277,12 +289,7 @@ void attention_varlen(const TensorView& out, const TensorView& lse, const Tensor
   check_lse(op, lse, q);
   if (q.device.is_cuda()) {
     const cuda::AttentionForwardArgs args = device_args(op, out, lse, q, k, v, h, masks, options);
-    const struct {
-      std::string op;
-      Device device;
-    } problem{std::string(op), q.device};
-    run_on_backend(
-        problem, "", [] {}, [&] { return cuda::attention_forward(args, stream); });
+    run_cuda(op, q.device, [&] { return cuda::attention_forward(args, stream); });
     return;
   }
   const ref::AttentionShape s = host_shape(op, q, k, h, masks, options);
@@ -366,12 +373,7 @@ void attention_varlen_paged(const TensorView& out, const TensorView& lse, const 
     a.k_page = key_cache.stride(0);
     a.v_page = value_cache.stride(0);
     a.total_k = int64_t{1} << 31;  // keys are not packed: cu_seqlens_k gives lengths only
-    const struct {
-      std::string op;
-      Device device;
-    } problem{std::string(op), q.device};
-    run_on_backend(
-        problem, "", [] {}, [&] { return cuda::attention_forward(a, stream); });
+    run_cuda(op, q.device, [&] { return cuda::attention_forward(a, stream); });
     return;
   }
   // CPU: gather each sequence's keys into packed K/V (bad page ids are errors) and run the
@@ -454,12 +456,7 @@ void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const
     a.dv_token = dv.stride(0);
     a.dv_head = dv.stride(1);
     a.softmax_scale = static_cast<float>(options.softmax_scale);
-    const struct {
-      std::string op;
-      Device device;
-    } problem{std::string(op), q.device};
-    run_on_backend(
-        problem, "", [] {}, [&] { return cuda::attention_backward(a, stream); });
+    run_cuda(op, q.device, [&] { return cuda::attention_backward(a, stream); });
     return;
   }
   const ref::AttentionShape s = host_shape(op, q, k, h, masks, options);
