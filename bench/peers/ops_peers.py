@@ -554,7 +554,8 @@ def op_topk(env):
 
 def op_router(env):
     """DeepSeek-V3's router, f32 logits [T, 256], k = 8, 8 groups with 4 kept, bias, scaling 2.5;
-    T = 16384 and 64. Peers: the eager composition (sigmoid, biased group top-2 sums, masked
+    T = 16384 and 64; then the softmax router (renormalised) and MegaMoE's activation router
+    (sqrt(softplus), bias for the selection) at the same shapes. Peers: the eager composition (sigmoid, biased group top-2 sums, masked
     top-k, gather, renormalise, scale) and torch.compile of it. Logits are well-separated levels
     so the ids must agree exactly. Bytes: logits and bias read, weights and ids written."""
     for t in env.pick((16384, 64), (16384, 64), (8,)):
@@ -584,6 +585,31 @@ def op_router(env):
                      routed_scaling_factor=2.5))}
         yield case("router", f"deepseek_v3 [{t}, 256] f32 k=8 g8/4", impls, (logits, bias),
                    logits.numel() * 4 + 256 * 4 + t * 8 * 8, check)
+
+        def softmax_math(x, b):
+            w, ids = torch.softmax(x, dim=1).topk(8, dim=1)
+            return w / w.sum(1, keepdim=True), ids.int()
+
+        def activation_math(x, b):  # MegaMoE: sqrt(softplus), bias for the selection only
+            score = torch.sqrt(torch.nn.functional.softplus(x))
+            ids = (score + b).topk(8, dim=1).indices
+            w = score.gather(1, ids)
+            return w / w.sum(1, keepdim=True), ids.int()
+
+        for kind, math_fn, kw in (("softmax", softmax_math, {"renormalize": True}),
+                                  ("activation", activation_math, {})):
+            def check_kind(fn, math_fn=math_fn):
+                return compare(["weights", "ids"], fn(logits, bias), math_fn(logits, bias), 1e-5)
+
+            def kiln_kind(kl, kind=kind, kw=kw):
+                if kind == "softmax":
+                    return lambda x, b: kl.router(x, 8, kind="softmax", **kw)
+                return lambda x, b: kl.router(x, 8, kind=kind, bias=b, **kw)
+
+            impls = {"eager": math_fn, "compile": env.compiled(math_fn),
+                     "kiln": env.kiln_fn("router", ["router"], kiln_kind)}
+            yield case("router", f"{kind} [{t}, 256] f32 k=8", impls, (logits, bias),
+                       logits.numel() * 4 + t * 8 * 8, check_kind)
 
 
 def rope_cache(max_position, rotary_dim, device, base=10000.0):
