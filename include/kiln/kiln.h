@@ -8,6 +8,7 @@
 #include "kiln/ops/gather.h"
 #include "kiln/ops/kv_cache.h"
 #include "kiln/ops/mhc.h"
+#include "kiln/ops/moe.h"
 #include "kiln/ops/moe_align.h"
 #include "kiln/ops/moe_sum.h"
 #include "kiln/ops/norm.h"

@@ -1,0 +1,31 @@
+#pragma once
+// The expert path of a mixture-of-experts layer (issue 5): every routed (token, pick) through
+// its expert's up projection, activation and down projection, weighted and summed per token.
+//
+// x [T, H] (bf16 or f16; rows may be strided, the last dim contiguous).
+// w13 [E_local, 2I, H] for the gated activations (rows 0..I-1 the gate, I..2I-1 the up
+// projection), [E_local, I, H] for relu2; w2 [E_local, H, I]; both of x's dtype, contiguous.
+// topk_weights f32 [T, k] and topk_ids int32 [T, k] (a router's outputs, ids in [0, E)).
+// expert_map int32 [E] maps global ids to local experts (-1: not held here, the pick is dropped:
+// expert parallelism), or absent (E = E_local, the identity).
+// out [T, H] of x's dtype:
+//   out[t] = sum_j topk_weights[t, j] * w2[e] · act(w13[e] · x[t]), e the local expert of pick j.
+// act: swiglu = silu(gate) · up; gelu_tanh / gelu_erf = GELU(gate) · (up + 1) (Kestrel's
+// gelu_residual); relu2 = relu(h)². The intermediate act(...) [I] is rounded to x's dtype (what
+// the two grouped GEMMs store between them); products accumulate in fp32 (float64 in the
+// reference); picks add in order j = 0 .. k-1.
+// CPU tensors run the float64 reference (bad ids and map values are kiln::Errors there). The
+// CUDA grouped GEMMs are not in this build yet: a CUDA tensor is a kiln::Error saying so.
+#include <cstdint>
+
+#include "kiln/core/core.h"
+
+namespace kiln {
+
+enum class MoeActivation { swiglu, gelu_tanh, gelu_erf, relu2 };
+
+void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
+               const TensorView& w2, const TensorView& topk_weights, const TensorView& topk_ids,
+               MoeActivation activation, const TensorView& expert_map, Stream stream = nullptr);
+
+}  // namespace kiln

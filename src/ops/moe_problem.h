@@ -1,0 +1,24 @@
+#pragma once
+// A validated fused_moe call in the plain form the backends take.
+#include <cstdint>
+#include <string>
+
+#include "core/check.h"
+#include "kiln/ops/moe.h"
+
+namespace kiln {
+
+struct MoeProblem {
+  std::string op;
+  Device device;
+  DType dtype = DType::bf16;
+  MoeActivation activation = MoeActivation::swiglu;
+  int64_t tokens = 0, hidden = 0, inter = 0, k = 0, experts = 0, local_experts = 0;
+  check::RowMatrix x, out;                   // [T, H]
+  const void *w13 = nullptr, *w2 = nullptr;  // contiguous [E_local, (2)I, H], [E_local, H, I]
+  check::RowMatrix weights, ids;             // [T, k]
+  const int32_t* expert_map = nullptr;       // [E] contiguous, or null
+  bool gated() const { return activation != MoeActivation::relu2; }
+};
+
+}  // namespace kiln

@@ -1,0 +1,63 @@
+#include "ref/moe.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/element.h"
+#include "ops/activation_math.h"
+
+namespace kiln::ref {
+namespace {
+
+// v rounded to a 16-bit dtype, as a kernel's intermediate store rounds it.
+double rounded(DType dtype, double v) {
+  uint64_t bits = 0;  // wide enough for any dtype the compiler sees in load/store's switch
+  element::store(&bits, dtype, 0, v);
+  return element::load(&bits, dtype, 0);
+}
+
+}  // namespace
+
+void fused_moe(const MoeProblem& p) {
+  using element::load;
+  using element::store;
+  const int64_t rows13 = p.gated() ? 2 * p.inter : p.inter;
+  const act::Kind kind = p.activation == MoeActivation::swiglu      ? act::Kind::swiglu
+                         : p.activation == MoeActivation::gelu_tanh ? act::Kind::gelu_tanh
+                         : p.activation == MoeActivation::gelu_erf  ? act::Kind::gelu_erf
+                                                                    : act::Kind::relu2;
+  std::vector<double> act(p.inter), sum(p.hidden);
+  for (int64_t t = 0; t < p.tokens; ++t) {
+    std::fill(sum.begin(), sum.end(), 0.0);
+    for (int64_t j = 0; j < p.k; ++j) {
+      const int32_t id = static_cast<const int32_t*>(p.ids.data)[t * p.ids.row_stride + j];
+      const int64_t e = p.expert_map ? p.expert_map[id] : id;
+      if (e < 0) continue;  // not held here
+      const double w = load(p.weights.data, DType::f32, t * p.weights.row_stride + j);
+      auto up_row = [&](int64_t r) {  // w13[e][r] · x[t]
+        double dot = 0;
+        for (int64_t h = 0; h < p.hidden; ++h) {
+          dot += load(p.w13, p.dtype, (e * rows13 + r) * p.hidden + h) *
+                 load(p.x.data, p.dtype, t * p.x.row_stride + h);
+        }
+        return dot;
+      };
+      for (int64_t i = 0; i < p.inter; ++i) {
+        const double a = up_row(i), b = p.gated() ? up_row(p.inter + i) : 0.0;
+        act[i] = rounded(p.dtype, act::forward(kind, a, b));
+      }
+      for (int64_t h = 0; h < p.hidden; ++h) {
+        double dot = 0;
+        for (int64_t i = 0; i < p.inter; ++i) {
+          dot += load(p.w2, p.dtype, (e * p.hidden + h) * p.inter + i) * act[i];
+        }
+        sum[h] += w * dot;
+      }
+    }
+    for (int64_t h = 0; h < p.hidden; ++h)
+      store(p.out.data, p.dtype, t * p.out.row_stride + h, sum[h]);
+  }
+}
+
+}  // namespace kiln::ref
