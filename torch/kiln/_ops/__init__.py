@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     gather,
     kv_cache,
     mhc,
+    moe,
     moe_align,
     moe_sum,
     norm,

@@ -8,6 +8,7 @@ from .dropout import bias_dropout_add
 from .gather import gather_rows, gather_rows_pair
 from .kv_cache import kv_cache_write_
 from .mhc import mhc_post_mix, mhc_pre_mix, sinkhorn_knopp
+from .moe import fused_moe
 from .moe_align import moe_align_block_size
 from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
@@ -25,6 +26,7 @@ __all__ = [
     "attention_varlen_paged",
     "bias_dropout_add",
     "dequantize_fp8",
+    "fused_moe",
     "gather_rows",
     "gather_rows_pair",
     "gelu_residual",

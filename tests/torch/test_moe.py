@@ -1,0 +1,95 @@
+"""kiln.fused_moe on the CPU (the float64 reference) against a plain PyTorch MoE expert path with
+the same weights, for every activation; an expert map that drops picks; opcheck; torch.compile;
+errors. On a GPU, CUDA tensors raise until the grouped GEMMs land (issue 5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kiln
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def make(shape, seed, scale=1.0, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def torch_moe(x, w13, w2, weights, ids, activation, expert_map=None):
+    """The expert path as a PyTorch user writes it, in float64 with the intermediate rounded to
+    x's dtype (as kiln's contract says)."""
+    out = torch.zeros(x.shape, dtype=torch.float64)
+    xd = x.double()
+    for t in range(x.shape[0]):
+        for j in range(ids.shape[1]):
+            e = int(ids[t, j]) if expert_map is None else int(expert_map[ids[t, j]])
+            if e < 0:
+                continue
+            h = w13[e].double() @ xd[t]
+            if activation == "relu2":
+                a = F.relu(h) ** 2
+            else:
+                gate, up = h.chunk(2)
+                if activation == "swiglu":
+                    a = F.silu(gate) * up
+                else:
+                    form = "tanh" if activation == "gelu_tanh" else "none"
+                    a = F.gelu(gate, approximate=form) * (up + 1)
+            a = a.to(x.dtype).double()
+            out[t] += float(weights[t, j]) * (w2[e].double() @ a)
+    return out
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "gelu_tanh", "gelu_erf", "relu2"])
+def test_matches_torch_moe(activation):
+    t, h, i, e, k = 6, 32, 16, 4, 2
+    rows = i if activation == "relu2" else 2 * i
+    x, w13, w2 = make((t, h), 1), make((e, rows, h), 2, 0.2), make((e, h, i), 3, 0.2)
+    ids = torch.tensor([[0, 1], [2, 3], [1, 1], [3, 0], [2, 2], [0, 3]], dtype=torch.int32)
+    weights = torch.rand(t, k, generator=torch.Generator().manual_seed(4))
+    out = kiln.fused_moe(x, w13, w2, weights, ids, activation=activation)
+    assert kiln.last_receipt().backend == "reference"
+    torch.testing.assert_close(out.double(), torch_moe(x, w13, w2, weights, ids, activation),
+                               atol=1e-2, rtol=1e-2)
+
+
+def test_expert_map_drops_picks_not_held_here():
+    x, w13, w2 = make((4, 16), 5), make((2, 16, 16), 6, 0.2), make((2, 16, 8), 7, 0.2)
+    ids = torch.tensor([[0, 3], [1, 2], [2, 0], [3, 1]], dtype=torch.int32)
+    weights = torch.full((4, 2), 0.5)
+    expert_map = torch.tensor([-1, 1, 0, -1], dtype=torch.int32)  # globals 1, 2 held here
+    out = kiln.fused_moe(x, w13, w2, weights, ids, expert_map=expert_map)
+    want = torch_moe(x, w13, w2, weights, ids, "swiglu", expert_map)
+    torch.testing.assert_close(out.double(), want, atol=1e-2, rtol=1e-2)
+    assert out[0].abs().sum() == 0  # both of token 0's picks are elsewhere: nothing here
+
+
+def test_opcheck_and_compile():
+    x, w13, w2 = make((3, 16), 8), make((2, 16, 16), 9, 0.2), make((2, 16, 8), 10, 0.2)
+    ids = torch.tensor([[0, 1], [1, 0], [1, 1]], dtype=torch.int32)
+    weights = torch.full((3, 2), 0.5)
+    torch.library.opcheck(torch.ops.kiln.fused_moe, (x, w13, w2, weights, ids, "swiglu", None))
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x: kiln.fused_moe(x * 2, w13, w2, weights, ids), fullgraph=True)
+    torch.testing.assert_close(fn(x), kiln.fused_moe(x * 2, w13, w2, weights, ids))
+
+
+def test_errors():
+    x, w13, w2 = make((2, 16), 1), make((2, 16, 16), 2), make((2, 16, 8), 3)
+    weights = torch.full((2, 1), 1.0)
+    with pytest.raises(RuntimeError, match=r"topk_ids\[1\]\[0\] = 5"):
+        kiln.fused_moe(x, w13, w2, weights, torch.tensor([[0], [5]], dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="one of swiglu, gelu_tanh, gelu_erf, relu2"):
+        kiln.fused_moe(x, w13, w2, weights, torch.tensor([[0], [1]], dtype=torch.int32),
+                       activation="gelu")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_is_refused_with_a_message():
+    x, w13, w2 = make((2, 16), 1).cuda(), make((2, 16, 16), 2).cuda(), make((2, 16, 8), 3).cuda()
+    with pytest.raises(RuntimeError, match="no CUDA kernel in this build yet"):
+        kiln.fused_moe(x, w13, w2, torch.full((2, 1), 1.0, device="cuda"),
+                       torch.zeros(2, 1, dtype=torch.int32, device="cuda"))

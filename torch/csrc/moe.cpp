@@ -1,0 +1,60 @@
+// torch.ops.kiln.fused_moe (include/kiln/ops/moe.h): schema, and CPU and CUDA impls over the kiln
+// entry point (the CUDA one reports that the grouped GEMMs are not in this build yet). Fake impl:
+// torch/kiln/_ops/moe.py.
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+
+#include "kiln/ops/moe.h"
+#include "tensor_view.h"
+
+namespace kiln::torch_binding {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+
+MoeActivation activation_of(const std::string& name) {
+  if (name == "swiglu") return MoeActivation::swiglu;
+  if (name == "gelu_tanh") return MoeActivation::gelu_tanh;
+  if (name == "gelu_erf") return MoeActivation::gelu_erf;
+  if (name == "relu2") return MoeActivation::relu2;
+  throw_arg_error("fused_moe", "activation", "one of swiglu, gelu_tanh, gelu_erf, relu2", name);
+}
+
+at::Tensor fused_moe_op(const at::Tensor& x, const at::Tensor& w13, const at::Tensor& w2,
+                        const at::Tensor& topk_weights, const at::Tensor& topk_ids,
+                        const std::string& activation, const OptTensor& expert_map) {
+  return translate_errors([&] {
+    constexpr std::string_view op = "fused_moe";
+    const DeviceScope scope(x);
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    kiln::fused_moe(to_view(op, "out", out), to_view(op, "x", x), to_view(op, "w13", w13),
+                    to_view(op, "w2", w2), to_view(op, "topk_weights", topk_weights),
+                    to_view(op, "topk_ids", topk_ids), activation_of(activation),
+                    to_view(op, "expert_map", expert_map), scope.stream());
+    return out;
+  });
+}
+
+}  // namespace
+}  // namespace kiln::torch_binding
+
+TORCH_LIBRARY_FRAGMENT(kiln, m) {
+  m.set_python_module("kiln._ops.moe");
+  // out [T, H] = sum over each token's picks of weight * w2[e] act(w13[e] x[t]).
+  m.def(
+      "fused_moe(Tensor x, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, str "
+      "activation, Tensor? expert_map) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(kiln, CPU, m) {
+  m.impl("fused_moe", &kiln::torch_binding::fused_moe_op);
+}
+
+#if KILN_TORCH_CUDA
+TORCH_LIBRARY_IMPL(kiln, CUDA, m) {
+  m.impl("fused_moe", &kiln::torch_binding::fused_moe_op);
+}
+#endif
