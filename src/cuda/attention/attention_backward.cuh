@@ -27,7 +27,7 @@
 
 namespace kiln::cuda::attention_bwd {
 
-using namespace attention_fwd;  // NOLINT: the shared tile pieces
+using namespace attention_tiles;  // NOLINT: the shared tile pieces
 
 constexpr int kTile = 16 * kWarps;  // the rows a CTA owns: 64 queries (dQ) or 64 keys (dK, dV)
 constexpr float kLog2e = 1.4426950408889634f;

@@ -30,6 +30,8 @@
 
 namespace kiln::cuda::attention_fwd {
 
+using namespace attention_tiles;  // NOLINT: the shared tile pieces
+
 template <typename T, int kD, int kDv, int kMTiles, int kBlockN, bool kSoftcap, bool kPaged>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const __grid_constant__ AttentionForwardArgs a) {

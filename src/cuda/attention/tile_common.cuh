@@ -5,7 +5,7 @@
 
 #include "cuda/attention/attention_launch.h"
 
-namespace kiln::cuda::attention_fwd {
+namespace kiln::cuda::attention_tiles {
 
 constexpr int kWarps = 4, kThreads = 32 * kWarps;
 
@@ -93,4 +93,4 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-}  // namespace kiln::cuda::attention_fwd
+}  // namespace kiln::cuda::attention_tiles

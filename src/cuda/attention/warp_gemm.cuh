@@ -10,7 +10,7 @@
 #include "cuda/attention/tile_common.cuh"
 #include "cuda/common/mma.cuh"
 
-namespace kiln::cuda::attention_fwd {
+namespace kiln::cuda::attention_tiles {
 
 template <typename T, int kK, int kN>
 __device__ __forceinline__ void gemm_abt(float (&acc)[kN / 8][4], const T* a, int a_row0,
@@ -52,4 +52,4 @@ __device__ __forceinline__ void gemm_pb(float (&acc)[kN / 8][4], const float (&p
   }
 }
 
-}  // namespace kiln::cuda::attention_fwd
+}  // namespace kiln::cuda::attention_tiles
