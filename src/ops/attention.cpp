@@ -193,6 +193,10 @@ void rows_aligned16(std::string_view op, std::string_view arg, const TensorView&
   }
 }
 
+cuda::HeadRows heads_of(const TensorView& t) {
+  return {t.data, t.stride(0), t.stride(1)};
+}
+
 // The launch arguments of a CUDA problem. Metadata values live on the device: the kernel checks
 // them and counts bad sequences into masks.bad_metadata (they are skipped, never dereferenced
 // past the tensors).
@@ -223,19 +227,11 @@ cuda::AttentionForwardArgs device_args(std::string_view op, const TensorView& ou
   auto ptr = [](const TensorView& t) {
     return t.defined() ? static_cast<const int32_t*>(t.data) : nullptr;
   };
-  a.q = q.data;
-  a.k = k.data;
-  a.v = v.data;
-  a.out = out.data;
+  a.q = heads_of(q);
+  a.k = heads_of(k);
+  a.v = heads_of(v);
+  a.out = heads_of(out);
   a.lse = static_cast<float*>(lse.data);
-  a.q_token = q.stride(0);
-  a.q_head = q.stride(1);
-  a.k_token = k.stride(0);
-  a.k_head = k.stride(1);
-  a.v_token = v.stride(0);
-  a.v_head = v.stride(1);
-  a.out_token = out.stride(0);
-  a.out_head = out.stride(1);
   a.lse_head = lse.stride(0);
   a.lse_token = lse.stride(1);
   a.cu_q = ptr(m.cu_seqlens_q);
@@ -443,18 +439,10 @@ void attention_varlen_backward(const TensorView& dq, const TensorView& dk, const
                                  std::pair{"dk", &dk}, std::pair{"dv", &dv}}) {
       rows_aligned16(op, arg, *t);
     }
-    a.dout = dout.data;
-    a.dq = dq.data;
-    a.dk = dk.data;
-    a.dv = dv.data;
-    a.dout_token = dout.stride(0);
-    a.dout_head = dout.stride(1);
-    a.dq_token = dq.stride(0);
-    a.dq_head = dq.stride(1);
-    a.dk_token = dk.stride(0);
-    a.dk_head = dk.stride(1);
-    a.dv_token = dv.stride(0);
-    a.dv_head = dv.stride(1);
+    a.dout = heads_of(dout);
+    a.dq = heads_of(dq);
+    a.dk = heads_of(dk);
+    a.dv = heads_of(dv);
     a.softmax_scale = static_cast<float>(options.softmax_scale);
     run_cuda(op, q.device, [&] { return cuda::attention_backward(a, stream); });
     return;

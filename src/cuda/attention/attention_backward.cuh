@@ -40,8 +40,8 @@ __global__ void __launch_bounds__(256)
   const int lane = threadIdx.x % 32;
   if (row >= a.f.total_q * a.f.hq) return;
   const int64_t t = row / a.f.hq, h = row % a.f.hq;
-  const T* o = static_cast<const T*>(a.f.out) + t * a.f.out_token + h * a.f.out_head;
-  const T* g = static_cast<const T*>(a.dout) + t * a.dout_token + h * a.dout_head;
+  const T* o = static_cast<const T*>(a.f.out.data) + t * a.f.out.token + h * a.f.out.head;
+  const T* g = static_cast<const T*>(a.dout.data) + t * a.dout.token + h * a.dout.head;
   float sum = 0.f;
   for (int d = lane; d < a.f.head_dim_v; d += 32) sum += to_float(o[d]) * to_float(g[d]);
 #pragma unroll
@@ -111,12 +111,13 @@ __global__ void __launch_bounds__(kThreads)
   const int q0 = tile.m_block * kTile, q1 = min(q0 + kTile, static_cast<int>(seq.lq));
   const int kv_head = head / (f.hq / f.hkv);
   const bool docs = f.doc_q != nullptr;
-  const T* q_ptr = static_cast<const T*>(f.q) + q_begin * f.q_token + head * f.q_head;
-  const T* do_ptr = static_cast<const T*>(a.dout) + q_begin * a.dout_token + head * a.dout_head;
-  const T* k_ptr = static_cast<const T*>(f.k) + k_begin * f.k_token + kv_head * f.k_head;
-  const T* v_ptr = static_cast<const T*>(f.v) + k_begin * f.v_token + kv_head * f.v_head;
-  load_rows<T, kTile, kD>(s_q, q_ptr, f.q_token, q0, q1);
-  load_rows<T, kTile, kDv>(s_do, do_ptr, a.dout_token, q0, q1);
+  const T* q_ptr = static_cast<const T*>(f.q.data) + q_begin * f.q.token + head * f.q.head;
+  const T* do_ptr =
+      static_cast<const T*>(a.dout.data) + q_begin * a.dout.token + head * a.dout.head;
+  const T* k_ptr = static_cast<const T*>(f.k.data) + k_begin * f.k.token + kv_head * f.k.head;
+  const T* v_ptr = static_cast<const T*>(f.v.data) + k_begin * f.v.token + kv_head * f.v.head;
+  load_rows<T, kTile, kD>(s_q, q_ptr, f.q.token, q0, q1);
+  load_rows<T, kTile, kDv>(s_do, do_ptr, a.dout.token, q0, q1);
 
   // This thread's two rows (h = 0, 1): statistics and visible key ranges.
   float lse2[2], delta[2];
@@ -163,9 +164,9 @@ __global__ void __launch_bounds__(kThreads)
     return n;
   };
   auto load_kv = [&](int n, int stage) {
-    load_rows<T, kBlockN, kD>(s_k + stage * kBlockN * kD, k_ptr, f.k_token, n * kBlockN,
+    load_rows<T, kBlockN, kD>(s_k + stage * kBlockN * kD, k_ptr, f.k.token, n * kBlockN,
                               seq.valid_k);
-    load_rows<T, kBlockN, kDv>(s_v + stage * kBlockN * kDv, v_ptr, f.v_token, n * kBlockN,
+    load_rows<T, kBlockN, kDv>(s_v + stage * kBlockN * kDv, v_ptr, f.v.token, n * kBlockN,
                                seq.valid_k);
     if (docs) {
       for (int r = threadIdx.x; r < kBlockN; r += kThreads) {
@@ -208,14 +209,14 @@ __global__ void __launch_bounds__(kThreads)
     stage ^= 1;
   }
   cp_async_wait<0>();
-  T* out = static_cast<T*>(a.dq) + q_begin * a.dq_token + head * a.dq_head;
+  T* out = static_cast<T*>(a.dq.data) + q_begin * a.dq.token + head * a.dq.head;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int i = q0 + warp * 16 + 8 * h + lane / 4;
     if (i >= q1) continue;
 #pragma unroll
     for (int dt = 0; dt < kD / 8; ++dt) {
-      *reinterpret_cast<uint32_t*>(out + i * a.dq_token + 8 * dt + 2 * (lane % 4)) =
+      *reinterpret_cast<uint32_t*>(out + i * a.dq.token + 8 * dt + 2 * (lane % 4)) =
           pack_pair<T>(dq[dt][2 * h] * a.softmax_scale, dq[dt][2 * h + 1] * a.softmax_scale);
     }
   }
@@ -242,11 +243,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
   const int k0 = tile.m_block * kTile, k1 = min(k0 + kTile, static_cast<int>(seq.lk));
   const bool docs = f.doc_q != nullptr;
-  const T* k_ptr = static_cast<const T*>(f.k) + k_begin * f.k_token + kv_head * f.k_head;
-  const T* v_ptr = static_cast<const T*>(f.v) + k_begin * f.v_token + kv_head * f.v_head;
-  load_rows<T, kTile, kD>(s_k, k_ptr, f.k_token, k0, min(k1, static_cast<int>(seq.valid_k)));
+  const T* k_ptr = static_cast<const T*>(f.k.data) + k_begin * f.k.token + kv_head * f.k.head;
+  const T* v_ptr = static_cast<const T*>(f.v.data) + k_begin * f.v.token + kv_head * f.v.head;
+  load_rows<T, kTile, kD>(s_k, k_ptr, f.k.token, k0, min(k1, static_cast<int>(seq.valid_k)));
   if (kDoDK) {
-    load_rows<T, kTile, kDv>(s_v, v_ptr, f.v_token, k0, min(k1, static_cast<int>(seq.valid_k)));
+    load_rows<T, kTile, kDv>(s_v, v_ptr, f.v.token, k0, min(k1, static_cast<int>(seq.valid_k)));
   }
 
   // Work items: (head of the group, query tile), those that can see the key tile.
@@ -276,11 +277,12 @@ __global__ void __launch_bounds__(kThreads)
   };
   auto load_item = [&](int item, int stage) {
     const int head = kv_head * group + item / q_tiles, m0 = item % q_tiles * kBlockM;
-    const T* q_ptr = static_cast<const T*>(f.q) + q_begin * f.q_token + head * f.q_head;
-    load_rows<T, kBlockM, kD>(s_q + stage * kBlockM * kD, q_ptr, f.q_token, m0, seq.lq);
+    const T* q_ptr = static_cast<const T*>(f.q.data) + q_begin * f.q.token + head * f.q.head;
+    load_rows<T, kBlockM, kD>(s_q + stage * kBlockM * kD, q_ptr, f.q.token, m0, seq.lq);
     if (kDoDV || kDoDK) {
-      const T* do_ptr = static_cast<const T*>(a.dout) + q_begin * a.dout_token + head * a.dout_head;
-      load_rows<T, kBlockM, kDv>(s_do + stage * kBlockM * kDv, do_ptr, a.dout_token, m0, seq.lq);
+      const T* do_ptr =
+          static_cast<const T*>(a.dout.data) + q_begin * a.dout.token + head * a.dout.head;
+      load_rows<T, kBlockM, kDv>(s_do + stage * kBlockM * kDv, do_ptr, a.dout.token, m0, seq.lq);
     }
     for (int r = threadIdx.x; r < kBlockM; r += kThreads) {
       const int i = m0 + r;
@@ -345,7 +347,7 @@ __global__ void __launch_bounds__(kThreads)
     const int j = key_row + 8 * h;
     if (j >= k1) continue;
     if constexpr (kDoDK) {
-      T* out = static_cast<T*>(a.dk) + (k_begin + j) * a.dk_token + kv_head * a.dk_head;
+      T* out = static_cast<T*>(a.dk.data) + (k_begin + j) * a.dk.token + kv_head * a.dk.head;
 #pragma unroll
       for (int dt = 0; dt < kD / 8; ++dt) {
         *reinterpret_cast<uint32_t*>(out + 8 * dt + 2 * (lane % 4)) =
@@ -353,7 +355,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if constexpr (kDoDV) {
-      T* out = static_cast<T*>(a.dv) + (k_begin + j) * a.dv_token + kv_head * a.dv_head;
+      T* out = static_cast<T*>(a.dv.data) + (k_begin + j) * a.dv.token + kv_head * a.dv.head;
 #pragma unroll
       for (int dt = 0; dt < kDv / 8; ++dt) {
         *reinterpret_cast<uint32_t*>(out + 8 * dt + 2 * (lane % 4)) =
@@ -410,7 +412,7 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
   } else {
     with_type(std::false_type{});
   }
-  return std::string("attention_bwd_mma_sync<") + (f.dtype == DType::bf16 ? "bf16" : "f16") + ",d" +
+  return std::string("attention_bwd_mma_sync<") + std::string(dtype_name(f.dtype)) + ",d" +
          std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",dq64x" +
          std::to_string(kBlockN) + ",dkdv64x" + std::to_string(kBlockM) + (kSplit ? ",split" : "") +
          (f.softcap_in > 0 ? ",softcap" : "") + ",deterministic>";

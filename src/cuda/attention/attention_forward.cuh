@@ -60,15 +60,16 @@ __global__ void __launch_bounds__(kThreads)
   const int kv_head = head / (a.hq / a.hkv);
   const bool docs = a.doc_q != nullptr;
 
-  const T* const q_ptr = static_cast<const T*>(a.q) + (q_begin + q0) * a.q_token + head * a.q_head;
-  const T* const k_ptr = static_cast<const T*>(a.k) + k_begin * a.k_token + kv_head * a.k_head;
-  const T* const v_ptr = static_cast<const T*>(a.v) + k_begin * a.v_token + kv_head * a.v_head;
+  const T* const q_ptr =
+      static_cast<const T*>(a.q.data) + (q_begin + q0) * a.q.token + head * a.q.head;
+  const T* const k_ptr = static_cast<const T*>(a.k.data) + k_begin * a.k.token + kv_head * a.k.head;
+  const T* const v_ptr = static_cast<const T*>(a.v.data) + k_begin * a.v.token + kv_head * a.v.head;
 
   // Q tile (rows past the sequence zero-filled: computed, never stored).
   for (int c = tid; c < kBlockM * kD / 8; c += kThreads) {
     const int row = c / (kD / 8), col = c % (kD / 8) * 8;
     const bool in = q0 + row < q1;
-    cp_async16_or_zero(s_q + swizzled<kD>(row, col), in ? q_ptr + row * a.q_token + col : q_ptr,
+    cp_async16_or_zero(s_q + swizzled<kD>(row, col), in ? q_ptr + row * a.q.token + col : q_ptr,
                        in);
   }
 
@@ -134,22 +135,22 @@ __global__ void __launch_bounds__(kThreads)
       const int row = c / (kD / 8), col = c % (kD / 8) * 8;
       T* const dst = s_k + stage * kBlockN * kD + swizzled<kD>(row, col);
       if constexpr (kPaged) {
-        const T* src = paged_row(a.k, a.k_head, a.k_page, a.k_token, k0 + row);
-        cp_async16_or_zero(dst, src ? src + col : static_cast<const T*>(a.k), src != nullptr);
+        const T* src = paged_row(a.k.data, a.k.head, a.k_page, a.k.token, k0 + row);
+        cp_async16_or_zero(dst, src ? src + col : static_cast<const T*>(a.k.data), src != nullptr);
       } else {
         const bool in = k0 + row < seq.valid_k;
-        cp_async16_or_zero(dst, in ? k_ptr + (k0 + row) * a.k_token + col : k_ptr, in);
+        cp_async16_or_zero(dst, in ? k_ptr + (k0 + row) * a.k.token + col : k_ptr, in);
       }
     }
     for (int c = tid; c < kBlockN * kDv / 8; c += kThreads) {
       const int row = c / (kDv / 8), col = c % (kDv / 8) * 8;
       T* const dst = s_v + stage * kBlockN * kDv + swizzled<kDv>(row, col);
       if constexpr (kPaged) {
-        const T* src = paged_row(a.v, a.v_head, a.v_page, a.v_token, k0 + row);
-        cp_async16_or_zero(dst, src ? src + col : static_cast<const T*>(a.v), src != nullptr);
+        const T* src = paged_row(a.v.data, a.v.head, a.v_page, a.v.token, k0 + row);
+        cp_async16_or_zero(dst, src ? src + col : static_cast<const T*>(a.v.data), src != nullptr);
       } else {
         const bool in = k0 + row < seq.valid_k;
-        cp_async16_or_zero(dst, in ? v_ptr + (k0 + row) * a.v_token + col : v_ptr, in);
+        cp_async16_or_zero(dst, in ? v_ptr + (k0 + row) * a.v.token + col : v_ptr, in);
       }
     }
     if (docs) {
@@ -302,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
   cp_async_wait<0>();
 
   // O / sum and lse; rows past the sequence are not stored.
-  T* const out = static_cast<T*>(a.out) + (q_begin + q0) * a.out_token + head * a.out_head;
+  T* const out = static_cast<T*>(a.out.data) + (q_begin + q0) * a.out.token + head * a.out.head;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
@@ -313,7 +314,7 @@ __global__ void __launch_bounds__(kThreads)
       const float inv = sum > 0 ? 1.f / sum : 0.f;
       const int row = warp_row0 + 16 * mt + 8 * h + lane / 4;
       if (q0 + row >= q1) continue;
-      T* const out_row = out + int64_t{row} * a.out_token;
+      T* const out_row = out + int64_t{row} * a.out.token;
 #pragma unroll
       for (int dt = 0; dt < kDvTiles; ++dt) {
         const uint32_t pair = pack_pair<T>(o[mt][dt][2 * h] * inv, o[mt][dt][2 * h + 1] * inv);
@@ -337,10 +338,6 @@ constexpr int smem_bytes() {
 }  // namespace kiln::cuda::attention_fwd
 
 namespace kiln::cuda::attention_fwd {
-
-inline const char* dtype_tag(DType d) {
-  return d == DType::bf16 ? "bf16" : "f16";
-}
 
 // Launches the kernel of one head-dim configuration for a's dtype; returns the variant name.
 template <int kD, int kDv, int kMTiles, int kBlockN>
@@ -378,9 +375,10 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   } else {
     with_paging(std::false_type{});
   }
-  return std::string("attention_fwd_mma_sync<") + dtype_tag(a.dtype) + ",d" + std::to_string(kD) +
-         (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" + std::to_string(kBlockM) + ",n" +
-         std::to_string(kBlockN) + (a.softcap_in > 0 ? ",softcap" : "") +
+  return std::string("attention_fwd_mma_sync<") + std::string(dtype_name(a.dtype)) + ",d" +
+         std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" +
+         std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) +
+         (a.softcap_in > 0 ? ",softcap" : "") +
          (a.block_table ? ",paged" + std::to_string(1 << a.page_shift) : "") + ">";
 }
 

@@ -10,13 +10,16 @@
 
 namespace kiln::cuda {
 
+// A [tokens, heads, dim] view with a contiguous dim: its data and element strides.
+struct HeadRows {
+  void* data = nullptr;
+  int64_t token = 0, head = 0;
+};
+
 struct AttentionForwardArgs {
-  const void *q = nullptr, *k = nullptr, *v = nullptr;
-  void* out = nullptr;
+  HeadRows q, k, v, out;
   float* lse = nullptr;
-  // Element strides of [tokens, heads, dim] views (the dim is contiguous) and of lse [Hq, total_q].
-  int64_t q_token = 0, q_head = 0, k_token = 0, k_head = 0, v_token = 0, v_head = 0;
-  int64_t out_token = 0, out_head = 0, lse_head = 0, lse_token = 0;
+  int64_t lse_head = 0, lse_token = 0;  // element strides of lse [Hq, total_q]
   // Device metadata: cu_seqlens int32 [B + 1]; documents int32 [total] and valid prefixes int32
   // [B] may be null. Bad values are counted into bad_metadata (int32 [1], may be null) by one CTA.
   const int32_t *cu_q = nullptr, *cu_k = nullptr;
@@ -29,7 +32,7 @@ struct AttentionForwardArgs {
   attention::MaskRules rules;
   // Paged K/V (block_table non-null): k and v are caches [num_pages, page_size, Hkv, D]; key j of
   // sequence b lives in page block_table[b * table_stride + j / page_size], slot j % page_size.
-  // k_token / v_token are then the slot strides and k_page / v_page the page strides. Page ids
+  // k.token / v.token are then the slot strides and k_page / v_page the page strides. Page ids
   // out of range are never read (zeros) and counted by the reporter CTA.
   const int32_t* block_table = nullptr;
   int64_t table_stride = 0, num_pages = 0, k_page = 0, v_page = 0;
@@ -44,10 +47,7 @@ std::string attention_forward(const AttentionForwardArgs& a, Stream stream);
 // The backward: f holds q, k, v, the forward's out and lse, the metadata and the scales.
 struct AttentionBackwardArgs {
   AttentionForwardArgs f;
-  const void* dout = nullptr;
-  void *dq = nullptr, *dk = nullptr, *dv = nullptr;
-  int64_t dout_token = 0, dout_head = 0, dq_token = 0, dq_head = 0;
-  int64_t dk_token = 0, dk_head = 0, dv_token = 0, dv_head = 0;
+  HeadRows dout, dq, dk, dv;
   float softmax_scale = 0;
   float* delta = nullptr;  // scratch f32 [Hq, total_q]: rowsum(dout * out), set by the launcher
 };
