@@ -29,6 +29,20 @@ KILN_HD float erf_(float v) {
 
 enum class Kind { relu2, swiglu, gelu_erf, gelu_tanh };
 
+// The name receipts give the kind.
+inline constexpr const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::relu2:
+      return "relu2";
+    case Kind::swiglu:
+      return "swiglu";
+    case Kind::gelu_erf:
+      return "gelu_erf";
+    default:
+      return "gelu_tanh";
+  }
+}
+
 template <typename F>
 KILN_HD F sigmoid(F g) {
   return F(1) / (F(1) + exp_(-g));  // exp(-g) = inf for very negative g gives 0, not NaN

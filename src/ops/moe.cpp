@@ -1,10 +1,12 @@
-// Entry point of fused_moe: validate (ids and map values too, on the host) -> the reference.
+// Entry point of fused_moe: validate -> the CUDA kernels, or (ids and map values checked on the
+// host too) the reference -> receipt.
 #include "kiln/ops/moe.h"
 
 #include <string>
 
 #include "core/backend.h"
 #include "core/check.h"
+#include "cuda/moe/fused_moe_launch.h"
 #include "ops/moe_problem.h"
 #include "ref/moe.h"
 
@@ -30,7 +32,7 @@ void weights_tensor(std::string_view op, std::string_view arg, const TensorView&
 
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
                const TensorView& w2, const TensorView& topk_weights, const TensorView& topk_ids,
-               MoeActivation activation, const TensorView& expert_map, Stream) {
+               MoeActivation activation, const TensorView& expert_map, Stream stream) {
   constexpr std::string_view op = "fused_moe";
   MoeProblem p;
   p.op = op;
@@ -79,11 +81,10 @@ void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13
   p.ids = check::rows_of(op, "topk_ids", topk_ids);
   p.w13 = w13.data;
   p.w2 = w2.data;
-  if (p.device.is_cuda()) {
-    require_cuda_built(op, p.device);
-    throw Error(std::string(op) +
-                ": no CUDA kernel in this build yet (issue 5: the grouped GEMMs); CPU tensors "
-                "run the float64 reference");
+  if (p.device.is_cuda()) {  // ids and map values are on the device: the kernels skip bad ones
+    run_on_backend(
+        p, "ref::fused_moe", [] {}, [&] { return cuda::fused_moe(p, stream); });
+    return;
   }
   // Host data: every id and map value checked before the reference reads through them.
   for (int64_t t = 0; t < p.tokens; ++t) {

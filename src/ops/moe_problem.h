@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "kiln/ops/moe.h"
+#include "ops/activation_math.h"
 
 namespace kiln {
 
@@ -19,6 +20,19 @@ struct MoeProblem {
   check::RowMatrix weights, ids;             // [T, k]
   const int32_t* expert_map = nullptr;       // [E] contiguous, or null
   bool gated() const { return activation != MoeActivation::relu2; }
+  // The activation in the shared math's terms (ops/activation_math.h), for reference and kernel.
+  act::Kind act_kind() const {
+    switch (activation) {
+      case MoeActivation::swiglu:
+        return act::Kind::swiglu;
+      case MoeActivation::gelu_tanh:
+        return act::Kind::gelu_tanh;
+      case MoeActivation::gelu_erf:
+        return act::Kind::gelu_erf;
+      default:
+        return act::Kind::relu2;
+    }
+  }
 };
 
 }  // namespace kiln

@@ -23,10 +23,7 @@ void fused_moe(const MoeProblem& p) {
   using element::load;
   using element::store;
   const int64_t rows13 = p.gated() ? 2 * p.inter : p.inter;
-  const act::Kind kind = p.activation == MoeActivation::swiglu      ? act::Kind::swiglu
-                         : p.activation == MoeActivation::gelu_tanh ? act::Kind::gelu_tanh
-                         : p.activation == MoeActivation::gelu_erf  ? act::Kind::gelu_erf
-                                                                    : act::Kind::relu2;
+  const act::Kind kind = p.act_kind();
   std::vector<double> act(p.inter), sum(p.hidden);
   for (int64_t t = 0; t < p.tokens; ++t) {
     std::fill(sum.begin(), sum.end(), 0.0);

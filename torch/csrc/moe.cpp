@@ -1,5 +1,5 @@
 // torch.ops.kiln.fused_moe (include/kiln/ops/moe.h): schema, and CPU and CUDA impls over the kiln
-// entry point (the CUDA one reports that the grouped GEMMs are not in this build yet). Fake impl:
+// entry point (on CUDA, the GEMV-style kernels of src/cuda/moe/fused_moe.cu). Fake impl:
 // torch/kiln/_ops/moe.py.
 #include <ATen/ops/empty.h>
 #include <torch/library.h>

@@ -14,8 +14,12 @@
 // gelu_residual); relu2 = relu(h)². The intermediate act(...) [I] is rounded to x's dtype (what
 // the two grouped GEMMs store between them); products accumulate in fp32 (float64 in the
 // reference); picks add in order j = 0 .. k-1.
-// CPU tensors run the float64 reference (bad ids and map values are kiln::Errors there). The
-// CUDA grouped GEMMs are not in this build yet: a CUDA tensor is a kiln::Error saying so.
+// CPU tensors run the float64 reference (bad ids and map values are kiln::Errors there).
+// CUDA tensors run two GEMV-style kernels (a warp per output; the grouped GEMMs come later), not
+// yet run on a GPU. Ids and map values are on the device there and are not checked: a pick whose
+// id is outside [0, E) or whose map value is outside [-1, E_local) is skipped (contributes 0, is
+// never dereferenced) and is NOT reported. That is a known gap: such input is wrong without an
+// error on CUDA where the CPU would throw.
 #include <cstdint>
 
 #include "kiln/core/core.h"

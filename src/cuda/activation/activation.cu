@@ -59,19 +59,6 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   }
 }
 
-const char* kind_name(act::Kind k) {
-  switch (k) {
-    case act::Kind::relu2:
-      return "relu2";
-    case act::Kind::swiglu:
-      return "swiglu";
-    case act::Kind::gelu_erf:
-      return "gelu_erf";
-    default:
-      return "gelu_tanh";
-  }
-}
-
 }  // namespace
 
 std::string activation(const ActivationProblem& p, Stream stream) {
@@ -106,7 +93,7 @@ std::string activation(const ActivationProblem& p, Stream stream) {
                   <<<launch.grid, launch.block, 0, stream>>>(args);
               KILN_CUDA_CHECK(cudaGetLastError());
               variant = std::string("activation_") + (p.backward ? "backward<" : "forward<") +
-                        kind_name(p.kind) + "," + std::string(dtype_name(p.dtype)) + ",vec" +
+                        act::kind_name(p.kind) + "," + std::string(dtype_name(p.dtype)) + ",vec" +
                         std::to_string(kW) + ",tpr" + std::to_string(launch.threads_per_row) +
                         ",rpb" + std::to_string(launch.rows_per_block) + ">";
             });

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda/common/elements.cuh"
+#include "cuda/common/warp_reduce.cuh"
 
 namespace kiln::cuda {
 
@@ -197,12 +198,6 @@ __device__ __forceinline__ void load_candidates(const T* row, int experts, float
       v[m] = e < experts ? to_float(row[e]) : fill;
     }
   }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(~0u, v, o);
-  return v;
 }
 
 }  // namespace kiln::cuda

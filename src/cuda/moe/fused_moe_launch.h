@@ -1,0 +1,46 @@
+#pragma once
+// CUDA fused_moe: launches for a validated problem; returns the variant name. The grid shape is
+// a pure function here, so the host tests check it (and its limits) without a GPU.
+#include <cstdint>
+#include <string>
+
+#include "kiln/core/error.h"
+#include "kiln/core/stream.h"
+#include "ops/moe_problem.h"
+
+namespace kiln::cuda {
+
+// Warps a block of either kernel: each warp computes one output (one intermediate value, or one
+// element of out), so a block covers 8 consecutive columns of one row.
+inline constexpr int kFusedMoeWarps = 8;
+// CUDA's grid limits: 2^31 - 1 blocks in x, 65535 in y.
+inline constexpr int64_t kGridMaxX = 2147483647, kGridMaxY = 65535;
+
+// up: x = the (t, j) picks (T * k), y = blocks of kFusedMoeWarps intermediate columns.
+// down: x = the tokens, y = blocks of kFusedMoeWarps columns of H.
+struct FusedMoeGrid {
+  int64_t up_x = 0, up_y = 0, down_x = 0, down_y = 0;
+};
+
+inline FusedMoeGrid fused_moe_grid(const MoeProblem& p) {
+  FusedMoeGrid g;
+  g.up_x = p.tokens * p.k;
+  g.up_y = (p.inter + kFusedMoeWarps - 1) / kFusedMoeWarps;
+  g.down_x = p.tokens;
+  g.down_y = (p.hidden + kFusedMoeWarps - 1) / kFusedMoeWarps;
+  auto check = [&](const char* what, int64_t blocks, int64_t limit) {
+    if (blocks > limit) {
+      throw Error(p.op + ": " + what + " needs " + std::to_string(blocks) +
+                  " blocks, over CUDA's grid limit of " + std::to_string(limit) +
+                  " (the one-warp-per-output kernels)");
+    }
+  };
+  check("T * k (the picks)", g.up_x, kGridMaxX);
+  check("I / 8 (intermediate columns)", g.up_y, kGridMaxY);
+  check("H / 8 (hidden columns)", g.down_y, kGridMaxY);
+  return g;
+}
+
+std::string fused_moe(const MoeProblem& p, Stream stream);
+
+}  // namespace kiln::cuda
