@@ -17,6 +17,7 @@ Usage: python3 bench/peers/attention_peers.py [--quick] [--out DIR] [--commit SH
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,15 @@ def visible_pairs(t, causal, window, docs):
         left = window
         return sum(min(i, left) + 1 for i in range(t))
     return t * (t + 1) // 2 if causal else t * t
+
+
+def mma_sync(fn):
+    """fn() with the forward forced onto the mma.sync kernels (KILN_ATTENTION_FWD)."""
+    os.environ["KILN_ATTENTION_FWD"] = "mma_sync"
+    try:
+        return fn()
+    finally:
+        del os.environ["KILN_ATTENTION_FWD"]
 
 
 def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndocs=0):
@@ -92,6 +102,9 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
                                           torch.tensor(docs)).to(dev).repeat(b)
             kw["doc_ids"] = (ids, ids)
         impls["kiln"] = lambda: kiln.attention_varlen(qf, kf, vf, cu, cu, **kw).view(b, t, hq, d)
+        if d == 128:  # the mma.sync kernel beside the wgmma one, in the same run
+            impls["kiln_mma_sync"] = lambda: mma_sync(
+                lambda: kiln.attention_varlen(qf, kf, vf, cu, cu, **kw).view(b, t, hq, d))
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():
@@ -108,6 +121,9 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
                 ms = timer.measure(lambda _: fn(), reps=reps)
             bwd = timer.measure(lambda _: torch.autograd.grad(out, (q, k, v), grad,
                                                               retain_graph=True), reps=reps)
+            if label.startswith("kiln"):
+                fn()
+                print(f"{name:28s} {label:10s} ran {kiln.last_receipt().variant}", file=sys.stderr)
             rows.append({"case": name, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
                          "max_diff": diff, "bwd_ms": bwd, "bwd_tflops": 2.5 * flops / bwd / 1e9,
                          "bwd_max_diff": gdiff})
@@ -139,10 +155,13 @@ def paged_case(timer, kiln, reps, page=64):
     flops = 4.0 * d * b * h * visible_pairs(t, True, None, None)
     rows = []
     with torch.no_grad():
-        contiguous = kiln.attention_varlen(q, k, v, cu, cu, causal=True)
+        # The paged forward runs the mma.sync kernel; the same bits need the same kernel.
+        contiguous = mma_sync(lambda: kiln.attention_varlen(q, k, v, cu, cu, causal=True))
         paged = kiln.attention_varlen_paged(q, kc, vc, table, cu, cu, causal=True)
         same = torch.equal(contiguous, paged)
         for label, fn in (("kiln", lambda: kiln.attention_varlen(q, k, v, cu, cu, causal=True)),
+                          ("kiln_mma_sync", lambda: mma_sync(
+                              lambda: kiln.attention_varlen(q, k, v, cu, cu, causal=True))),
                           (f"kiln_paged{page}", lambda: kiln.attention_varlen_paged(
                               q, kc, vc, table, cu, cu, causal=True))):
             ms = timer.measure(lambda _: fn(), reps=reps)
@@ -183,7 +202,7 @@ def main():
     for name, *_ in cases:
         mine = [r for r in rows if r["case"] == name and "ms" in r]
         k = next((r for r in mine if r["impl"] == "kiln"), None)
-        peers = [r for r in mine if r["impl"] != "kiln"]
+        peers = [r for r in mine if not r["impl"].startswith("kiln")]
         for r in mine:
             ratio = (f"{min(p['ms'] for p in peers) / k['ms']:.2f}, "
                      f"{min(p['bwd_ms'] for p in peers) / k['bwd_ms']:.2f}"

@@ -154,38 +154,53 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
   opt.softmax_scale = 1.0 / std::sqrt(static_cast<double>(c.d));
   opt.softcap = c.softcap;
 
-  Mirrored out(HostTensor(c.dtype, {tq, c.hq * c.dv})), lse(HostTensor(DType::f32, {c.hq, tq}));
-  out.poison();
-  lse.poison();
-  const std::vector<TensorView> g = views(true);
-  attention_varlen(
-      heads_view(out.dev.data(), c.dtype, Device::cuda(0), tq, c.hq, c.dv, c.hq * c.dv), lse.view(),
-      g[0], g[1], g[2], masks(true), opt);
-  EXPECT_EQ(last_receipt().backend, "cuda");
-  testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen");
-  out.download();
-  lse.download();
-  bad.download();
-  EXPECT_EQ(reinterpret_cast<const int32_t*>(bad.host.bytes.data())[0], 0) << "bad_metadata";
-
   HostTensor want(c.dtype, {tq, c.hq * c.dv}), want_lse(DType::f32, {c.hq, tq});
   const std::vector<TensorView> h = views(false);
   attention_varlen(
       heads_view(want.bytes.data(), c.dtype, Device::cpu(), tq, c.hq, c.dv, c.hq * c.dv),
       want_lse.view(), h[0], h[1], h[2], masks(false), opt);
 
-  const double tol = c.dtype == DType::bf16 ? 1e-2 : 2e-3;
-  testing::expect_close(out.host, want, tol, "out");
-  const testing::Comparison cmp = testing::compare(out.host, want, tol / 5);
-  EXPECT_LE(cmp.rel_l2, tol / 2) << "out rel_l2 " << cmp.rel_l2;
-  int misses = 0;
-  for (int64_t hd = 0; hd < c.hq && misses < 5; ++hd) {
-    for (int64_t t = 0; t < tq && misses < 5; ++t) {
-      const double got = lse.host.at(hd, t), w = want_lse.at(hd, t);
-      const bool ok = std::isinf(w) ? got == w : std::abs(got - w) <= 2e-3 * (1 + std::abs(w));
-      if (!ok) {
-        ADD_FAILURE() << "lse(" << hd << ", " << t << "): got " << got << ", want " << w;
-        ++misses;
+  // D = 128 runs on the wgmma kernel on Hopper and, forced by KILN_ATTENTION_FWD, on the
+  // mma.sync kernel too: both against the reference. The last run (the default) feeds the
+  // backward.
+  const bool two_kernels = c.d == 128 && c.dv == 128;
+  Mirrored out(HostTensor(c.dtype, {tq, c.hq * c.dv})), lse(HostTensor(DType::f32, {c.hq, tq}));
+  const std::vector<TensorView> g = views(true);
+  for (const bool forced_mma_sync : {true, false}) {
+    if (forced_mma_sync && !two_kernels) continue;
+    SCOPED_TRACE(forced_mma_sync ? "KILN_ATTENTION_FWD=mma_sync" : "default kernel");
+    if (forced_mma_sync) setenv("KILN_ATTENTION_FWD", "mma_sync", 1);
+    out.poison();
+    lse.poison();
+    attention_varlen(
+        heads_view(out.dev.data(), c.dtype, Device::cuda(0), tq, c.hq, c.dv, c.hq * c.dv),
+        lse.view(), g[0], g[1], g[2], masks(true), opt);
+    unsetenv("KILN_ATTENTION_FWD");
+    EXPECT_EQ(last_receipt().backend, "cuda");
+    if (two_kernels) {
+      const bool wgmma = last_receipt().variant.find("wgmma") != std::string::npos;
+      EXPECT_EQ(wgmma, !forced_mma_sync && testing::gpu_major() == 9 && tq > 0 && tk > 0)
+          << last_receipt().variant;
+    }
+    testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen");
+    out.download();
+    lse.download();
+    bad.download();
+    EXPECT_EQ(reinterpret_cast<const int32_t*>(bad.host.bytes.data())[0], 0) << "bad_metadata";
+
+    const double tol = c.dtype == DType::bf16 ? 1e-2 : 2e-3;
+    testing::expect_close(out.host, want, tol, "out");
+    const testing::Comparison cmp = testing::compare(out.host, want, tol / 5);
+    EXPECT_LE(cmp.rel_l2, tol / 2) << "out rel_l2 " << cmp.rel_l2;
+    int misses = 0;
+    for (int64_t hd = 0; hd < c.hq && misses < 5; ++hd) {
+      for (int64_t t = 0; t < tq && misses < 5; ++t) {
+        const double got = lse.host.at(hd, t), w = want_lse.at(hd, t);
+        const bool ok = std::isinf(w) ? got == w : std::abs(got - w) <= 2e-3 * (1 + std::abs(w));
+        if (!ok) {
+          ADD_FAILURE() << "lse(" << hd << ", " << t << "): got " << got << ", want " << w;
+          ++misses;
+        }
       }
     }
   }
@@ -472,8 +487,11 @@ TEST_P(AttentionPagedCuda, MatchesContiguousToTheBit) {
   Mirrored out1(HostTensor(c.dtype, {tq, hq * c.d})), out2(HostTensor(c.dtype, {tq, hq * c.d})),
       lse1(HostTensor(DType::f32, {hq, tq})), lse2(HostTensor(DType::f32, {hq, tq}));
   for (Mirrored* x : {&out1, &out2, &lse1, &lse2}) x->poison();
+  // The paged forward runs the mma.sync kernel: the contiguous run must too to match bits.
+  setenv("KILN_ATTENTION_FWD", "mma_sync", 1);
   attention_varlen(heads(out1, tq, hq), lse1.view(), heads(q, tq, hq), heads(k, tk, hkv),
                    heads(v, tk, hkv), m, opt);
+  unsetenv("KILN_ATTENTION_FWD");
   const TensorView table_view(bt.dev.data(), DType::i32, Device::cuda(0), {batch, max_pages});
   attention_varlen_paged(heads(out2, tq, hq), lse2.view(), heads(q, tq, hq), cache(ck), cache(cv),
                          table_view, m, opt);

@@ -68,4 +68,11 @@ inline bool have_gpu() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+// Compute capability major of device 0 (9 on Hopper), 0 without a device.
+inline int gpu_major() {
+  int major = 0;
+  if (!have_gpu() || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0)) return 0;
+  return major;
+}
+
 }  // namespace kiln::testing

@@ -1,10 +1,27 @@
 // Attention forward: picks the head-dim configuration (the entry point has checked the dims).
+#include <cstdlib>
+#include <string_view>
+
 #include "cuda/attention/attention_forward_dims.h"
 #include "kiln/core/error.h"
 
 namespace kiln::cuda {
+namespace {
+
+// KILN_ATTENTION_FWD=mma_sync keeps every forward on the mma.sync kernels (A/B runs and the
+// oracle); unset or anything else lets the wgmma kernels take what they can.
+bool wgmma_allowed() {
+  const char* pick = std::getenv("KILN_ATTENTION_FWD");
+  return pick == nullptr || std::string_view(pick) != "mma_sync";
+}
+
+}  // namespace
 
 std::string attention_forward(const AttentionForwardArgs& a, Stream stream) {
+  if (wgmma_allowed() && a.head_dim == 128 && a.head_dim_v == 128) {
+    std::string ran = attention_forward_sm90_d128(a, stream);
+    if (!ran.empty()) return ran;
+  }
   if (a.head_dim == 64 && a.head_dim_v == 64) return attention_forward_d64(a, stream);
   if (a.head_dim == 128 && a.head_dim_v == 128) return attention_forward_d128(a, stream);
   if (a.head_dim == 256 && a.head_dim_v == 256) return attention_forward_d256(a, stream);

@@ -3,6 +3,7 @@
 // exp2, and the tile lookup that needs no host copy of cu_seqlens.
 #include <cstdint>
 
+#include "attention/mask_rules.h"
 #include "cuda/attention/attention_launch.h"
 
 namespace kiln::cuda::attention_tiles {
@@ -24,9 +25,10 @@ struct TileSlot {
   int sequence, m_block;
 };
 
-template <int kBlock, bool kByKeys = false>
+template <int kBlock, bool kByKeys = false, int kCtaThreads = kThreads>
 __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool reporter) {
-  __shared__ int found[2], warp_total[kWarps];
+  constexpr int kCtaWarps = kCtaThreads / 32;
+  __shared__ int found[2], warp_total[kCtaWarps];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   if (tid == 0) found[0] = -1;
   int bad = 0;
@@ -35,7 +37,7 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
     if (a.cu_k[0] != 0 || (!a.block_table && a.cu_k[a.batch] != a.total_k)) ++bad;
   }
   int before = 0;
-  for (int base = 0; base < a.batch; base += kThreads) {
+  for (int base = 0; base < a.batch; base += kCtaThreads) {
     const int b = base + tid;
     int tiles = 0;
     if (b < a.batch) {
@@ -63,7 +65,7 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
     if (lane == 31) warp_total[warp] = inclusive;
     __syncthreads();
     int chunk = 0;
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < kCtaWarps; ++w) {
       if (w < warp) inclusive += warp_total[w];
       chunk += warp_total[w];
     }
@@ -85,6 +87,77 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
   __syncthreads();
   return {found[0], found[1]};
 }
+
+// Sequence b's lengths and valid prefixes (its offsets are a.cu_q[b], a.cu_k[b]).
+__device__ __forceinline__ attention::SequenceShape sequence_shape(const AttentionForwardArgs& a,
+                                                                   int b) {
+  attention::SequenceShape seq;
+  seq.lq = a.cu_q[b + 1] - a.cu_q[b];
+  seq.lk = a.cu_k[b + 1] - a.cu_k[b];
+  seq.valid_q = a.valid_q ? a.valid_q[b] : seq.lq;
+  seq.valid_k = a.valid_k ? a.valid_k[b] : seq.lk;
+  return seq;
+}
+
+// The key tiles of kBlockN keys that the query rows [q0, q1) of one sequence can see: the range
+// [begin, end) outside which no row sees anything, the tiles inside it that some row sees
+// (next_visible, which with documents skips tiles no (query, key) pair shares a document in), and
+// the tiles every pair of which is visible (fully_visible: no per-element mask needed).
+// Without documents every tile of [begin, end) is visible to some row (both ends of a row's
+// range rise with the row), and the fully visible ones form the sub-range [full_begin, full_end).
+template <int kBlockN>
+struct KeyTiles {
+  attention::MaskRules rules;
+  attention::SequenceShape seq;
+  attention::Tile rows;            // q0, q1 and the documents of the first and last valid row
+  const int32_t* doc_k = nullptr;  // the sequence's key documents, or null without documents
+  int begin = 0, end = 0, full_begin = 0, full_end = 0;
+
+  __device__ KeyTiles(const AttentionForwardArgs& a, const attention::SequenceShape& s,
+                      int64_t q_begin, int64_t k_begin, int q0, int q1)
+      : rules(a.rules), seq(s), rows{q0, q1, 0, 0} {
+    const int last_row = min(q1, static_cast<int>(seq.valid_q)) - 1;
+    if (last_row < q0) return;
+    if (a.doc_q) {
+      doc_k = a.doc_k + k_begin;
+      rows.q_doc_min = a.doc_q[q_begin + q0];
+      rows.q_doc_max = a.doc_q[q_begin + last_row];
+    }
+    const attention::KeyRange first = attention::visible_keys(rules, seq, q0);
+    const attention::KeyRange last = attention::visible_keys(rules, seq, last_row);
+    if (last.hi > first.lo) {
+      begin = static_cast<int>(first.lo) / kBlockN;
+      end = static_cast<int>((last.hi + kBlockN - 1) / kBlockN);
+    }
+    if (q1 <= seq.valid_q) {
+      full_begin = static_cast<int>((last.lo + kBlockN - 1) / kBlockN);
+      full_end = static_cast<int>(min(first.hi, seq.valid_k) / kBlockN);
+    }
+  }
+
+  __device__ attention::Tile tile(int n) const {
+    attention::Tile t = rows;
+    t.k0 = int64_t{n} * kBlockN;
+    t.k1 = min(t.k0 + kBlockN, seq.lk);
+    if (t.k0 < seq.valid_k) {
+      t.k_doc_min = doc_k[t.k0];
+      t.k_doc_max = doc_k[min(t.k1, seq.valid_k) - 1];
+    }
+    return t;
+  }
+  // The first tile at or after n that some row sees (end when none).
+  __device__ int next_visible(int n) const {
+    if (!doc_k) return n;
+    while (n < end && !attention::tile_may_be_visible(rules, seq, tile(n))) ++n;
+    return n;
+  }
+  __device__ bool fully_visible(int n) const {
+    if (n < full_begin || n >= full_end) return false;
+    if (!doc_k) return true;
+    const attention::Tile t = tile(n);
+    return t.q_doc_min == t.q_doc_max && t.k_doc_min == t.k_doc_max && t.q_doc_min == t.k_doc_min;
+  }
+};
 
 // 2^x on the MUFU unit (ex2.approx, -inf -> 0): what --use_fast_math makes of exp2f.
 __device__ __forceinline__ float fast_exp2(float x) {

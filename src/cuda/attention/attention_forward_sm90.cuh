@@ -1,0 +1,337 @@
+#pragma once
+// Attention forward on Hopper's own instructions (shared/notes/attention-sm90.md §5 steps 1-2):
+// wgmma for both GEMMs, TMA for Q, K and V, and warp specialisation. The mma.sync kernel
+// (attention_forward.cuh) stays the oracle and the path for what this one does not take.
+//
+// One CTA = one query tile of 128 rows of one (sequence, query head), 288 threads: two consumer
+// warpgroups of 64 rows each and one producer warp. The producer's elected lane loads Q once and
+// streams the visible K and V tiles (kBlockN keys) through a 2-stage ring: a "full" transaction
+// barrier per stage that the copy engine completes, an "empty" barrier each consumer warp
+// arrives on when its wgmmas have read the stage. A V tile that runs past the sequence's valid
+// keys is copied by the whole producer warp instead, with the rows past them zeroed: those rows
+// meet P = 0, and 0 * NaN would poison O (the mma.sync kernel zero-fills them too).
+//
+// Consumers: S = Q Kᵀ by kD / 16 SS wgmmas (Q and K in 128-byte-swizzled shared memory, both
+// K-major), the mask where the tile needs one, the online softmax in base 2 on the accumulators
+// (each thread holds two rows, a row's columns spread over a quad), then O += P V by kBlockN / 16
+// RS wgmmas: P stays in registers as the A operand, V is read MN-major. Rows past the sequence
+// are computed and never stored; fully masked rows end with O = 0 and lse = -inf.
+//
+// Same grid and tile lookup as the mma.sync kernel (no host copy of cu_seqlens), the same tile
+// skipping (KeyTiles), the same results up to the order of fp32 sums.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "attention/mask_rules.h"
+#include "cuda/attention/attention_launch.h"
+#include "cuda/attention/tile_common.cuh"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/mma.cuh"
+#include "cuda/common/tensor_map.h"
+#include "cuda/common/tma.cuh"
+#include "cuda/common/wgmma.cuh"
+
+namespace kiln::cuda::attention_sm90 {
+
+constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 1);
+constexpr int kBlockM = 128, kStages = 2;
+constexpr int kRowBytes = 128;  // one swizzled row of a box: 64 16-bit elements
+
+// Q, K and V as 3-D tensor maps (dim, head, token) read in 64-column boxes, and the arguments.
+struct Sm90ForwardArgs {
+  CUtensorMap q, k, v;
+  AttentionForwardArgs a;
+};
+
+template <int kD, int kBlockN>
+constexpr int smem_bytes() {
+  return 1024 /* alignment slack */ + 2 * (kBlockM + 2 * kStages * kBlockN) * kD;
+}
+
+template <typename T, int kD, int kBlockN, bool kSoftcap>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_forward_sm90_kernel(const __grid_constant__ Sm90ForwardArgs p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace attention_tiles;  // NOLINT: the shared tile pieces
+  constexpr int kBoxes = kD / 64;
+  constexpr int kQBytes = kBlockM * kD * 2, kTileBytes = kBlockN * kD * 2;
+  constexpr int kNTiles = kBlockN / 8, kDTiles = kD / 8;
+  static_assert(kD % 64 == 0 && kBlockN % 64 == 0);
+  const AttentionForwardArgs& a = p.a;
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
+  uint8_t* const s_q = smem;                        // [kBoxes][kBlockM rows][128 B]
+  uint8_t* const s_k = s_q + kQBytes;               // [kStages][kBoxes][kBlockN][128 B]
+  uint8_t* const s_v = s_k + kStages * kTileBytes;  // the same for V
+  __shared__ uint64_t q_full, k_full[kStages], v_full[kStages], k_empty[kStages], v_empty[kStages];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int head = blockIdx.y;
+  const TileSlot slot =
+      find_tile<kBlockM, false, kThreads>(a, blockIdx.x, blockIdx.x == 0 && blockIdx.y == 0);
+  if (slot.sequence < 0) return;
+  const int b = slot.sequence;
+  const int64_t q_begin = a.cu_q[b], k_begin = a.cu_k[b];
+  const attention::SequenceShape seq = sequence_shape(a, b);
+  const int q0 = slot.m_block * kBlockM;
+  const int q1 = min(q0 + kBlockM, static_cast<int>(seq.lq));
+  const int kv_head = head / (a.hq / a.hkv);
+  const KeyTiles<kBlockN> tiles(a, seq, q_begin, k_begin, q0, q1);
+
+  if (tid == 0) {
+    barrier_init(&q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&k_full[s], 1);
+      barrier_init(&v_full[s], 1);
+      barrier_init(&k_empty[s], kConsumerWarps);
+      barrier_init(&v_empty[s], kConsumerWarps);
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warp == kConsumerWarps) {  // the producer
+    if (lane == 0) {
+      prefetch_tensor_map(&p.q);
+      prefetch_tensor_map(&p.k);
+      prefetch_tensor_map(&p.v);
+      barrier_arrive_expect_tx(&q_full, kQBytes);
+      for (int box = 0; box < kBoxes; ++box) {
+        tma_load_3d(s_q + box * kBlockM * kRowBytes, &p.q, 64 * box, head,
+                    static_cast<int>(q_begin + q0), &q_full);
+      }
+    }
+    const T* const v_rows =
+        static_cast<const T*>(a.v.data) + k_begin * a.v.token + kv_head * a.v.head;
+    int it = 0;
+    for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
+         n = tiles.next_visible(n + 1), ++it) {
+      const int s = it % kStages;
+      const uint32_t phase = (it / kStages) & 1;
+      const int k0 = n * kBlockN;
+      uint8_t* const k_tile = s_k + s * kTileBytes;
+      uint8_t* const v_tile = s_v + s * kTileBytes;
+      if (lane == 0) {
+        barrier_wait_parity(&k_empty[s], phase ^ 1);
+        barrier_arrive_expect_tx(&k_full[s], kTileBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(k_tile + box * kBlockN * kRowBytes, &p.k, 64 * box, kv_head,
+                      static_cast<int>(k_begin + k0), &k_full[s]);
+        }
+        barrier_wait_parity(&v_empty[s], phase ^ 1);
+      }
+      __syncwarp();
+      if (k0 + kBlockN <= seq.valid_k) {
+        if (lane == 0) {
+          barrier_arrive_expect_tx(&v_full[s], kTileBytes);
+          for (int box = 0; box < kBoxes; ++box) {
+            tma_load_3d(v_tile + box * kBlockN * kRowBytes, &p.v, 64 * box, kv_head,
+                        static_cast<int>(k_begin + k0), &v_full[s]);
+          }
+        }
+      } else {  // the tile past the valid keys: copied here, its tail zeroed
+        for (int c = lane; c < kBlockN * kD / 8; c += 32) {
+          const int row = c / (kD / 8), chunk = c % (kD / 8);
+          uint4 value = make_uint4(0, 0, 0, 0);
+          if (k0 + row < seq.valid_k) {
+            value = *reinterpret_cast<const uint4*>(v_rows + (k0 + row) * a.v.token + 8 * chunk);
+          }
+          *reinterpret_cast<uint4*>(v_tile + (chunk / 8) * kBlockN * kRowBytes + row * kRowBytes +
+                                    16 * ((chunk % 8) ^ (row % 8))) = value;
+        }
+        fence_async_shared();
+        __syncwarp();
+        if (lane == 0) barrier_arrive(&v_full[s]);
+      }
+    }
+    return;
+  }
+
+  // Consumers: warpgroup wg owns rows 64 wg .. 64 wg + 63 of the tile; this thread rows
+  // warp_row0 + lane / 4 + 8 h.
+  const int wg = warp / 4;
+  const int warp_row0 = 64 * wg + 16 * (warp % 4);
+  const bool docs = a.doc_q != nullptr;
+  int row_lo[2], row_hi[2], row_doc[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = q0 + warp_row0 + 8 * h + lane / 4;
+    const attention::KeyRange r = attention::visible_keys(a.rules, seq, i);
+    row_lo[h] = static_cast<int>(r.lo);
+    row_hi[h] = static_cast<int>(r.hi);
+    row_doc[h] = docs && i < q1 ? a.doc_q[q_begin + i] : 0;
+  }
+
+  float o[kDTiles * 4];
+#pragma unroll
+  for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  const uint32_t q_base = shared_address(s_q) + 64 * wg * kRowBytes;
+  barrier_wait_parity(&q_full, 0);
+
+  int it = 0;
+  for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
+       n = tiles.next_visible(n + 1), ++it) {
+    const int s = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
+    const uint32_t k_base = shared_address(s_k + s * kTileBytes);
+    const uint32_t v_base = shared_address(s_v + s * kTileBytes);
+
+    float sc[kNTiles * 4];
+    barrier_wait_parity(&k_full[s], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      const uint32_t step = (kk % 4) * 32;  // 16 columns = 32 bytes into the swizzled row
+      const uint64_t qd =
+          sw128_descriptor(q_base + (kk / 4) * kBlockM * kRowBytes + step, 16, 1024);
+      const uint64_t kd =
+          sw128_descriptor(k_base + (kk / 4) * kBlockN * kRowBytes + step, 16, 1024);
+      wgmma_ss<T, kBlockN, 0>(sc, qd, kd, kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(sc);
+    if (lane == 0) barrier_arrive(&k_empty[s]);
+
+      // Scores in base-2 units (soft-capped first), then the mask where the tile needs one.
+#pragma unroll
+    for (int i = 0; i < kNTiles * 4; ++i) {
+      sc[i] = kSoftcap ? a.softcap_log2 * tanhf(sc[i] * a.softcap_in) : sc[i] * a.scale_log2;
+    }
+    if (!tiles.fully_visible(n)) {
+      const int k0 = n * kBlockN;
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int h = c / 2, j = k0 + 8 * nt + 2 * (lane % 4) + c % 2;
+          const bool see =
+              j >= row_lo[h] && j < row_hi[h] && (!docs || tiles.doc_k[j] == row_doc[h]);
+          if (!see) sc[4 * nt + c] = -INFINITY;
+        }
+      }
+    }
+
+    // Online softmax: new row maxima (quad-reduced), rescale O and the sums, P = 2^(s - m).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float m = row_max[h];
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        m = fmaxf(m, fmaxf(sc[4 * nt + 2 * h], sc[4 * nt + 2 * h + 1]));
+      }
+      m = fmaxf(m, __shfl_xor_sync(~0u, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(~0u, m, 2));
+      const float base = m == -INFINITY ? 0.f : m;  // no -inf - -inf
+      const float correction = fast_exp2(row_max[h] - base);
+      row_max[h] = m;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        sc[4 * nt + 2 * h] = fast_exp2(sc[4 * nt + 2 * h] - base);
+        sc[4 * nt + 2 * h + 1] = fast_exp2(sc[4 * nt + 2 * h + 1] - base);
+        sum += sc[4 * nt + 2 * h] + sc[4 * nt + 2 * h + 1];
+      }
+      row_sum[h] = row_sum[h] * correction + sum;
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        o[4 * dt + 2 * h] *= correction;
+        o[4 * dt + 2 * h + 1] *= correction;
+      }
+    }
+
+    // O += P V: P from the accumulators, two column tiles per k16 step.
+    uint32_t pa[kBlockN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      pa[kk][0] = pack_pair<T>(sc[8 * kk + 0], sc[8 * kk + 1]);
+      pa[kk][1] = pack_pair<T>(sc[8 * kk + 2], sc[8 * kk + 3]);
+      pa[kk][2] = pack_pair<T>(sc[8 * kk + 4], sc[8 * kk + 5]);
+      pa[kk][3] = pack_pair<T>(sc[8 * kk + 6], sc[8 * kk + 7]);
+    }
+    barrier_wait_parity(&v_full[s], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const uint64_t vd = sw128_descriptor(v_base + kk * 16 * kRowBytes, kBlockN * kRowBytes, 1024);
+      wgmma_rs<T, kD, 1>(o, pa[kk], vd, true);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(o);
+    if (lane == 0) barrier_arrive(&v_empty[s]);
+  }
+
+  // O / sum and lse; rows past the sequence are not stored.
+  T* const out = static_cast<T*>(a.out.data) + (q_begin + q0) * a.out.token + head * a.out.head;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float sum = row_sum[h];
+    sum += __shfl_xor_sync(~0u, sum, 1);
+    sum += __shfl_xor_sync(~0u, sum, 2);
+    const float inv = sum > 0 ? 1.f / sum : 0.f;
+    const int row = warp_row0 + 8 * h + lane / 4;
+    if (q0 + row >= q1) continue;
+    T* const out_row = out + int64_t{row} * a.out.token;
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      const uint32_t pair = pack_pair<T>(o[4 * dt + 2 * h] * inv, o[4 * dt + 2 * h + 1] * inv);
+      *reinterpret_cast<uint32_t*>(out_row + 8 * dt + 2 * (lane % 4)) = pair;
+    }
+    if (lane % 4 == 0) {
+      constexpr float kLn2 = 0.6931471805599453f;
+      const float lse = sum > 0 ? (row_max[h] + log2f(sum)) * kLn2 : -INFINITY;
+      a.lse[head * a.lse_head + (q_begin + q0 + row) * a.lse_token] = lse;
+    }
+  }
+#endif
+}
+
+// Runs the kernel for a when it can (a Hopper device, no page table, TMA-describable views) and
+// returns its variant name; returns an empty string, having launched nothing, when it cannot.
+template <int kD, int kBlockN>
+std::string launch(const AttentionForwardArgs& a, Stream stream) {
+  if (a.block_table != nullptr || a.total_q == 0 || a.total_k == 0) return "";
+  int device = 0, major = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9) return "";
+  Sm90ForwardArgs p{};
+  p.a = a;
+  auto map = [](CUtensorMap* m, const HeadRows& t, int64_t tokens, int heads, int rows) {
+    const uint64_t dims[3] = {static_cast<uint64_t>(kD), static_cast<uint64_t>(heads),
+                              static_cast<uint64_t>(tokens)};
+    const int64_t strides[2] = {t.head, t.token};
+    const uint32_t box[3] = {64, 1, static_cast<uint32_t>(rows)};
+    return encode_tensor_map_3d(m, t.data, dims, strides, box).empty();
+  };
+  if (!map(&p.q, a.q, a.total_q, a.hq, kBlockM) || !map(&p.k, a.k, a.total_k, a.hkv, kBlockN) ||
+      !map(&p.v, a.v, a.total_k, a.hkv, kBlockN)) {
+    return "";
+  }
+  const int64_t slots = (a.total_q + kBlockM - 1) / kBlockM + a.batch;
+  const dim3 grid(static_cast<unsigned>(slots), static_cast<unsigned>(a.hq));
+  constexpr int smem = smem_bytes<kD, kBlockN>();
+  auto run = [&](auto kernel) {
+    KILN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kernel<<<grid, kThreads, smem, stream>>>(p);
+    KILN_CUDA_CHECK(cudaGetLastError());
+  };
+  const bool bf16 = a.dtype == DType::bf16, cap = a.softcap_in > 0;
+  if (bf16 && cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kBlockN, true>);
+  if (bf16 && !cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kBlockN, false>);
+  if (!bf16 && cap) run(attention_forward_sm90_kernel<__half, kD, kBlockN, true>);
+  if (!bf16 && !cap) run(attention_forward_sm90_kernel<__half, kD, kBlockN, false>);
+  return std::string("attention_fwd_wgmma_tma<") + std::string(dtype_name(a.dtype)) + ",d" +
+         std::to_string(kD) + ",m" + std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) +
+         (cap ? ",softcap" : "") + ">";
+}
+
+}  // namespace kiln::cuda::attention_sm90
