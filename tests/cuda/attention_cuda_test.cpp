@@ -160,10 +160,11 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
       heads_view(want.bytes.data(), c.dtype, Device::cpu(), tq, c.hq, c.dv, c.hq * c.dv),
       want_lse.view(), h[0], h[1], h[2], masks(false), opt);
 
-  // D = 128 runs on the wgmma kernel on Hopper and, forced by KILN_ATTENTION_FWD, on the
-  // mma.sync kernel too: both against the reference. The last run (the default) feeds the
-  // backward.
-  const bool two_kernels = c.d == 128 && c.dv == 128;
+  // D = 64, 128 and 192/128 run on the wgmma kernels on Hopper and, forced by
+  // KILN_ATTENTION_FWD, on the mma.sync kernels too: both against the reference. The last run
+  // (the default) feeds the backward.
+  const bool two_kernels =
+      (c.d == 64 && c.dv == 64) || (c.d == 128 && c.dv == 128) || (c.d == 192 && c.dv == 128);
   Mirrored out(HostTensor(c.dtype, {tq, c.hq * c.dv})), lse(HostTensor(DType::f32, {c.hq, tq}));
   const std::vector<TensorView> g = views(true);
   for (const bool forced_mma_sync : {true, false}) {

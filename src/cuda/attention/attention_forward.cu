@@ -15,13 +15,19 @@ bool wgmma_allowed() {
   return pick == nullptr || std::string_view(pick) != "mma_sync";
 }
 
+// The wgmma kernel for a's head dims, when there is one and it takes a; "" otherwise.
+std::string attention_forward_wgmma(const AttentionForwardArgs& a, Stream stream) {
+  if (!wgmma_allowed()) return "";
+  if (a.head_dim == 64 && a.head_dim_v == 64) return attention_forward_sm90_d64(a, stream);
+  if (a.head_dim == 128 && a.head_dim_v == 128) return attention_forward_sm90_d128(a, stream);
+  if (a.head_dim == 192 && a.head_dim_v == 128) return attention_forward_sm90_d192_dv128(a, stream);
+  return "";
+}
+
 }  // namespace
 
 std::string attention_forward(const AttentionForwardArgs& a, Stream stream) {
-  if (wgmma_allowed() && a.head_dim == 128 && a.head_dim_v == 128) {
-    std::string ran = attention_forward_sm90_d128(a, stream);
-    if (!ran.empty()) return ran;
-  }
+  if (std::string ran = attention_forward_wgmma(a, stream); !ran.empty()) return ran;
   if (a.head_dim == 64 && a.head_dim_v == 64) return attention_forward_d64(a, stream);
   if (a.head_dim == 128 && a.head_dim_v == 128) return attention_forward_d128(a, stream);
   if (a.head_dim == 256 && a.head_dim_v == 256) return attention_forward_d256(a, stream);

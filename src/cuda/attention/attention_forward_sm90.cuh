@@ -1,10 +1,11 @@
 #pragma once
-// Attention forward on Hopper's own instructions (shared/notes/attention-sm90.md §5 steps 1-2):
+// Attention forward on Hopper's own instructions (shared/notes/attention-sm90.md §5 steps 1-3):
 // wgmma for both GEMMs, TMA for Q, K and V, and warp specialisation. The mma.sync kernel
 // (attention_forward.cuh) stays the oracle and the path for what this one does not take.
 //
-// One CTA = one query tile of 128 rows of one (sequence, query head), 288 threads: two consumer
-// warpgroups of 64 rows each and one producer warp. The producer's elected lane loads Q once and
+// One CTA = one query tile of 128 rows of one (sequence, query head), 384 threads: two consumer
+// warpgroups of 64 rows each and a producer warpgroup, one warp of which works (the others give
+// their registers to the consumers and leave). The producer's elected lane loads Q once and
 // streams the visible K and V tiles (kBlockN keys) through a 2-stage ring: a "full" transaction
 // barrier per stage that the copy engine completes, an "empty" barrier each consumer warp
 // arrives on when its wgmmas have read the stage. A V tile that runs past the sequence's valid
@@ -14,8 +15,10 @@
 // Consumers: S = Q Kᵀ by kD / 16 SS wgmmas (Q and K in 128-byte-swizzled shared memory, both
 // K-major), the mask where the tile needs one, the online softmax in base 2 on the accumulators
 // (each thread holds two rows, a row's columns spread over a quad), then O += P V by kBlockN / 16
-// RS wgmmas: P stays in registers as the A operand, V is read MN-major. Rows past the sequence
-// are computed and never stored; fully masked rows end with O = 0 and lse = -inf.
+// RS wgmmas: P stays in registers as the A operand, V is read MN-major. From the second tile on,
+// S_j = Q K_jᵀ and O += P_{j-1} V_{j-1} are issued together and the softmax of tile j runs while
+// the second GEMM is still on the tensor cores; O is rescaled once it is done. Rows past the
+// sequence are computed and never stored; fully masked rows end with O = 0 and lse = -inf.
 //
 // Same grid and tile lookup as the mma.sync kernel (no host copy of cu_seqlens), the same tile
 // skipping (KeyTiles), the same results up to the order of fp32 sums.
@@ -37,7 +40,10 @@
 
 namespace kiln::cuda::attention_sm90 {
 
-constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 1);
+// Two consumer warpgroups and a producer warpgroup of which one warp works; registers move from
+// the producer to the consumers (setmaxnreg): 128 * 56 + 256 * 224 <= 65536.
+constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 4);
+constexpr int kProducerRegisters = 56, kConsumerRegisters = 224;
 constexpr int kBlockM = 128, kStages = 2;
 constexpr int kRowBytes = 128;  // one swizzled row of a box: 64 16-bit elements
 
@@ -47,27 +53,27 @@ struct Sm90ForwardArgs {
   AttentionForwardArgs a;
 };
 
-template <int kD, int kBlockN>
+template <int kD, int kDv, int kBlockN>
 constexpr int smem_bytes() {
-  return 1024 /* alignment slack */ + 2 * (kBlockM + 2 * kStages * kBlockN) * kD;
+  return 1024 /* alignment slack */ + 2 * (kBlockM * kD + kStages * kBlockN * (kD + kDv));
 }
 
-template <typename T, int kD, int kBlockN, bool kSoftcap>
+template <typename T, int kD, int kDv, int kBlockN, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_forward_sm90_kernel(const __grid_constant__ Sm90ForwardArgs p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace attention_tiles;  // NOLINT: the shared tile pieces
-  constexpr int kBoxes = kD / 64;
-  constexpr int kQBytes = kBlockM * kD * 2, kTileBytes = kBlockN * kD * 2;
-  constexpr int kNTiles = kBlockN / 8, kDTiles = kD / 8;
-  static_assert(kD % 64 == 0 && kBlockN % 64 == 0);
+  constexpr int kBoxes = kD / 64, kVBoxes = kDv / 64;
+  constexpr int kQBytes = kBlockM * kD * 2, kKBytes = kBlockN * kD * 2, kVBytes = kBlockN * kDv * 2;
+  constexpr int kNTiles = kBlockN / 8, kDTiles = kDv / 8;
+  static_assert(kD % 64 == 0 && kDv % 64 == 0 && kDv <= 128 && kBlockN % 64 == 0);
   const AttentionForwardArgs& a = p.a;
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
-  uint8_t* const s_q = smem;                        // [kBoxes][kBlockM rows][128 B]
-  uint8_t* const s_k = s_q + kQBytes;               // [kStages][kBoxes][kBlockN][128 B]
-  uint8_t* const s_v = s_k + kStages * kTileBytes;  // the same for V
+  uint8_t* const s_q = smem;                     // [kBoxes][kBlockM rows][128 B]
+  uint8_t* const s_k = s_q + kQBytes;            // [kStages][kBoxes][kBlockN][128 B]
+  uint8_t* const s_v = s_k + kStages * kKBytes;  // [kStages][kVBoxes][kBlockN][128 B]
   __shared__ uint64_t q_full, k_full[kStages], v_full[kStages], k_empty[kStages], v_empty[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -95,7 +101,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  if (warp == kConsumerWarps) {  // the producer
+  if (warp >= kConsumerWarps) {  // the producer warpgroup
+    warpgroup_release_registers<kProducerRegisters>();
+    if (warp != kConsumerWarps) return;
     if (lane == 0) {
       prefetch_tensor_map(&p.q);
       prefetch_tensor_map(&p.k);
@@ -114,11 +122,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int s = it % kStages;
       const uint32_t phase = (it / kStages) & 1;
       const int k0 = n * kBlockN;
-      uint8_t* const k_tile = s_k + s * kTileBytes;
-      uint8_t* const v_tile = s_v + s * kTileBytes;
+      uint8_t* const k_tile = s_k + s * kKBytes;
+      uint8_t* const v_tile = s_v + s * kVBytes;
       if (lane == 0) {
         barrier_wait_parity(&k_empty[s], phase ^ 1);
-        barrier_arrive_expect_tx(&k_full[s], kTileBytes);
+        barrier_arrive_expect_tx(&k_full[s], kKBytes);
         for (int box = 0; box < kBoxes; ++box) {
           tma_load_3d(k_tile + box * kBlockN * kRowBytes, &p.k, 64 * box, kv_head,
                       static_cast<int>(k_begin + k0), &k_full[s]);
@@ -128,15 +136,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
       if (k0 + kBlockN <= seq.valid_k) {
         if (lane == 0) {
-          barrier_arrive_expect_tx(&v_full[s], kTileBytes);
-          for (int box = 0; box < kBoxes; ++box) {
+          barrier_arrive_expect_tx(&v_full[s], kVBytes);
+          for (int box = 0; box < kVBoxes; ++box) {
             tma_load_3d(v_tile + box * kBlockN * kRowBytes, &p.v, 64 * box, kv_head,
                         static_cast<int>(k_begin + k0), &v_full[s]);
           }
         }
       } else {  // the tile past the valid keys: copied here, its tail zeroed
-        for (int c = lane; c < kBlockN * kD / 8; c += 32) {
-          const int row = c / (kD / 8), chunk = c % (kD / 8);
+        for (int c = lane; c < kBlockN * kDv / 8; c += 32) {
+          const int row = c / (kDv / 8), chunk = c % (kDv / 8);
           uint4 value = make_uint4(0, 0, 0, 0);
           if (k0 + row < seq.valid_k) {
             value = *reinterpret_cast<const uint4*>(v_rows + (k0 + row) * a.v.token + 8 * chunk);
@@ -152,6 +160,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     return;
   }
 
+  warpgroup_claim_registers<kConsumerRegisters>();
   // Consumers: warpgroup wg owns rows 64 wg .. 64 wg + 63 of the tile; this thread rows
   // warp_row0 + lane / 4 + 8 h.
   const int wg = warp / 4;
@@ -172,19 +181,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   const uint32_t q_base = shared_address(s_q) + 64 * wg * kRowBytes;
-  barrier_wait_parity(&q_full, 0);
 
-  int it = 0;
-  for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
-       n = tiles.next_visible(n + 1), ++it) {
-    const int s = it % kStages;
-    const uint32_t phase = (it / kStages) & 1;
-    const uint32_t k_base = shared_address(s_k + s * kTileBytes);
-    const uint32_t v_base = shared_address(s_v + s * kTileBytes);
-
-    float sc[kNTiles * 4];
-    barrier_wait_parity(&k_full[s], phase);
-    wgmma_fence();
+  float sc[kNTiles * 4];         // S of the newest tile, then its P in fp32
+  uint32_t pa[kBlockN / 16][4];  // P of the previous tile as wgmma A fragments
+  float correction[2] = {1.f, 1.f};
+  auto issue_qk = [&](int s) {  // S = Q K_sᵀ
+    const uint32_t k_base = shared_address(s_k + s * kKBytes);
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
       const uint32_t step = (kk % 4) * 32;  // 16 columns = 32 bytes into the swizzled row
@@ -195,11 +197,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_ss<T, kBlockN, 0>(sc, qd, kd, kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_accumulators(sc);
-    if (lane == 0) barrier_arrive(&k_empty[s]);
-
-      // Scores in base-2 units (soft-capped first), then the mask where the tile needs one.
+  };
+  auto issue_pv = [&](int s) {  // O += P V_s
+    const uint32_t v_base = shared_address(s_v + s * kVBytes);
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      const uint64_t vd = sw128_descriptor(v_base + kk * 16 * kRowBytes, kBlockN * kRowBytes, 1024);
+      wgmma_rs<T, kDv, 1>(o, pa[kk], vd, true);
+    }
+    wgmma_commit();
+  };
+  // Scores of tile n in base-2 units (soft-capped first), masked where the tile needs it, then
+  // the online softmax: new row maxima (quad-reduced), the sums, P = 2^(s - m) in sc, and the
+  // factor O must be rescaled by once the GEMM still writing it is done.
+  auto softmax = [&](int n) {
 #pragma unroll
     for (int i = 0; i < kNTiles * 4; ++i) {
       sc[i] = kSoftcap ? a.softcap_log2 * tanhf(sc[i] * a.softcap_in) : sc[i] * a.scale_log2;
@@ -217,8 +228,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     }
-
-    // Online softmax: new row maxima (quad-reduced), rescale O and the sums, P = 2^(s - m).
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float m = row_max[h];
@@ -229,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       m = fmaxf(m, __shfl_xor_sync(~0u, m, 1));
       m = fmaxf(m, __shfl_xor_sync(~0u, m, 2));
       const float base = m == -INFINITY ? 0.f : m;  // no -inf - -inf
-      const float correction = fast_exp2(row_max[h] - base);
+      correction[h] = fast_exp2(row_max[h] - base);
       row_max[h] = m;
       float sum = 0.f;
 #pragma unroll
@@ -238,16 +247,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         sc[4 * nt + 2 * h + 1] = fast_exp2(sc[4 * nt + 2 * h + 1] - base);
         sum += sc[4 * nt + 2 * h] + sc[4 * nt + 2 * h + 1];
       }
-      row_sum[h] = row_sum[h] * correction + sum;
-#pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-        o[4 * dt + 2 * h] *= correction;
-        o[4 * dt + 2 * h + 1] *= correction;
-      }
+      row_sum[h] = row_sum[h] * correction[h] + sum;
     }
-
-    // O += P V: P from the accumulators, two column tiles per k16 step.
-    uint32_t pa[kBlockN / 16][4];
+  };
+  auto rescale_and_pack = [&] {  // O *= correction; P to A fragments, two column tiles a step
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) o[4 * dt + c] *= correction[c / 2];
+    }
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       pa[kk][0] = pack_pair<T>(sc[8 * kk + 0], sc[8 * kk + 1]);
@@ -255,17 +263,49 @@ __global__ void __launch_bounds__(kThreads, 1)
       pa[kk][2] = pack_pair<T>(sc[8 * kk + 4], sc[8 * kk + 5]);
       pa[kk][3] = pack_pair<T>(sc[8 * kk + 6], sc[8 * kk + 7]);
     }
-    barrier_wait_parity(&v_full[s], phase);
+  };
+
+  barrier_wait_parity(&q_full, 0);
+  int n = tiles.next_visible(tiles.begin);
+  if (n < tiles.end) {
+    // The first tile alone; then each step overlaps S_j = Q K_jᵀ and the softmax of tile j with
+    // O += P_{j-1} V_{j-1} on the tensor cores (FA3's intra-warpgroup pipeline).
+    barrier_wait_parity(&k_full[0], 0);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t vd = sw128_descriptor(v_base + kk * 16 * kRowBytes, kBlockN * kRowBytes, 1024);
-      wgmma_rs<T, kD, 1>(o, pa[kk], vd, true);
+    issue_qk(0);
+    wgmma_wait<0>();
+    fence_accumulators(sc);
+    if (lane == 0) barrier_arrive(&k_empty[0]);
+    softmax(n);
+    rescale_and_pack();
+    int prev = 0;
+    uint32_t prev_phase = 0;
+    int it = 1;
+    for (n = tiles.next_visible(n + 1); n < tiles.end; n = tiles.next_visible(n + 1), ++it) {
+      const int s = it % kStages;
+      const uint32_t phase = (it / kStages) & 1;
+      barrier_wait_parity(&k_full[s], phase);
+      barrier_wait_parity(&v_full[prev], prev_phase);
+      wgmma_fence();
+      issue_qk(s);
+      issue_pv(prev);
+      wgmma_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
+      fence_accumulators(sc);
+      if (lane == 0) barrier_arrive(&k_empty[s]);
+      softmax(n);
+      wgmma_wait<0>();
+      fence_accumulators(o);
+      if (lane == 0) barrier_arrive(&v_empty[prev]);
+      rescale_and_pack();
+      prev = s;
+      prev_phase = phase;
     }
-    wgmma_commit();
+    barrier_wait_parity(&v_full[prev], prev_phase);
+    wgmma_fence();
+    issue_pv(prev);
     wgmma_wait<0>();
     fence_accumulators(o);
-    if (lane == 0) barrier_arrive(&v_empty[s]);
+    if (lane == 0) barrier_arrive(&v_empty[prev]);
   }
 
   // O / sum and lse; rows past the sequence are not stored.
@@ -295,7 +335,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // Runs the kernel for a when it can (a Hopper device, no page table, TMA-describable views) and
 // returns its variant name; returns an empty string, having launched nothing, when it cannot.
-template <int kD, int kBlockN>
+template <int kD, int kDv, int kBlockN>
 std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (a.block_table != nullptr || a.total_q == 0 || a.total_k == 0) return "";
   int device = 0, major = 0;
@@ -304,20 +344,21 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (major != 9) return "";
   Sm90ForwardArgs p{};
   p.a = a;
-  auto map = [](CUtensorMap* m, const HeadRows& t, int64_t tokens, int heads, int rows) {
-    const uint64_t dims[3] = {static_cast<uint64_t>(kD), static_cast<uint64_t>(heads),
+  auto map = [](CUtensorMap* m, const HeadRows& t, int dim, int64_t tokens, int heads, int rows) {
+    const uint64_t dims[3] = {static_cast<uint64_t>(dim), static_cast<uint64_t>(heads),
                               static_cast<uint64_t>(tokens)};
     const int64_t strides[2] = {t.head, t.token};
     const uint32_t box[3] = {64, 1, static_cast<uint32_t>(rows)};
     return encode_tensor_map_3d(m, t.data, dims, strides, box).empty();
   };
-  if (!map(&p.q, a.q, a.total_q, a.hq, kBlockM) || !map(&p.k, a.k, a.total_k, a.hkv, kBlockN) ||
-      !map(&p.v, a.v, a.total_k, a.hkv, kBlockN)) {
+  if (!map(&p.q, a.q, kD, a.total_q, a.hq, kBlockM) ||
+      !map(&p.k, a.k, kD, a.total_k, a.hkv, kBlockN) ||
+      !map(&p.v, a.v, kDv, a.total_k, a.hkv, kBlockN)) {
     return "";
   }
   const int64_t slots = (a.total_q + kBlockM - 1) / kBlockM + a.batch;
   const dim3 grid(static_cast<unsigned>(slots), static_cast<unsigned>(a.hq));
-  constexpr int smem = smem_bytes<kD, kBlockN>();
+  constexpr int smem = smem_bytes<kD, kDv, kBlockN>();
   auto run = [&](auto kernel) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -325,13 +366,13 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
     KILN_CUDA_CHECK(cudaGetLastError());
   };
   const bool bf16 = a.dtype == DType::bf16, cap = a.softcap_in > 0;
-  if (bf16 && cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kBlockN, true>);
-  if (bf16 && !cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kBlockN, false>);
-  if (!bf16 && cap) run(attention_forward_sm90_kernel<__half, kD, kBlockN, true>);
-  if (!bf16 && !cap) run(attention_forward_sm90_kernel<__half, kD, kBlockN, false>);
+  if (bf16 && cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kDv, kBlockN, true>);
+  if (bf16 && !cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kDv, kBlockN, false>);
+  if (!bf16 && cap) run(attention_forward_sm90_kernel<__half, kD, kDv, kBlockN, true>);
+  if (!bf16 && !cap) run(attention_forward_sm90_kernel<__half, kD, kDv, kBlockN, false>);
   return std::string("attention_fwd_wgmma_tma<") + std::string(dtype_name(a.dtype)) + ",d" +
-         std::to_string(kD) + ",m" + std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) +
-         (cap ? ",softcap" : "") + ">";
+         std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" +
+         std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) + (cap ? ",softcap" : "") + ">";
 }
 
 }  // namespace kiln::cuda::attention_sm90

@@ -5,7 +5,7 @@
 namespace kiln::cuda {
 
 std::string attention_forward_sm90_d128(const AttentionForwardArgs& a, Stream stream) {
-  return attention_sm90::launch<128, 128>(a, stream);
+  return attention_sm90::launch<128, 128, 128>(a, stream);
 }
 
 }  // namespace kiln::cuda

@@ -43,6 +43,18 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kInFlight) : "memory");
 }
 
+// Warp specialisation's register split (setmaxnreg): a warpgroup that needs few registers gives
+// them back, one that needs many claims them. Takes effect under a register cap at entry
+// (__launch_bounds__(threads, 1)); every thread of the warpgroup executes it.
+template <int kRegisters>
+__device__ __forceinline__ void warpgroup_release_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+template <int kRegisters>
+__device__ __forceinline__ void warpgroup_claim_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+
 // Pins the accumulators in place around a wgmma batch: the compiler may not move their reads or
 // writes across this point (the hardware writes them asynchronously).
 template <int kRegs>
