@@ -160,15 +160,12 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
       heads_view(want.bytes.data(), c.dtype, Device::cpu(), tq, c.hq, c.dv, c.hq * c.dv),
       want_lse.view(), h[0], h[1], h[2], masks(false), opt);
 
-  // D = 64, 128 and 192/128 run on the wgmma kernels on Hopper and, forced by
-  // KILN_ATTENTION_FWD, on the mma.sync kernels too: both against the reference. The last run
-  // (the default) feeds the backward.
-  const bool two_kernels =
-      (c.d == 64 && c.dv == 64) || (c.d == 128 && c.dv == 128) || (c.d == 192 && c.dv == 128);
+  // Every head dim runs on the wgmma kernels on Hopper and, forced by KILN_ATTENTION_FWD, on the
+  // mma.sync kernels too: both against the reference. The last run (the default) feeds the
+  // backward.
   Mirrored out(HostTensor(c.dtype, {tq, c.hq * c.dv})), lse(HostTensor(DType::f32, {c.hq, tq}));
   const std::vector<TensorView> g = views(true);
   for (const bool forced_mma_sync : {true, false}) {
-    if (forced_mma_sync && !two_kernels) continue;
     SCOPED_TRACE(forced_mma_sync ? "KILN_ATTENTION_FWD=mma_sync" : "default kernel");
     if (forced_mma_sync) setenv("KILN_ATTENTION_FWD", "mma_sync", 1);
     out.poison();
@@ -178,11 +175,9 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
         lse.view(), g[0], g[1], g[2], masks(true), opt);
     unsetenv("KILN_ATTENTION_FWD");
     EXPECT_EQ(last_receipt().backend, "cuda");
-    if (two_kernels) {
-      const bool wgmma = last_receipt().variant.find("wgmma") != std::string::npos;
-      EXPECT_EQ(wgmma, !forced_mma_sync && testing::gpu_major() == 9 && tq > 0 && tk > 0)
-          << last_receipt().variant;
-    }
+    const bool wgmma = last_receipt().variant.find("wgmma") != std::string::npos;
+    EXPECT_EQ(wgmma, !forced_mma_sync && testing::gpu_major() == 9 && tq > 0 && tk > 0)
+        << last_receipt().variant;
     testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen");
     out.download();
     lse.download();

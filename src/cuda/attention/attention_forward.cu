@@ -21,6 +21,7 @@ std::string attention_forward_wgmma(const AttentionForwardArgs& a, Stream stream
   if (a.head_dim == 64 && a.head_dim_v == 64) return attention_forward_sm90_d64(a, stream);
   if (a.head_dim == 128 && a.head_dim_v == 128) return attention_forward_sm90_d128(a, stream);
   if (a.head_dim == 192 && a.head_dim_v == 128) return attention_forward_sm90_d192_dv128(a, stream);
+  if (a.head_dim == 256 && a.head_dim_v == 256) return attention_forward_sm90_d256(a, stream);
   return "";
 }
 

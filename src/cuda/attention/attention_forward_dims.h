@@ -17,5 +17,6 @@ std::string attention_forward_d192_dv128(const AttentionForwardArgs& a, Stream s
 std::string attention_forward_sm90_d64(const AttentionForwardArgs& a, Stream stream);
 std::string attention_forward_sm90_d128(const AttentionForwardArgs& a, Stream stream);
 std::string attention_forward_sm90_d192_dv128(const AttentionForwardArgs& a, Stream stream);
+std::string attention_forward_sm90_d256(const AttentionForwardArgs& a, Stream stream);
 
 }  // namespace kiln::cuda

@@ -65,8 +65,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   using namespace attention_tiles;  // NOLINT: the shared tile pieces
   constexpr int kBoxes = kD / 64, kVBoxes = kDv / 64;
   constexpr int kQBytes = kBlockM * kD * 2, kKBytes = kBlockN * kD * 2, kVBytes = kBlockN * kDv * 2;
+  // O in parts of at most 128 columns (one wgmma N each): kOTiles 8-column tiles a part.
+  constexpr int kON = kDv < 128 ? kDv : 128, kOParts = kDv / kON, kOTiles = kON / 8;
   constexpr int kNTiles = kBlockN / 8, kDTiles = kDv / 8;
-  static_assert(kD % 64 == 0 && kDv % 64 == 0 && kDv <= 128 && kBlockN % 64 == 0);
+  static_assert(kD % 64 == 0 && kDv % 64 == 0 && kBlockN % 64 == 0);
   const AttentionForwardArgs& a = p.a;
 
   extern __shared__ uint8_t smem_raw[];
@@ -176,9 +178,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     row_doc[h] = docs && i < q1 ? a.doc_q[q_begin + i] : 0;
   }
 
-  float o[kDTiles * 4];
+  float o[kOParts][kOTiles * 4];  // column tile dt is o[dt / kOTiles][4 (dt % kOTiles) + c]
 #pragma unroll
-  for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
+  for (int part = 0; part < kOParts; ++part) {
+#pragma unroll
+    for (int i = 0; i < kOTiles * 4; ++i) o[part][i] = 0.f;
+  }
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   const uint32_t q_base = shared_address(s_q) + 64 * wg * kRowBytes;
 
@@ -202,11 +207,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t v_base = shared_address(s_v + s * kVBytes);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      const uint64_t vd = sw128_descriptor(v_base + kk * 16 * kRowBytes, kBlockN * kRowBytes, 1024);
-      wgmma_rs<T, kDv, 1>(o, pa[kk], vd, true);
+#pragma unroll
+      for (int part = 0; part < kOParts; ++part) {
+        const uint64_t vd = sw128_descriptor(
+            v_base + (part * kON / 64 * kBlockN + kk * 16) * kRowBytes, kBlockN * kRowBytes, 1024);
+        wgmma_rs<T, kON, 1>(o[part], pa[kk], vd, true);
+      }
     }
     wgmma_commit();
   };
+
   // Scores of tile n in base-2 units (soft-capped first), masked where the tile needs it, then
   // the online softmax: new row maxima (quad-reduced), the sums, P = 2^(s - m) in sc, and the
   // factor O must be rescaled by once the GEMM still writing it is done.
@@ -254,7 +264,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt) {
 #pragma unroll
-      for (int c = 0; c < 4; ++c) o[4 * dt + c] *= correction[c / 2];
+      for (int c = 0; c < 4; ++c) o[dt / kOTiles][4 * (dt % kOTiles) + c] *= correction[c / 2];
     }
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
@@ -294,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (lane == 0) barrier_arrive(&k_empty[s]);
       softmax(n);
       wgmma_wait<0>();
-      fence_accumulators(o);
+      for (auto& part : o) fence_accumulators(part);
       if (lane == 0) barrier_arrive(&v_empty[prev]);
       rescale_and_pack();
       prev = s;
@@ -304,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_fence();
     issue_pv(prev);
     wgmma_wait<0>();
-    fence_accumulators(o);
+    for (auto& part : o) fence_accumulators(part);
     if (lane == 0) barrier_arrive(&v_empty[prev]);
   }
 
@@ -321,7 +331,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     T* const out_row = out + int64_t{row} * a.out.token;
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt) {
-      const uint32_t pair = pack_pair<T>(o[4 * dt + 2 * h] * inv, o[4 * dt + 2 * h + 1] * inv);
+      const float* const tile = &o[dt / kOTiles][4 * (dt % kOTiles)];
+      const uint32_t pair = pack_pair<T>(tile[2 * h] * inv, tile[2 * h + 1] * inv);
       *reinterpret_cast<uint32_t*>(out_row + 8 * dt + 2 * (lane % 4)) = pair;
     }
     if (lane % 4 == 0) {

@@ -133,6 +133,29 @@ struct KeyTiles {
       full_begin = static_cast<int>((last.lo + kBlockN - 1) / kBlockN);
       full_end = static_cast<int>(min(first.hi, seq.valid_k) / kBlockN);
     }
+    if (doc_k && begin < end) {
+      // Document ids do not decrease along a sequence: the rows see no key before the first of
+      // their first document nor after the last of their last one. Two binary searches narrow
+      // [begin, end) so that next_visible does not walk every earlier document's tiles.
+      const int first_key = first_at_least(rows.q_doc_min);
+      const int past_key = first_at_least(rows.q_doc_max + 1);
+      begin = max(begin, first_key / kBlockN);
+      end = min(end, (past_key + kBlockN - 1) / kBlockN);
+    }
+  }
+
+  // The first valid key whose document is >= doc (valid_k when none is).
+  __device__ int first_at_least(int64_t doc) const {
+    int lo = 0, hi = static_cast<int>(seq.valid_k);
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (doc_k[mid] < doc) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
   }
 
   __device__ attention::Tile tile(int n) const {
