@@ -49,12 +49,12 @@ def visible_pairs(t, causal, window, docs):
 
 
 def mma_sync(fn):
-    """fn() with the forward forced onto the mma.sync kernels (KILN_ATTENTION_FWD)."""
-    os.environ["KILN_ATTENTION_FWD"] = "mma_sync"
+    """fn() with kiln forced onto its mma.sync kernels (KILN_ATTENTION_FWD and _BWD)."""
+    os.environ["KILN_ATTENTION_FWD"] = os.environ["KILN_ATTENTION_BWD"] = "mma_sync"
     try:
         return fn()
     finally:
-        del os.environ["KILN_ATTENTION_FWD"]
+        del os.environ["KILN_ATTENTION_FWD"], os.environ["KILN_ATTENTION_BWD"]
 
 
 def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndocs=0):
@@ -103,12 +103,14 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
                                           torch.tensor(docs)).to(dev).repeat(b)
             kw["doc_ids"] = (ids, ids)
         impls["kiln"] = lambda: kiln.attention_varlen(qf, kf, vf, cu, cu, **kw).view(b, t, hq, d)
-        # the mma.sync kernel beside the wgmma one, in the same run
-        impls["kiln_mma_sync"] = lambda: mma_sync(
-            lambda: kiln.attention_varlen(qf, kf, vf, cu, cu, **kw).view(b, t, hq, d))
+        # the mma.sync kernels beside the wgmma ones, in the same run (forward and backward:
+        # run_case forces both around everything it times for this label)
+        impls["kiln_mma_sync"] = impls["kiln"]
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():
+        if label == "kiln_mma_sync":
+            os.environ["KILN_ATTENTION_FWD"] = os.environ["KILN_ATTENTION_BWD"] = "mma_sync"
         try:
             out = fn()
             grad = torch.randn_like(out)
@@ -124,7 +126,10 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
                                                               retain_graph=True), reps=reps)
             if label.startswith("kiln"):
                 fn()
-                print(f"{name:28s} {label:10s} ran {kiln.last_receipt().variant}", file=sys.stderr)
+                fwd_variant = kiln.last_receipt().variant
+                torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
+                print(f"{name:28s} {label:10s} ran {fwd_variant} / {kiln.last_receipt().variant}",
+                      file=sys.stderr)
             rows.append({"case": name, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
                          "max_diff": diff, "bwd_ms": bwd, "bwd_tflops": 2.5 * flops / bwd / 1e9,
                          "bwd_max_diff": gdiff})
@@ -134,6 +139,9 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         except Exception as e:  # noqa: BLE001 -- a peer missing on this machine is reported
             print(f"{name:28s} {label:10s} failed: {str(e).splitlines()[0][:160]}", file=sys.stderr)
             rows.append({"case": name, "impl": label, "error": str(e).splitlines()[0][:160]})
+        finally:
+            os.environ.pop("KILN_ATTENTION_FWD", None)
+            os.environ.pop("KILN_ATTENTION_BWD", None)
     return rows
 
 

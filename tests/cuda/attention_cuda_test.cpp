@@ -211,24 +211,6 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
   auto flat = [&](Mirrored& m, int64_t rows, int64_t heads, int64_t dim) {
     return heads_view(m.dev.data(), c.dtype, Device::cuda(0), rows, heads, dim, heads * dim);
   };
-  std::vector<uint8_t> first[3];
-  for (int run = 0; run < 2; ++run) {
-    for (Mirrored* m : {&dq, &dk, &dv}) m->poison();
-    attention_varlen_backward(flat(dq, tq, c.hq, c.d), flat(dk, tk, c.hkv, c.d),
-                              flat(dv, tk, c.hkv, c.dv), flat(dout, tq, c.hq, c.dv), g[0], g[1],
-                              g[2], flat(out, tq, c.hq, c.dv), lse.view(), masks(true), opt);
-    EXPECT_EQ(last_receipt().backend, "cuda");
-    testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen_backward");
-    int i = 0;
-    for (Mirrored* m : {&dq, &dk, &dv}) {
-      m->download();
-      if (run == 0)
-        first[i] = m->host.bytes;
-      else
-        EXPECT_EQ(m->host.bytes, first[i]) << "not deterministic: output " << i;
-      ++i;
-    }
-  }
   HostTensor wq(c.dtype, {tq, c.hq * c.d}), wk(c.dtype, {tk, c.hkv * c.d}),
       wv(c.dtype, {tk, c.hkv * c.dv});
   auto host = [&](HostTensor& t, int64_t rows, int64_t heads, int64_t dim) {
@@ -244,27 +226,57 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
   const double gtol = c.dtype == DType::bf16 ? 0.1 : 0.02;
   const char* names[] = {"dq", "dk", "dv"};
   const HostTensor* wants[] = {&wq, &wk, &wv};
-  int i = 0;
-  for (Mirrored* m : {&dq, &dk, &dv}) {
-    const HostTensor& w = *wants[i];
-    double sq = 0;
-    for (int64_t r = 0; r < w.rows(); ++r)
-      for (int64_t e = 0; e < w.cols(); ++e) sq += w.at(r, e) * w.at(r, e);
-    const double rms = std::sqrt(sq / std::max<int64_t>(1, w.numel()));
-    int bad = 0;
-    for (int64_t r = 0; r < w.rows() && bad < 5; ++r) {
-      for (int64_t e = 0; e < w.cols() && bad < 5; ++e) {
-        const double got = m->host.at(r, e), want_e = w.at(r, e);
-        if (!(std::abs(got - want_e) <= gtol * (std::abs(want_e) + rms))) {
-          ADD_FAILURE() << names[i] << "(" << r << ", " << e << "): got " << got << ", want "
-                        << want_e << " (rms " << rms << ")";
-          ++bad;
-        }
+
+  // The mma.sync kernels (forced by KILN_ATTENTION_BWD) and the default ones (wgmma for D = Dv
+  // = 64 and 128 on Hopper), each twice for the same bits, each against the reference.
+  for (const bool forced_mma_sync : {true, false}) {
+    SCOPED_TRACE(forced_mma_sync ? "KILN_ATTENTION_BWD=mma_sync" : "default kernel");
+    std::vector<uint8_t> first[3];
+    for (int run = 0; run < 2; ++run) {
+      for (Mirrored* m : {&dq, &dk, &dv}) m->poison();
+      if (forced_mma_sync) setenv("KILN_ATTENTION_BWD", "mma_sync", 1);
+      attention_varlen_backward(flat(dq, tq, c.hq, c.d), flat(dk, tk, c.hkv, c.d),
+                                flat(dv, tk, c.hkv, c.dv), flat(dout, tq, c.hq, c.dv), g[0], g[1],
+                                g[2], flat(out, tq, c.hq, c.dv), lse.view(), masks(true), opt);
+      unsetenv("KILN_ATTENTION_BWD");
+      EXPECT_EQ(last_receipt().backend, "cuda");
+      const bool wgmma = last_receipt().variant.find("wgmma") != std::string::npos;
+      EXPECT_EQ(wgmma, !forced_mma_sync && testing::gpu_major() == 9 && tq > 0 && tk > 0 &&
+                           c.d == c.dv && c.d <= 128)
+          << last_receipt().variant;
+      testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen_backward");
+      int i = 0;
+      for (Mirrored* m : {&dq, &dk, &dv}) {
+        m->download();
+        if (run == 0)
+          first[i] = m->host.bytes;
+        else
+          EXPECT_EQ(m->host.bytes, first[i]) << "not deterministic: output " << i;
+        ++i;
       }
     }
-    const testing::Comparison gc = testing::compare(m->host, *wants[i], gtol / 20);
-    EXPECT_LE(gc.rel_l2, gtol / 5) << names[i] << " rel_l2 " << gc.rel_l2;
-    ++i;
+    int i = 0;
+    for (Mirrored* m : {&dq, &dk, &dv}) {
+      const HostTensor& w = *wants[i];
+      double sq = 0;
+      for (int64_t r = 0; r < w.rows(); ++r)
+        for (int64_t e = 0; e < w.cols(); ++e) sq += w.at(r, e) * w.at(r, e);
+      const double rms = std::sqrt(sq / std::max<int64_t>(1, w.numel()));
+      int bad = 0;
+      for (int64_t r = 0; r < w.rows() && bad < 5; ++r) {
+        for (int64_t e = 0; e < w.cols() && bad < 5; ++e) {
+          const double got = m->host.at(r, e), want_e = w.at(r, e);
+          if (!(std::abs(got - want_e) <= gtol * (std::abs(want_e) + rms))) {
+            ADD_FAILURE() << names[i] << "(" << r << ", " << e << "): got " << got << ", want "
+                          << want_e << " (rms " << rms << ")";
+            ++bad;
+          }
+        }
+      }
+      const testing::Comparison gc = testing::compare(m->host, *wants[i], gtol / 20);
+      EXPECT_LE(gc.rel_l2, gtol / 5) << names[i] << " rel_l2 " << gc.rel_l2;
+      ++i;
+    }
   }
 }
 

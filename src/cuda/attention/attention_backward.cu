@@ -2,11 +2,28 @@
 // head-dim configuration (the entry point has checked the dims).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string_view>
+
 #include "cuda/attention/attention_backward_dims.h"
 #include "cuda/common/cuda_check.h"
 #include "kiln/core/error.h"
 
 namespace kiln::cuda {
+namespace {
+
+// KILN_ATTENTION_BWD=mma_sync keeps every backward on the mma.sync kernels (A/B runs and the
+// oracle); unset or anything else lets the wgmma kernels take what they can.
+std::string attention_backward_wgmma(const AttentionBackwardArgs& a, Stream stream) {
+  const char* pick = std::getenv("KILN_ATTENTION_BWD");
+  if (pick != nullptr && std::string_view(pick) == "mma_sync") return "";
+  if (a.f.head_dim != a.f.head_dim_v) return "";
+  if (a.f.head_dim == 64) return attention_backward_sm90_d64(a, stream);
+  if (a.f.head_dim == 128) return attention_backward_sm90_d128(a, stream);
+  return "";
+}
+
+}  // namespace
 
 std::string attention_backward(const AttentionBackwardArgs& args, Stream stream) {
   const AttentionForwardArgs& f = args.f;
@@ -16,7 +33,11 @@ std::string attention_backward(const AttentionBackwardArgs& args, Stream stream)
   void* delta = nullptr;
   KILN_CUDA_CHECK(cudaMallocAsync(&delta, bytes > 0 ? bytes : 4, s));
   a.delta = static_cast<float*>(delta);
-  std::string variant;
+  std::string variant = attention_backward_wgmma(a, stream);
+  if (!variant.empty()) {
+    KILN_CUDA_CHECK(cudaFreeAsync(delta, s));
+    return variant;
+  }
   if (f.head_dim == 64 && f.head_dim_v == 64) {
     variant = attention_backward_d64(a, stream);
   } else if (f.head_dim == 128 && f.head_dim_v == 128) {

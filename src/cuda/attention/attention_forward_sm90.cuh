@@ -31,6 +31,7 @@
 
 #include "attention/mask_rules.h"
 #include "cuda/attention/attention_launch.h"
+#include "cuda/attention/sm90_tiles.cuh"
 #include "cuda/attention/tile_common.cuh"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/mma.cuh"
@@ -45,7 +46,7 @@ namespace kiln::cuda::attention_sm90 {
 constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 4);
 constexpr int kProducerRegisters = 56, kConsumerRegisters = 224;
 constexpr int kBlockM = 128, kStages = 2;
-constexpr int kRowBytes = 128;  // one swizzled row of a box: 64 16-bit elements
+using sm90_tiles::kRowBytes;
 
 // Q, K and V as 3-D tensor maps (dim, head, token) read in 64-column boxes, and the arguments.
 struct Sm90ForwardArgs {
@@ -145,15 +146,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       } else {  // the tile past the valid keys: copied here, its tail zeroed
-        for (int c = lane; c < kBlockN * kDv / 8; c += 32) {
-          const int row = c / (kDv / 8), chunk = c % (kDv / 8);
-          uint4 value = make_uint4(0, 0, 0, 0);
-          if (k0 + row < seq.valid_k) {
-            value = *reinterpret_cast<const uint4*>(v_rows + (k0 + row) * a.v.token + 8 * chunk);
-          }
-          *reinterpret_cast<uint4*>(v_tile + (chunk / 8) * kBlockN * kRowBytes + row * kRowBytes +
-                                    16 * ((chunk % 8) ^ (row % 8))) = value;
-        }
+        sm90_tiles::copy_rows_zero_tail<T, kBlockN, kDv>(v_tile, v_rows, a.v.token, k0,
+                                                         seq.valid_k);
         fence_async_shared();
         __syncwarp();
         if (lane == 0) barrier_arrive(&v_full[s]);
@@ -355,16 +349,10 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (major != 9) return "";
   Sm90ForwardArgs p{};
   p.a = a;
-  auto map = [](CUtensorMap* m, const HeadRows& t, int dim, int64_t tokens, int heads, int rows) {
-    const uint64_t dims[3] = {static_cast<uint64_t>(dim), static_cast<uint64_t>(heads),
-                              static_cast<uint64_t>(tokens)};
-    const int64_t strides[2] = {t.head, t.token};
-    const uint32_t box[3] = {64, 1, static_cast<uint32_t>(rows)};
-    return encode_tensor_map_3d(m, t.data, dims, strides, box).empty();
-  };
-  if (!map(&p.q, a.q, kD, a.total_q, a.hq, kBlockM) ||
-      !map(&p.k, a.k, kD, a.total_k, a.hkv, kBlockN) ||
-      !map(&p.v, a.v, kDv, a.total_k, a.hkv, kBlockN)) {
+  using sm90_tiles::map_heads;
+  if (!map_heads(&p.q, a.q, kD, a.total_q, a.hq, kBlockM) ||
+      !map_heads(&p.k, a.k, kD, a.total_k, a.hkv, kBlockN) ||
+      !map_heads(&p.v, a.v, kDv, a.total_k, a.hkv, kBlockN)) {
     return "";
   }
   const int64_t slots = (a.total_q + kBlockM - 1) / kBlockM + a.batch;

@@ -1,0 +1,537 @@
+#pragma once
+// Attention backward on wgmma + TMA (D = Dv <= 128), deterministic like the mma.sync backward
+// (attention_backward.cuh, its oracle): the same three launches and no atomics.
+// 1. delta = rowsum(dO * O) (the mma.sync kernel: memory-bound).
+// 2. dK, dV: one CTA a (sequence, 128-key tile, kv head): two consumer warpgroups of 64 keys and
+//    a producer warp. K and V are loaded once; the producer streams each (query head of the GQA
+//    group, 64-query tile) that can see the keys through a 2-stage ring: Q and dO by TMA, the
+//    rows' lse, delta, visible key ranges and documents by its lanes. Consumers compute
+//    Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (SS wgmmas), Pᵀ = exp(Sᵀ - lse) and dSᵀ = Pᵀ (dPᵀ - delta) in
+//    registers, then dV += Pᵀ dO and dK += dSᵀ Q (RS wgmmas, Pᵀ and dSᵀ as A fragments, Q and dO
+//    read MN-major). The group's heads are summed in a fixed order.
+// 3. dQ: one CTA a (sequence, 128-query tile, head), the forward's walk over 64-key tiles:
+//    S = Q Kᵀ and dP = dO Vᵀ (SS), dS = P (dP - delta), dQ += dS K (RS, K read MN-major).
+// K or V tiles that run past the sequence's valid keys are copied by the producer warp with the
+// tail zeroed, as in the forward (0 * NaN would reach dK and dQ otherwise).
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "attention/mask_rules.h"
+#include "cuda/attention/attention_backward.cuh"
+#include "cuda/attention/attention_launch.h"
+#include "cuda/attention/sm90_tiles.cuh"
+#include "cuda/attention/tile_common.cuh"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/mma.cuh"
+#include "cuda/common/tma.cuh"
+#include "cuda/common/wgmma.cuh"
+
+namespace kiln::cuda::attention_bwd_sm90 {
+
+using sm90_tiles::kRowBytes;
+constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 4), kStages = 2;
+// dK and dV accumulators (64 + 64 a thread at D = 128) with Sᵀ, dPᵀ and their fragments need
+// 232 registers; 2 * 232 + 40 = 504, what the entry allocation of 168 a thread holds.
+constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
+constexpr int kKeyBlock = 128, kQueryStep = 64;  // dK/dV: keys a CTA, queries an item
+constexpr int kQueryBlock = 128, kKeyStep = 64;  // dQ: queries a CTA, keys a tile
+
+struct Sm90BackwardArgs {
+  CUtensorMap q, k, v, dout;
+  AttentionBackwardArgs a;
+};
+
+template <typename T, int kD, bool kSoftcap>
+__global__ void __launch_bounds__(kThreads, 1)
+    dkdv_sm90_kernel(const __grid_constant__ Sm90BackwardArgs p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace attention_tiles;  // NOLINT: the shared tile pieces
+  using attention_bwd::kLog2e;
+  using Math = attention_bwd::ScoreMath<kSoftcap>;
+  constexpr int kBoxes = kD / 64, kNT = kQueryStep / 8, kDT = kD / 8;
+  constexpr int kKBytes = kKeyBlock * kD * 2, kQBytes = kQueryStep * kD * 2;
+  static_assert(kD == 64 || kD == 128);
+  const AttentionBackwardArgs& a = p.a;
+  const AttentionForwardArgs& f = a.f;
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
+  uint8_t* const s_k = smem;                      // [kBoxes][kKeyBlock][128 B]
+  uint8_t* const s_v = s_k + kKBytes;             // the same for V
+  uint8_t* const s_q = s_v + kKBytes;             // [kStages][kBoxes][kQueryStep][128 B]
+  uint8_t* const s_do = s_q + kStages * kQBytes;  // the same for dO
+  __shared__ float s_lse2[kStages][kQueryStep], s_delta[kStages][kQueryStep];
+  __shared__ int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep], s_doc[kStages][kQueryStep];
+  __shared__ uint64_t kv_full, q_full[kStages], q_empty[kStages];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int kv_head = blockIdx.y, group = f.hq / f.hkv;
+  const TileSlot slot =
+      find_tile<kKeyBlock, true, kThreads>(f, blockIdx.x, blockIdx.x == 0 && blockIdx.y == 0);
+  if (slot.sequence < 0) return;
+  const int b = slot.sequence;
+  const attention::SequenceShape seq = sequence_shape(f, b);
+  const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
+  const int k0 = slot.m_block * kKeyBlock, k1 = min(k0 + kKeyBlock, static_cast<int>(seq.lk));
+  const bool docs = f.doc_q != nullptr;
+
+  // Items: (head of the group, query tile) pairs that can see the key tile, in a fixed order.
+  const int q_tiles = static_cast<int>((seq.lq + kQueryStep - 1) / kQueryStep);
+  const int items = group * q_tiles;
+  attention::Tile keys{0, 0, k0, k1};
+  const int last_key = min(k1, static_cast<int>(seq.valid_k)) - 1;
+  if (docs && last_key >= k0) {
+    keys.k_doc_min = f.doc_k[k_begin + k0];
+    keys.k_doc_max = f.doc_k[k_begin + last_key];
+  }
+  auto next_visible = [&](int item) {
+    for (; item < items; ++item) {
+      attention::Tile t = keys;
+      t.q0 = int64_t{item % q_tiles} * kQueryStep;
+      t.q1 = min(t.q0 + kQueryStep, seq.lq);
+      if (docs) {
+        const int64_t last = min(t.q1, seq.valid_q) - 1;
+        if (last < t.q0) continue;
+        t.q_doc_min = f.doc_q[q_begin + t.q0];
+        t.q_doc_max = f.doc_q[q_begin + last];
+      }
+      if (attention::tile_may_be_visible(f.rules, seq, t)) break;
+    }
+    return item;
+  };
+
+  if (tid == 0) {
+    barrier_init(&kv_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&q_full[s], 1);
+      barrier_init(&q_empty[s], kConsumerWarps);
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warp >= kConsumerWarps) {  // the producer warpgroup
+    warpgroup_release_registers<kProducerRegisters>();
+    if (warp != kConsumerWarps) return;
+    const int64_t kv_limit = min(k1, static_cast<int>(seq.valid_k));
+    if (k0 + kKeyBlock <= kv_limit) {
+      if (lane == 0) {
+        barrier_arrive_expect_tx(&kv_full, 2 * kKBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(s_k + box * kKeyBlock * kRowBytes, &p.k, 64 * box, kv_head,
+                      static_cast<int>(k_begin + k0), &kv_full);
+          tma_load_3d(s_v + box * kKeyBlock * kRowBytes, &p.v, 64 * box, kv_head,
+                      static_cast<int>(k_begin + k0), &kv_full);
+        }
+      }
+    } else {  // past the valid keys: copied here, the tail zeroed
+      const T* const k_rows =
+          static_cast<const T*>(f.k.data) + k_begin * f.k.token + kv_head * f.k.head;
+      const T* const v_rows =
+          static_cast<const T*>(f.v.data) + k_begin * f.v.token + kv_head * f.v.head;
+      sm90_tiles::copy_rows_zero_tail<T, kKeyBlock, kD>(s_k, k_rows, f.k.token, k0, kv_limit);
+      sm90_tiles::copy_rows_zero_tail<T, kKeyBlock, kD>(s_v, v_rows, f.v.token, k0, kv_limit);
+      fence_async_shared();
+      __syncwarp();
+      if (lane == 0) barrier_arrive(&kv_full);
+    }
+    int it = 0;
+    for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
+      const int s = it % kStages;
+      const uint32_t phase = (it / kStages) & 1;
+      const int head = kv_head * group + item / q_tiles, m0 = item % q_tiles * kQueryStep;
+      if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
+      __syncwarp();
+      for (int r = lane; r < kQueryStep; r += 32) {
+        const int i = m0 + r;
+        const bool in = i < seq.lq;
+        const float l = in ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
+        s_lse2[s][r] = l == -INFINITY ? INFINITY : l * kLog2e;  // +inf: p = 0
+        s_delta[s][r] = in ? a.delta[head * f.total_q + q_begin + i] : 0.f;
+        const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
+        s_lo[s][r] = in ? static_cast<int>(kr.lo) : 0;  // rows past the sequence see nothing
+        s_hi[s][r] = in ? static_cast<int>(kr.hi) : 0;
+        s_doc[s][r] = docs && in ? f.doc_q[q_begin + i] : 0;
+      }
+      __syncwarp();
+      if (lane == 0) {
+        barrier_arrive_expect_tx(&q_full[s], 2 * kQBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(s_q + s * kQBytes + box * kQueryStep * kRowBytes, &p.q, 64 * box, head,
+                      static_cast<int>(q_begin + m0), &q_full[s]);
+          tma_load_3d(s_do + s * kQBytes + box * kQueryStep * kRowBytes, &p.dout, 64 * box, head,
+                      static_cast<int>(q_begin + m0), &q_full[s]);
+        }
+      }
+    }
+    return;
+  }
+
+  warpgroup_claim_registers<kConsumerRegisters>();
+  // Consumers: warpgroup wg owns keys k0 + 64 wg ..; this thread keys key_row + 8 h.
+  const int wg = warp / 4;
+  const int key_row = k0 + 64 * wg + 16 * (warp % 4) + lane / 4;
+  int key_doc[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = key_row + 8 * h;
+    key_doc[h] = docs && j < seq.valid_k ? f.doc_k[k_begin + j] : -2;
+  }
+  float dk[kDT * 4], dv[kDT * 4];
+#pragma unroll
+  for (int i = 0; i < kDT * 4; ++i) dk[i] = dv[i] = 0.f;
+  const uint32_t k_base = shared_address(s_k) + 64 * wg * kRowBytes;
+  const uint32_t v_base = shared_address(s_v) + 64 * wg * kRowBytes;
+  barrier_wait_parity(&kv_full, 0);
+
+  int it = 0;
+  for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
+    const int s = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
+    const uint32_t q_base = shared_address(s_q + s * kQBytes);
+    const uint32_t do_base = shared_address(s_do + s * kQBytes);
+    float st[kNT * 4], dpt[kNT * 4];
+    barrier_wait_parity(&q_full[s], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {  // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ over the head dim
+      const uint32_t step = (kk % 4) * 32;  // 16 columns into the swizzled row
+      const uint32_t key_box = (kk / 4) * kKeyBlock * kRowBytes + step;
+      const uint32_t query_box = (kk / 4) * kQueryStep * kRowBytes + step;
+      wgmma_ss<T, kQueryStep, 0>(st, sw128_descriptor(k_base + key_box, 16, 1024),
+                                 sw128_descriptor(q_base + query_box, 16, 1024), kk > 0);
+      wgmma_ss<T, kQueryStep, 0>(dpt, sw128_descriptor(v_base + key_box, 16, 1024),
+                                 sw128_descriptor(do_base + query_box, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(st);
+    fence_accumulators(dpt);
+
+    // Pᵀ and dSᵀ: row = key (this thread's two), column = query of the item.
+    uint32_t pa[kQueryStep / 16][4], dsa[kQueryStep / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int h = c / 2, col = 8 * nt + 2 * (lane % 4) + c % 2, j = key_row + 8 * h;
+        float th = 0.f;
+        const float t = Math::log2_score(f, st[4 * nt + c], th);
+        const bool see =
+            j >= s_lo[s][col] && j < s_hi[s][col] && (!docs || s_doc[s][col] == key_doc[h]);
+        const float pv = see ? fast_exp2(t - s_lse2[s][col]) : 0.f;
+        st[4 * nt + c] = pv;
+        dpt[4 * nt + c] = see ? Math::dscore(pv * (dpt[4 * nt + c] - s_delta[s][col]), th) : 0.f;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < kQueryStep / 16; ++kk) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        pa[kk][r] = pack_pair<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+        dsa[kk][r] = pack_pair<T>(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
+      }
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kQueryStep / 16; ++kk) {  // dV += Pᵀ dO, dK += dSᵀ Q over the queries
+      const uint32_t rows = kk * 16 * kRowBytes;
+      wgmma_rs<T, kD, 1>(dv, pa[kk], sw128_descriptor(do_base + rows, kQueryStep * kRowBytes, 1024),
+                         true);
+      wgmma_rs<T, kD, 1>(dk, dsa[kk], sw128_descriptor(q_base + rows, kQueryStep * kRowBytes, 1024),
+                         true);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(dk);
+    fence_accumulators(dv);
+    if (lane == 0) barrier_arrive(&q_empty[s]);
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = key_row + 8 * h;
+    if (j >= k1) continue;
+    T* const dk_row = static_cast<T*>(a.dk.data) + (k_begin + j) * a.dk.token + kv_head * a.dk.head;
+    T* const dv_row = static_cast<T*>(a.dv.data) + (k_begin + j) * a.dv.token + kv_head * a.dv.head;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      const int col = 8 * dt + 2 * (lane % 4);
+      *reinterpret_cast<uint32_t*>(dk_row + col) = pack_pair<T>(
+          dk[4 * dt + 2 * h] * a.softmax_scale, dk[4 * dt + 2 * h + 1] * a.softmax_scale);
+      *reinterpret_cast<uint32_t*>(dv_row + col) =
+          pack_pair<T>(dv[4 * dt + 2 * h], dv[4 * dt + 2 * h + 1]);
+    }
+  }
+#endif
+}
+
+template <typename T, int kD, bool kSoftcap>
+__global__ void __launch_bounds__(kThreads, 1)
+    dq_sm90_kernel(const __grid_constant__ Sm90BackwardArgs p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace attention_tiles;  // NOLINT: the shared tile pieces
+  using attention_bwd::kLog2e;
+  using Math = attention_bwd::ScoreMath<kSoftcap>;
+  constexpr int kBoxes = kD / 64, kNT = kKeyStep / 8, kDT = kD / 8;
+  constexpr int kQBytes = kQueryBlock * kD * 2, kKBytes = kKeyStep * kD * 2;
+  static_assert(kD == 64 || kD == 128);
+  const AttentionBackwardArgs& a = p.a;
+  const AttentionForwardArgs& f = a.f;
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
+  uint8_t* const s_q = smem;                     // [kBoxes][kQueryBlock][128 B]
+  uint8_t* const s_do = s_q + kQBytes;           // the same for dO
+  uint8_t* const s_k = s_do + kQBytes;           // [kStages][kBoxes][kKeyStep][128 B]
+  uint8_t* const s_v = s_k + kStages * kKBytes;  // the same for V
+  __shared__ uint64_t q_full, k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int head = blockIdx.y;
+  const TileSlot slot = find_tile<kQueryBlock, false, kThreads>(f, blockIdx.x, false);
+  if (slot.sequence < 0) return;  // dK/dV's launch reports bad metadata
+  const int b = slot.sequence;
+  const attention::SequenceShape seq = sequence_shape(f, b);
+  const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
+  const int q0 = slot.m_block * kQueryBlock;
+  const int q1 = min(q0 + kQueryBlock, static_cast<int>(seq.lq));
+  const int kv_head = head / (f.hq / f.hkv);
+  const KeyTiles<kKeyStep> tiles(f, seq, q_begin, k_begin, q0, q1);
+
+  if (tid == 0) {
+    barrier_init(&q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&k_full[s], 1);
+      barrier_init(&v_full[s], 1);
+      barrier_init(&k_empty[s], kConsumerWarps);
+      barrier_init(&v_empty[s], kConsumerWarps);
+    }
+    barrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warp >= kConsumerWarps) {  // the producer warpgroup
+    warpgroup_release_registers<kProducerRegisters>();
+    if (warp != kConsumerWarps) return;
+    if (lane == 0) {
+      barrier_arrive_expect_tx(&q_full, 2 * kQBytes);
+      for (int box = 0; box < kBoxes; ++box) {
+        tma_load_3d(s_q + box * kQueryBlock * kRowBytes, &p.q, 64 * box, head,
+                    static_cast<int>(q_begin + q0), &q_full);
+        tma_load_3d(s_do + box * kQueryBlock * kRowBytes, &p.dout, 64 * box, head,
+                    static_cast<int>(q_begin + q0), &q_full);
+      }
+    }
+    const T* const k_rows =
+        static_cast<const T*>(f.k.data) + k_begin * f.k.token + kv_head * f.k.head;
+    const T* const v_rows =
+        static_cast<const T*>(f.v.data) + k_begin * f.v.token + kv_head * f.v.head;
+    int it = 0;
+    for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
+         n = tiles.next_visible(n + 1), ++it) {
+      const int s = it % kStages;
+      const uint32_t phase = (it / kStages) & 1;
+      const int n0 = n * kKeyStep;
+      uint8_t* const k_tile = s_k + s * kKBytes;
+      uint8_t* const v_tile = s_v + s * kKBytes;
+      if (lane == 0) {
+        barrier_wait_parity(&k_empty[s], phase ^ 1);
+        barrier_wait_parity(&v_empty[s], phase ^ 1);
+      }
+      __syncwarp();
+      if (n0 + kKeyStep <= seq.valid_k) {
+        if (lane == 0) {
+          barrier_arrive_expect_tx(&k_full[s], kKBytes);
+          barrier_arrive_expect_tx(&v_full[s], kKBytes);
+          for (int box = 0; box < kBoxes; ++box) {
+            tma_load_3d(k_tile + box * kKeyStep * kRowBytes, &p.k, 64 * box, kv_head,
+                        static_cast<int>(k_begin + n0), &k_full[s]);
+            tma_load_3d(v_tile + box * kKeyStep * kRowBytes, &p.v, 64 * box, kv_head,
+                        static_cast<int>(k_begin + n0), &v_full[s]);
+          }
+        }
+      } else {  // past the valid keys: copied here, the tail zeroed (K feeds dQ += dS K)
+        sm90_tiles::copy_rows_zero_tail<T, kKeyStep, kD>(k_tile, k_rows, f.k.token, n0,
+                                                         seq.valid_k);
+        sm90_tiles::copy_rows_zero_tail<T, kKeyStep, kD>(v_tile, v_rows, f.v.token, n0,
+                                                         seq.valid_k);
+        fence_async_shared();
+        __syncwarp();
+        if (lane == 0) {
+          barrier_arrive(&k_full[s]);
+          barrier_arrive(&v_full[s]);
+        }
+      }
+    }
+    return;
+  }
+
+  warpgroup_claim_registers<kConsumerRegisters>();
+  // Consumers: warpgroup wg owns rows 64 wg ..; this thread rows warp_row0 + lane / 4 + 8 h.
+  const int wg = warp / 4;
+  const int warp_row0 = 64 * wg + 16 * (warp % 4);
+  const bool docs = f.doc_q != nullptr;
+  float lse2[2], delta[2];
+  int lo[2], hi[2], doc[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int i = q0 + warp_row0 + 8 * h + lane / 4;
+    const attention::KeyRange r = attention::visible_keys(f.rules, seq, i);
+    lo[h] = static_cast<int>(r.lo);
+    hi[h] = static_cast<int>(r.hi);
+    const bool in = i < q1;
+    const float l = in ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
+    lse2[h] = l == -INFINITY ? INFINITY : l * kLog2e;
+    delta[h] = in ? a.delta[head * f.total_q + q_begin + i] : 0.f;
+    doc[h] = docs && in ? f.doc_q[q_begin + i] : 0;
+  }
+  float dq[kDT * 4];
+#pragma unroll
+  for (int i = 0; i < kDT * 4; ++i) dq[i] = 0.f;
+  const uint32_t q_base = shared_address(s_q) + 64 * wg * kRowBytes;
+  const uint32_t do_base = shared_address(s_do) + 64 * wg * kRowBytes;
+  barrier_wait_parity(&q_full, 0);
+
+  int it = 0;
+  for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
+       n = tiles.next_visible(n + 1), ++it) {
+    const int s = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
+    const uint32_t k_base = shared_address(s_k + s * kKBytes);
+    const uint32_t v_base = shared_address(s_v + s * kKBytes);
+    float sc[kNT * 4], dp[kNT * 4];
+    barrier_wait_parity(&k_full[s], phase);
+    barrier_wait_parity(&v_full[s], phase);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {  // S = Q Kᵀ and dP = dO Vᵀ over the head dim
+      const uint32_t step = (kk % 4) * 32;
+      const uint32_t row_box = (kk / 4) * kQueryBlock * kRowBytes + step;
+      const uint32_t key_box = (kk / 4) * kKeyStep * kRowBytes + step;
+      wgmma_ss<T, kKeyStep, 0>(sc, sw128_descriptor(q_base + row_box, 16, 1024),
+                               sw128_descriptor(k_base + key_box, 16, 1024), kk > 0);
+      wgmma_ss<T, kKeyStep, 0>(dp, sw128_descriptor(do_base + row_box, 16, 1024),
+                               sw128_descriptor(v_base + key_box, 16, 1024), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(sc);
+    fence_accumulators(dp);
+    if (lane == 0) barrier_arrive(&v_empty[s]);
+
+    const bool full = tiles.fully_visible(n);
+    uint32_t dsa[kKeyStep / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int h = c / 2, j = n * kKeyStep + 8 * nt + 2 * (lane % 4) + c % 2;
+        float th = 0.f;
+        const float t = Math::log2_score(f, sc[4 * nt + c], th);
+        const bool see = full || (j >= lo[h] && j < hi[h] && (!docs || tiles.doc_k[j] == doc[h]));
+        const float pv = see ? fast_exp2(t - lse2[h]) : 0.f;
+        sc[4 * nt + c] = see ? Math::dscore(pv * (dp[4 * nt + c] - delta[h]), th) : 0.f;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < kKeyStep / 16; ++kk) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        dsa[kk][r] = pack_pair<T>(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kKeyStep / 16; ++kk) {  // dQ += dS K over the keys
+      wgmma_rs<T, kD, 1>(dq, dsa[kk],
+                         sw128_descriptor(k_base + kk * 16 * kRowBytes, kKeyStep * kRowBytes, 1024),
+                         true);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(dq);
+    if (lane == 0) barrier_arrive(&k_empty[s]);
+  }
+
+  T* const out = static_cast<T*>(a.dq.data) + (q_begin + q0) * a.dq.token + head * a.dq.head;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = warp_row0 + 8 * h + lane / 4;
+    if (q0 + row >= q1) continue;
+    T* const out_row = out + int64_t{row} * a.dq.token;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      *reinterpret_cast<uint32_t*>(out_row + 8 * dt + 2 * (lane % 4)) = pack_pair<T>(
+          dq[4 * dt + 2 * h] * a.softmax_scale, dq[4 * dt + 2 * h + 1] * a.softmax_scale);
+    }
+  }
+#endif
+}
+
+// The three launches on a Hopper device when every view is TMA-describable; returns the variant
+// name, or "" having launched nothing.
+template <int kD>
+std::string launch(const AttentionBackwardArgs& a, Stream stream) {
+  const AttentionForwardArgs& f = a.f;
+  if (f.block_table != nullptr || f.total_q == 0 || f.total_k == 0) return "";
+  int device = 0, major = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9) return "";
+  using sm90_tiles::map_heads;
+  Sm90BackwardArgs kv{}, qd{};
+  kv.a = qd.a = a;
+  if (!map_heads(&kv.q, f.q, kD, f.total_q, f.hq, kQueryStep) ||
+      !map_heads(&kv.dout, a.dout, kD, f.total_q, f.hq, kQueryStep) ||
+      !map_heads(&kv.k, f.k, kD, f.total_k, f.hkv, kKeyBlock) ||
+      !map_heads(&kv.v, f.v, kD, f.total_k, f.hkv, kKeyBlock) ||
+      !map_heads(&qd.q, f.q, kD, f.total_q, f.hq, kQueryBlock) ||
+      !map_heads(&qd.dout, a.dout, kD, f.total_q, f.hq, kQueryBlock) ||
+      !map_heads(&qd.k, f.k, kD, f.total_k, f.hkv, kKeyStep) ||
+      !map_heads(&qd.v, f.v, kD, f.total_k, f.hkv, kKeyStep)) {
+    return "";
+  }
+  constexpr int kSmemKV = 1024 + 2 * kD * (2 * kKeyBlock + 2 * kStages * kQueryStep);
+  constexpr int kSmemQ = 1024 + 2 * kD * (2 * kQueryBlock + 2 * kStages * kKeyStep);
+  const dim3 kv_grid(static_cast<unsigned>((f.total_k + kKeyBlock - 1) / kKeyBlock + f.batch),
+                     static_cast<unsigned>(f.hkv));
+  const dim3 q_grid(static_cast<unsigned>((f.total_q + kQueryBlock - 1) / kQueryBlock + f.batch),
+                    static_cast<unsigned>(f.hq));
+  auto run = [&](auto kernel, dim3 grid, int smem, const Sm90BackwardArgs& args) {
+    KILN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kernel<<<grid, kThreads, smem, stream>>>(args);
+    KILN_CUDA_CHECK(cudaGetLastError());
+  };
+  auto typed = [&](auto type_tag, auto softcap) {
+    using T = typename decltype(type_tag)::type;
+    constexpr bool kCap = decltype(softcap)::value;
+    const int64_t rows = f.total_q * f.hq;
+    attention_bwd::delta_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
+    KILN_CUDA_CHECK(cudaGetLastError());
+    run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv);
+    run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
+  };
+  auto with_type = [&](auto softcap) {
+    if (f.dtype == DType::bf16) {
+      typed(std::type_identity<__nv_bfloat16>{}, softcap);
+    } else {
+      typed(std::type_identity<__half>{}, softcap);
+    }
+  };
+  if (f.softcap_in > 0) {
+    with_type(std::true_type{});
+  } else {
+    with_type(std::false_type{});
+  }
+  return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
+         std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
+         ",deterministic>";
+}
+
+}  // namespace kiln::cuda::attention_bwd_sm90

@@ -1,0 +1,45 @@
+#pragma once
+// Tile pieces of the wgmma + TMA attention kernels: the 128-byte-swizzled box layout TMA writes,
+// the 3-D tensor map of a [tokens, heads, dim] view, and the copy a producer warp makes instead
+// of TMA when a tile runs past the valid rows (which it zero-fills).
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "cuda/attention/attention_launch.h"
+#include "cuda/common/tensor_map.h"
+
+namespace kiln::cuda::sm90_tiles {
+
+constexpr int kRowBytes = 128;  // one swizzled row of a box: 64 16-bit elements
+
+// A [tokens, heads, dim] view as a tensor map read in boxes of 64 columns x `rows` tokens.
+inline bool map_heads(CUtensorMap* map, const HeadRows& t, int dim, int64_t tokens, int heads,
+                      int rows) {
+  const uint64_t dims[3] = {static_cast<uint64_t>(dim), static_cast<uint64_t>(heads),
+                            static_cast<uint64_t>(tokens)};
+  const int64_t strides[2] = {t.head, t.token};
+  const uint32_t box[3] = {64, 1, static_cast<uint32_t>(rows)};
+  return encode_tensor_map_3d(map, t.data, dims, strides, box).empty();
+}
+
+#if defined(__CUDACC__)
+// Rows [row0, row0 + kRows) of one head (src points at its row 0, `token` elements apart) into a
+// tile of kCols / 64 boxes in TMA's swizzled layout, by the 32 lanes of one warp; rows at or past
+// `limit` are zeroed. The caller fences (fence_async_shared) before the tile is read by wgmma.
+template <typename T, int kRows, int kCols>
+__device__ __forceinline__ void copy_rows_zero_tail(uint8_t* tile, const T* src, int64_t token,
+                                                    int row0, int64_t limit) {
+  for (int c = threadIdx.x % 32; c < kRows * kCols / 8; c += 32) {
+    const int row = c / (kCols / 8), chunk = c % (kCols / 8);
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (row0 + row < limit) {
+      value = *reinterpret_cast<const uint4*>(src + (row0 + row) * token + 8 * chunk);
+    }
+    *reinterpret_cast<uint4*>(tile + (chunk / 8) * kRows * kRowBytes + row * kRowBytes +
+                              16 * ((chunk % 8) ^ (row % 8))) = value;
+  }
+}
+#endif
+
+}  // namespace kiln::cuda::sm90_tiles
