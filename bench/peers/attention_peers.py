@@ -48,6 +48,11 @@ def visible_pairs(t, causal, window, docs):
     return t * (t + 1) // 2 if causal else t * t
 
 
+# kiln variants timed beside the default: the environment each runs under.
+IMPL_ENV = {"kiln_mma_sync": {"KILN_ATTENTION_FWD": "mma_sync", "KILN_ATTENTION_BWD": "mma_sync"},
+            "kiln_no_pingpong": {"KILN_ATTENTION_PINGPONG": "0"}}
+
+
 def mma_sync(fn):
     """fn() with kiln forced onto its mma.sync kernels (KILN_ATTENTION_FWD and _BWD)."""
     os.environ["KILN_ATTENTION_FWD"] = os.environ["KILN_ATTENTION_BWD"] = "mma_sync"
@@ -106,11 +111,13 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         # the mma.sync kernels beside the wgmma ones, in the same run (forward and backward:
         # run_case forces both around everything it times for this label)
         impls["kiln_mma_sync"] = impls["kiln"]
+        if d == 128 and t == 8192 and hq == hkv and window is None and docs is None:
+            impls["kiln_no_pingpong"] = impls["kiln"]  # KILN_ATTENTION_PINGPONG=0
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():
-        if label == "kiln_mma_sync":
-            os.environ["KILN_ATTENTION_FWD"] = os.environ["KILN_ATTENTION_BWD"] = "mma_sync"
+        for var, value in IMPL_ENV.get(label, {}).items():
+            os.environ[var] = value
         try:
             out = fn()
             grad = torch.randn_like(out)
@@ -140,8 +147,8 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
             print(f"{name:28s} {label:10s} failed: {str(e).splitlines()[0][:160]}", file=sys.stderr)
             rows.append({"case": name, "impl": label, "error": str(e).splitlines()[0][:160]})
         finally:
-            os.environ.pop("KILN_ATTENTION_FWD", None)
-            os.environ.pop("KILN_ATTENTION_BWD", None)
+            for var in IMPL_ENV.get(label, {}):
+                os.environ.pop(var, None)
     return rows
 
 

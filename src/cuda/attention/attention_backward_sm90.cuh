@@ -44,6 +44,7 @@ constexpr int kQueryBlock = 128, kKeyStep = 64;  // dQ: queries a CTA, keys a ti
 struct Sm90BackwardArgs {
   CUtensorMap q, k, v, dout;
   AttentionBackwardArgs a;
+  bool ping_pong = true;
 };
 
 template <typename T, int kD, bool kSoftcap>
@@ -187,6 +188,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < kDT * 4; ++i) dk[i] = dv[i] = 0.f;
   const uint32_t k_base = shared_address(s_k) + 64 * wg * kRowBytes;
   const uint32_t v_base = shared_address(s_v) + 64 * wg * kRowBytes;
+  const sm90_tiles::PingPong turns{wg, p.ping_pong};
+  turns.start();
   barrier_wait_parity(&kv_full, 0);
 
   int it = 0;
@@ -197,6 +200,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t do_base = shared_address(s_do + s * kQBytes);
     float st[kNT * 4], dpt[kNT * 4];
     barrier_wait_parity(&q_full[s], phase);
+    turns.wait_turn();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {  // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ over the head dim
@@ -209,6 +213,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                  sw128_descriptor(do_base + query_box, 16, 1024), kk > 0);
     }
     wgmma_commit();
+    turns.pass_turn();
     wgmma_wait<0>();
     fence_accumulators(st);
     fence_accumulators(dpt);
@@ -237,6 +242,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         dsa[kk][r] = pack_pair<T>(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
       }
     }
+    turns.wait_turn();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kQueryStep / 16; ++kk) {  // dV += Pᵀ dO, dK += dSᵀ Q over the queries
@@ -247,11 +253,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                          true);
     }
     wgmma_commit();
+    turns.pass_turn();
     wgmma_wait<0>();
     fence_accumulators(dk);
     fence_accumulators(dv);
     if (lane == 0) barrier_arrive(&q_empty[s]);
   }
+  turns.finish();
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -396,6 +404,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < kDT * 4; ++i) dq[i] = 0.f;
   const uint32_t q_base = shared_address(s_q) + 64 * wg * kRowBytes;
   const uint32_t do_base = shared_address(s_do) + 64 * wg * kRowBytes;
+  const sm90_tiles::PingPong turns{wg, p.ping_pong};
+  turns.start();
   barrier_wait_parity(&q_full, 0);
 
   int it = 0;
@@ -408,6 +418,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float sc[kNT * 4], dp[kNT * 4];
     barrier_wait_parity(&k_full[s], phase);
     barrier_wait_parity(&v_full[s], phase);
+    turns.wait_turn();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {  // S = Q Kᵀ and dP = dO Vᵀ over the head dim
@@ -420,6 +431,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                sw128_descriptor(v_base + key_box, 16, 1024), kk > 0);
     }
     wgmma_commit();
+    turns.pass_turn();
     wgmma_wait<0>();
     fence_accumulators(sc);
     fence_accumulators(dp);
@@ -445,6 +457,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int r = 0; r < 4; ++r)
         dsa[kk][r] = pack_pair<T>(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
     }
+    turns.wait_turn();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kKeyStep / 16; ++kk) {  // dQ += dS K over the keys
@@ -453,10 +466,12 @@ __global__ void __launch_bounds__(kThreads, 1)
                          true);
     }
     wgmma_commit();
+    turns.pass_turn();
     wgmma_wait<0>();
     fence_accumulators(dq);
     if (lane == 0) barrier_arrive(&k_empty[s]);
   }
+  turns.finish();
 
   T* const out = static_cast<T*>(a.dq.data) + (q_begin + q0) * a.dq.token + head * a.dq.head;
 #pragma unroll
@@ -486,6 +501,7 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
   using sm90_tiles::map_heads;
   Sm90BackwardArgs kv{}, qd{};
   kv.a = qd.a = a;
+  kv.ping_pong = qd.ping_pong = sm90_tiles::ping_pong_enabled();
   if (!map_heads(&kv.q, f.q, kD, f.total_q, f.hq, kQueryStep) ||
       !map_heads(&kv.dout, a.dout, kD, f.total_q, f.hq, kQueryStep) ||
       !map_heads(&kv.k, f.k, kD, f.total_k, f.hkv, kKeyBlock) ||
@@ -531,7 +547,7 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
   }
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
          std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
-         ",deterministic>";
+         (kv.ping_pong ? ",pingpong" : "") + ",deterministic>";
 }
 
 }  // namespace kiln::cuda::attention_bwd_sm90

@@ -52,6 +52,7 @@ using sm90_tiles::kRowBytes;
 struct Sm90ForwardArgs {
   CUtensorMap q, k, v;
   AttentionForwardArgs a;
+  bool ping_pong = true;
 };
 
 template <int kD, int kDv, int kBlockN>
@@ -269,14 +270,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
+  const sm90_tiles::PingPong turns{wg, p.ping_pong};
+  turns.start();
   barrier_wait_parity(&q_full, 0);
   int n = tiles.next_visible(tiles.begin);
   if (n < tiles.end) {
     // The first tile alone; then each step overlaps S_j = Q K_jᵀ and the softmax of tile j with
     // O += P_{j-1} V_{j-1} on the tensor cores (FA3's intra-warpgroup pipeline).
     barrier_wait_parity(&k_full[0], 0);
+    turns.wait_turn();
     wgmma_fence();
     issue_qk(0);
+    turns.pass_turn();
     wgmma_wait<0>();
     fence_accumulators(sc);
     if (lane == 0) barrier_arrive(&k_empty[0]);
@@ -290,9 +295,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t phase = (it / kStages) & 1;
       barrier_wait_parity(&k_full[s], phase);
       barrier_wait_parity(&v_full[prev], prev_phase);
+      turns.wait_turn();
       wgmma_fence();
       issue_qk(s);
       issue_pv(prev);
+      turns.pass_turn();
       wgmma_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
       fence_accumulators(sc);
       if (lane == 0) barrier_arrive(&k_empty[s]);
@@ -305,12 +312,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       prev_phase = phase;
     }
     barrier_wait_parity(&v_full[prev], prev_phase);
+    turns.wait_turn();
     wgmma_fence();
     issue_pv(prev);
+    turns.pass_turn();
     wgmma_wait<0>();
     for (auto& part : o) fence_accumulators(part);
     if (lane == 0) barrier_arrive(&v_empty[prev]);
   }
+
+  turns.finish();
 
   // O / sum and lse; rows past the sequence are not stored.
   T* const out = static_cast<T*>(a.out.data) + (q_begin + q0) * a.out.token + head * a.out.head;
@@ -349,6 +360,7 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (major != 9) return "";
   Sm90ForwardArgs p{};
   p.a = a;
+  p.ping_pong = sm90_tiles::ping_pong_enabled();
   using sm90_tiles::map_heads;
   if (!map_heads(&p.q, a.q, kD, a.total_q, a.hq, kBlockM) ||
       !map_heads(&p.k, a.k, kD, a.total_k, a.hkv, kBlockN) ||

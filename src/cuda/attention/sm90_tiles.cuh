@@ -5,6 +5,8 @@
 #include <cuda.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "cuda/attention/attention_launch.h"
 #include "cuda/common/tensor_map.h"
@@ -23,7 +25,34 @@ inline bool map_heads(CUtensorMap* map, const HeadRows& t, int dim, int64_t toke
   return encode_tensor_map_3d(map, t.data, dims, strides, box).empty();
 }
 
+// KILN_ATTENTION_PINGPONG=0 turns the warpgroups' ping-pong off (A/B runs); on otherwise.
+inline bool ping_pong_enabled() {
+  const char* pick = std::getenv("KILN_ATTENTION_PINGPONG");
+  return pick == nullptr || std::string_view(pick) != "0";
+}
+
 #if defined(__CUDACC__)
+// Two consumer warpgroups taking turns on the tensor cores (FA3's ping-pong): a group waits for
+// its turn before issuing a GEMM batch and hands the turn over right after issuing it, so one
+// group's softmax runs under the other's GEMMs. Named barriers 1 and 2, 256 threads each; both
+// groups must issue the same number of batches. Off (every call a no-op) when !on.
+struct PingPong {
+  int group;  // 0 or 1
+  bool on;
+  __device__ void start() const {  // group 0 goes first
+    if (on && group == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+  }
+  __device__ void wait_turn() const {
+    if (on) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + group) : "memory");
+  }
+  __device__ void pass_turn() const {
+    if (on) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - group) : "memory");
+  }
+  __device__ void finish() const {  // group 0 takes group 1's last hand-over
+    if (on && group == 0) asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  }
+};
+
 // Rows [row0, row0 + kRows) of one head (src points at its row 0, `token` elements apart) into a
 // tile of kCols / 64 boxes in TMA's swizzled layout, by the 32 lanes of one warp; rows at or past
 // `limit` are zeroed. The caller fences (fence_async_shared) before the tile is read by wgmma.
