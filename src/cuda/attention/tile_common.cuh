@@ -144,16 +144,20 @@ struct KeyTiles {
     }
   }
 
-  // The first valid key whose document is >= doc (valid_k when none is).
+  // The first valid key whose document is >= doc (valid_k when none is). A 32-way search by the
+  // calling warp (every lane calls it): each round one load a lane, the range 32 times smaller,
+  // so 3 dependent loads for 8192 keys instead of a binary search's 13.
   __device__ int first_at_least(int64_t doc) const {
-    int lo = 0, hi = static_cast<int>(seq.valid_k);
+    const int lane = threadIdx.x % 32;
+    int lo = 0, hi = static_cast<int>(seq.valid_k);  // keys < lo are below doc, >= hi are not
     while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (doc_k[mid] < doc) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
+      const int step = (hi - lo + 31) / 32;
+      const int probe = lo + lane * step;
+      const unsigned below = __ballot_sync(~0u, probe < hi && doc_k[probe] < doc);
+      const int count = __popc(below);  // the ids do not decrease: lanes [0, count) are below
+      const int base = lo;
+      if (count > 0) lo = base + (count - 1) * step + 1;
+      hi = min(hi, base + count * step);
     }
     return lo;
   }
