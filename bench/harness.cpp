@@ -80,6 +80,7 @@ std::vector<Case> all_cases(const Options& options) {
   for (Case& c : router_cases(options)) cases.push_back(std::move(c));
   for (Case& c : moe_align_cases(options)) cases.push_back(std::move(c));
   for (Case& c : quantize_cases(options)) cases.push_back(std::move(c));
+  for (Case& c : attention_cases(options)) cases.push_back(std::move(c));
   return cases;
 }
 
@@ -102,7 +103,7 @@ double measure_copy_bandwidth(const Device& device, int reps) {
   return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
 
-std::vector<Result> run(const Options& options, double* copy_gbps) {
+std::vector<Result> run(const Options& options, Ceilings* ceilings) {
   std::vector<Case> cases = all_cases(options);
   if (!options.op_filter.empty()) {
     std::erase_if(cases, [&](const Case& c) { return c.op != options.op_filter; });
@@ -110,8 +111,14 @@ std::vector<Result> run(const Options& options, double* copy_gbps) {
       throw Error("kiln bench: no benchmark cases for op '" + options.op_filter + "'");
   }
   std::fprintf(stderr, "measuring the copy ceiling on %s ...\n", options.device.str().c_str());
-  *copy_gbps = measure_copy_bandwidth(options.device, options.quick ? 10 : 30);
-  std::fprintf(stderr, "copy: %.0f GB/s\n", *copy_gbps);
+  ceilings->copy_gbps = measure_copy_bandwidth(options.device, options.quick ? 10 : 30);
+  std::fprintf(stderr, "copy: %.0f GB/s\n", ceilings->copy_gbps);
+  if (std::any_of(cases.begin(), cases.end(), [](const Case& c) { return c.flops > 0; })) {
+    ceilings->gemm_tflops = measure_gemm_tflops(options.device, options.quick ? 5 : 20);
+    if (ceilings->gemm_tflops > 0) {
+      std::fprintf(stderr, "dense bf16 GEMM: %.0f TFLOP/s\n", ceilings->gemm_tflops);
+    }
+  }
   std::vector<Result> results;
   int index = 0;
   for (Case& c : cases) {
@@ -119,7 +126,7 @@ std::vector<Result> run(const Options& options, double* copy_gbps) {
     std::fprintf(stderr, "[%2d/%zu] %-16s %-18s %s  checking...", index, cases.size(), c.op.c_str(),
                  c.shape.c_str(), c.direction.c_str());
     std::fflush(stderr);
-    Result r{c, c.check(), "", 0, 0, 0};
+    Result r{c, c.check(), "", 0, 0, 0, 0, 0};
     if (r.check_status.rfind("ok", 0) != 0) {
       std::fprintf(stderr, " CHECK FAILED: %s\n", r.check_status.c_str());
       results.push_back(r);
@@ -132,23 +139,39 @@ std::vector<Result> run(const Options& options, double* copy_gbps) {
     r.median_ms = time_median_ms(options.device, fn, sets, options.warmup, options.reps);
     r.variant = c.variant();
     r.gbps = c.bytes / (r.median_ms * 1e-3) / 1e9;
-    r.ceiling_share = r.gbps / *copy_gbps;
-    std::fprintf(stderr, " %.4f ms  %.0f GB/s  %.0f%% of copy\n", r.median_ms, r.gbps,
-                 100 * r.ceiling_share);
+    r.ceiling_share = r.gbps / ceilings->copy_gbps;
+    if (c.flops > 0) {
+      r.tflops = c.flops / (r.median_ms * 1e-3) / 1e12;
+      r.gemm_share = ceilings->gemm_tflops > 0 ? r.tflops / ceilings->gemm_tflops : 0;
+      std::fprintf(stderr, " %.4f ms  %.1f TFLOP/s  %.0f%% of GEMM\n", r.median_ms, r.tflops,
+                   100 * r.gemm_share);
+    } else {
+      std::fprintf(stderr, " %.4f ms  %.0f GB/s  %.0f%% of copy\n", r.median_ms, r.gbps,
+                   100 * r.ceiling_share);
+    }
     results.push_back(std::move(r));
   }
   return results;
 }
 
-void print_table(const std::vector<Result>& results, double copy_gbps, const Options& options) {
-  std::printf("\nkiln bench on %s: device-to-device copy %.0f GB/s (the ceiling, same run)\n\n",
-              options.device.str().c_str(), copy_gbps);
-  std::printf("| op | shape | dir | check | median ms | GB/s | %% of copy | kernel |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+void print_table(const std::vector<Result>& results, const Ceilings& ceilings,
+                 const Options& options) {
+  std::printf("\nkiln bench on %s: device-to-device copy %.0f GB/s", options.device.str().c_str(),
+              ceilings.copy_gbps);
+  if (ceilings.gemm_tflops > 0) std::printf(", dense bf16 GEMM %.0f TFLOP/s", ceilings.gemm_tflops);
+  std::printf(" (the ceilings, same run)\n\n");
+  std::printf(
+      "| op | shape | dir | check | median ms | GB/s | %% of copy | TFLOP/s | %% of GEMM | "
+      "kernel |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results) {
-    std::printf("| %s | %s | %s | %s | %.4f | %.1f | %.1f%% | %s |\n", r.c.op.c_str(),
+    char compute[64] = " | ";
+    if (r.c.flops > 0) {
+      std::snprintf(compute, sizeof(compute), "%.1f | %.1f%%", r.tflops, 100 * r.gemm_share);
+    }
+    std::printf("| %s | %s | %s | %s | %.4f | %.1f | %.1f%% | %s | %s |\n", r.c.op.c_str(),
                 r.c.shape.c_str(), r.c.direction.c_str(), r.check_status.c_str(), r.median_ms,
-                r.gbps, 100 * r.ceiling_share, r.variant.c_str());
+                r.gbps, 100 * r.ceiling_share, compute, r.variant.c_str());
   }
 }
 
@@ -174,17 +197,19 @@ std::string quoted(const std::string& s) {
 
 }  // namespace
 
-std::string to_json(const std::vector<Result>& results, double copy_gbps, const Options& options) {
+std::string to_json(const std::vector<Result>& results, const Ceilings& ceilings,
+                    const Options& options) {
   std::ostringstream o;
-  o << "{\"device\": " << quoted(options.device.str()) << ", \"copy_gbps\": " << copy_gbps
-    << ", \"results\": [";
+  o << "{\"device\": " << quoted(options.device.str()) << ", \"copy_gbps\": " << ceilings.copy_gbps
+    << ", \"gemm_tflops\": " << ceilings.gemm_tflops << ", \"results\": [";
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     o << (i ? ", " : "") << "{\"op\": " << quoted(r.c.op) << ", \"shape\": " << quoted(r.c.shape)
       << ", \"direction\": " << quoted(r.c.direction) << ", \"check\": " << quoted(r.check_status)
       << ", \"median_ms\": " << r.median_ms << ", \"bytes\": " << r.c.bytes
       << ", \"gbps\": " << r.gbps << ", \"ceiling_share\": " << r.ceiling_share
-      << ", \"variant\": " << quoted(r.variant) << "}";
+      << ", \"flops\": " << r.c.flops << ", \"tflops\": " << r.tflops
+      << ", \"gemm_share\": " << r.gemm_share << ", \"variant\": " << quoted(r.variant) << "}";
   }
   o << "]}\n";
   return o.str();

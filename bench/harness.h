@@ -42,10 +42,23 @@ struct Result {
   double median_ms = 0;
   double gbps = 0;
   double ceiling_share = 0;  // of the copy bandwidth measured in the same run
+  double tflops = 0;         // cases that count FLOPs
+  double gemm_share = 0;     // of the dense GEMM rate measured in the same run
+};
+
+// The ceilings measured in the run: copy bandwidth for every case, the dense bf16 GEMM rate for
+// the cases that count FLOPs (0 when none does or on the CPU).
+struct Ceilings {
+  double copy_gbps = 0;
+  double gemm_tflops = 0;
 };
 
 // Device-to-device copy bandwidth in GB/s (bytes read + written), median of repetitions.
 double measure_copy_bandwidth(const Device& device, int reps);
+
+// Dense bf16 GEMM (8192^3, cuBLAS, fp32 accumulation) in TFLOP/s, median of repetitions; 0 on
+// the CPU.
+double measure_gemm_tflops(const Device& device, int reps);
 
 // Median milliseconds of fn(set, stream) over `reps` runs after `warmup`, rotating sets.
 double time_median_ms(const Device& device, const std::function<void(int, Stream)>& fn, int sets,
@@ -79,11 +92,14 @@ std::vector<Case> topk_cases(const Options& options);
 std::vector<Case> router_cases(const Options& options);
 std::vector<Case> moe_align_cases(const Options& options);
 std::vector<Case> quantize_cases(const Options& options);
+std::vector<Case> attention_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
 
 // Runs every case, printing progress to stderr and the table to stdout.
-std::vector<Result> run(const Options& options, double* copy_gbps);
-void print_table(const std::vector<Result>& results, double copy_gbps, const Options& options);
-std::string to_json(const std::vector<Result>& results, double copy_gbps, const Options& options);
+std::vector<Result> run(const Options& options, Ceilings* ceilings);
+void print_table(const std::vector<Result>& results, const Ceilings& ceilings,
+                 const Options& options);
+std::string to_json(const std::vector<Result>& results, const Ceilings& ceilings,
+                    const Options& options);
 
 }  // namespace kiln::bench
