@@ -383,7 +383,8 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (!bf16 && !cap) run(attention_forward_sm90_kernel<__half, kD, kDv, kBlockN, false>);
   return std::string("attention_fwd_wgmma_tma<") + std::string(dtype_name(a.dtype)) + ",d" +
          std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" +
-         std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) + (cap ? ",softcap" : "") + ">";
+         std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) + (cap ? ",softcap" : "") +
+         (p.ping_pong ? ",pingpong" : "") + ">";
 }
 
 }  // namespace kiln::cuda::attention_sm90
