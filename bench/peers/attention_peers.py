@@ -50,7 +50,7 @@ def visible_pairs(t, causal, window, docs):
 
 # kiln variants timed beside the default: the environment each runs under.
 IMPL_ENV = {"kiln_mma_sync": {"KILN_ATTENTION_FWD": "mma_sync", "KILN_ATTENTION_BWD": "mma_sync"},
-            "kiln_no_pingpong": {"KILN_ATTENTION_PINGPONG": "0"}}
+            "kiln_pingpong": {"KILN_ATTENTION_PINGPONG": "1"}}
 
 
 def mma_sync(fn):
@@ -112,7 +112,7 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         # run_case forces both around everything it times for this label)
         impls["kiln_mma_sync"] = impls["kiln"]
         if d == 128 and t == 8192 and hq == hkv and window is None and docs is None:
-            impls["kiln_no_pingpong"] = impls["kiln"]  # KILN_ATTENTION_PINGPONG=0
+            impls["kiln_pingpong"] = impls["kiln"]  # KILN_ATTENTION_PINGPONG=1
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():
