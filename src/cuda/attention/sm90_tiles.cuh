@@ -25,9 +25,9 @@ inline bool map_heads(CUtensorMap* map, const HeadRows& t, int dim, int64_t toke
   return encode_tensor_map_3d(map, t.data, dims, strides, box).empty();
 }
 
-// KILN_ATTENTION_PINGPONG=1 turns the warpgroups' ping-pong on; off otherwise. Measured on the
-// H100 (bench/results/2026-11-23-h100-s5): the forward 3% slower with it causal (two runs),
-// +5% / -3% non-causal; the backward unchanged.
+// KILN_ATTENTION_PINGPONG=1 turns the warpgroups' ping-pong on; off otherwise. Three same-run
+// A/Bs on the H100 (bench/results/2026-11-23-h100-s5) moved the forward by -7% to +8% either way,
+// within the run-to-run spread; the backward unchanged. Off is the simpler path.
 inline bool ping_pong_enabled() {
   const char* pick = std::getenv("KILN_ATTENTION_PINGPONG");
   return pick != nullptr && std::string_view(pick) == "1";
