@@ -159,6 +159,19 @@ void check_lse(std::string_view op, const TensorView& lse, const TensorView& q) 
   }
 }
 
+// The forward's inputs and outputs (out [total_q, Hq, Dv], lse [Hq, total_q]); their head dims.
+HeadDims check_forward(std::string_view op, const TensorView& out, const TensorView& lse,
+                       const TensorView& q, const TensorView& k, const TensorView& v,
+                       const AttentionOptions& options) {
+  check::present(op, "out", out);
+  check::present(op, "lse", lse);
+  const HeadDims h = check_heads(op, q, k, v, options);
+  heads_tensor(op, "out", out, q);
+  expect_sizes(op, "out", out, q.size(0), h.hq, h.dv);
+  check_lse(op, lse, q);
+  return h;
+}
+
 // An int32 vector on the device (n < 0: any length >= 1), contiguous; returns its length.
 int64_t device_int32(std::string_view op, std::string_view arg, const TensorView& t, int64_t n,
                      const Device& device) {
@@ -277,12 +290,7 @@ void attention_varlen(const TensorView& out, const TensorView& lse, const Tensor
                       const TensorView& k, const TensorView& v, const AttentionMasks& masks,
                       const AttentionOptions& options, Stream stream) {
   constexpr std::string_view op = "attention_varlen";
-  check::present(op, "out", out);
-  check::present(op, "lse", lse);
-  const HeadDims h = check_heads(op, q, k, v, options);
-  heads_tensor(op, "out", out, q);
-  expect_sizes(op, "out", out, q.size(0), h.hq, h.dv);
-  check_lse(op, lse, q);
+  const HeadDims h = check_forward(op, out, lse, q, k, v, options);
   if (q.device.is_cuda()) {
     const cuda::AttentionForwardArgs args = device_args(op, out, lse, q, k, v, h, masks, options);
     run_cuda(op, q.device, [&] { return cuda::attention_forward(args, stream); });
@@ -341,12 +349,7 @@ void attention_varlen_paged(const TensorView& out, const TensorView& lse, const 
     return TensorView(c.data, c.dtype, c.device, sizes, strides);
   };
   const TensorView k = rows(key_cache), v = rows(value_cache);
-  check::present(op, "out", out);
-  check::present(op, "lse", lse);
-  const HeadDims h = check_heads(op, q, k, v, options);
-  heads_tensor(op, "out", out, q);
-  expect_sizes(op, "out", out, q.size(0), h.hq, h.dv);
-  check_lse(op, lse, q);
+  const HeadDims h = check_forward(op, out, lse, q, k, v, options);
   check::present(op, "block_table", block_table);
   check::dtype_in(op, "block_table", block_table, {DType::i32});
   check::same_device(op, "block_table", block_table, q.device);

@@ -2,21 +2,17 @@
 // head-dim configuration (the entry point has checked the dims).
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string_view>
-
 #include "cuda/attention/attention_backward_dims.h"
+#include "cuda/attention/sm90_tiles.cuh"
 #include "cuda/common/cuda_check.h"
 #include "kiln/core/error.h"
 
 namespace kiln::cuda {
 namespace {
 
-// KILN_ATTENTION_BWD=mma_sync keeps every backward on the mma.sync kernels (A/B runs and the
-// oracle); unset or anything else lets the wgmma kernels take what they can.
+// The wgmma backward for a's head dims, when there is one and it takes a; "" otherwise.
 std::string attention_backward_wgmma(const AttentionBackwardArgs& a, Stream stream) {
-  const char* pick = std::getenv("KILN_ATTENTION_BWD");
-  if (pick != nullptr && std::string_view(pick) == "mma_sync") return "";
+  if (sm90_tiles::mma_sync_forced("KILN_ATTENTION_BWD")) return "";
   if (a.f.head_dim != a.f.head_dim_v) return "";
   if (a.f.head_dim == 64) return attention_backward_sm90_d64(a, stream);
   if (a.f.head_dim == 128) return attention_backward_sm90_d128(a, stream);

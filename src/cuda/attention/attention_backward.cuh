@@ -49,17 +49,6 @@ __global__ void __launch_bounds__(256)
   if (lane == 0) a.delta[h * a.f.total_q + t] = sum;
 }
 
-// The sequence's shape (metadata already checked by find_tile).
-__device__ __forceinline__ attention::SequenceShape sequence_of(const AttentionForwardArgs& f,
-                                                                int b) {
-  attention::SequenceShape s;
-  s.lq = f.cu_q[b + 1] - f.cu_q[b];
-  s.lk = f.cu_k[b + 1] - f.cu_k[b];
-  s.valid_q = f.valid_q ? f.valid_q[b] : s.lq;
-  s.valid_k = f.valid_k ? f.valid_k[b] : s.lk;
-  return s;
-}
-
 // rows [row0, row0 + rows) of a [tokens, heads, width] view (row stride `token`) into a swizzled
 // [rows][width] tile; rows at or past `limit` are zero-filled.
 template <typename T, int kRows, int kWidth>
@@ -106,7 +95,7 @@ __global__ void __launch_bounds__(kThreads)
   const TileSlot tile = find_tile<kTile>(f, blockIdx.x, false);  // dK/dV's launch reports
   if (tile.sequence < 0) return;
   const int b = tile.sequence;
-  const attention::SequenceShape seq = sequence_of(f, b);
+  const attention::SequenceShape seq = sequence_shape(f, b);
   const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
   const int q0 = tile.m_block * kTile, q1 = min(q0 + kTile, static_cast<int>(seq.lq));
   const int kv_head = head / (f.hq / f.hkv);
@@ -239,7 +228,7 @@ __global__ void __launch_bounds__(kThreads)
       find_tile<kTile, true>(f, blockIdx.x, blockIdx.x == 0 && blockIdx.y == 0 && kDoDK);
   if (tile.sequence < 0) return;
   const int b = tile.sequence;
-  const attention::SequenceShape seq = sequence_of(f, b);
+  const attention::SequenceShape seq = sequence_shape(f, b);
   const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
   const int k0 = tile.m_block * kTile, k1 = min(k0 + kTile, static_cast<int>(seq.lk));
   const bool docs = f.doc_q != nullptr;
@@ -400,18 +389,7 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
     run(dq_kernel<T, kD, kDv, kBlockN, kCap>,
         dim3(static_cast<unsigned>(q_slots), static_cast<unsigned>(f.hq)), smem_q);
   };
-  auto with_type = [&](auto softcap) {
-    if (f.dtype == DType::bf16) {
-      typed(std::type_identity<__nv_bfloat16>{}, softcap);
-    } else {
-      typed(std::type_identity<__half>{}, softcap);
-    }
-  };
-  if (f.softcap_in > 0) {
-    with_type(std::true_type{});
-  } else {
-    with_type(std::false_type{});
-  }
+  with_dtype_and_softcap(f.dtype, f.softcap_in > 0, typed);
   return std::string("attention_bwd_mma_sync<") + std::string(dtype_name(f.dtype)) + ",d" +
          std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",dq64x" +
          std::to_string(kBlockN) + ",dkdv64x" + std::to_string(kBlockM) + (kSplit ? ",split" : "") +

@@ -494,10 +494,7 @@ template <int kD>
 std::string launch(const AttentionBackwardArgs& a, Stream stream) {
   const AttentionForwardArgs& f = a.f;
   if (f.block_table != nullptr || f.total_q == 0 || f.total_k == 0) return "";
-  int device = 0, major = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9) return "";
+  if (!sm90_tiles::on_hopper()) return "";
   using sm90_tiles::map_heads;
   Sm90BackwardArgs kv{}, qd{};
   kv.a = qd.a = a;
@@ -524,27 +521,17 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
     kernel<<<grid, kThreads, smem, stream>>>(args);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
-  auto typed = [&](auto type_tag, auto softcap) {
-    using T = typename decltype(type_tag)::type;
-    constexpr bool kCap = decltype(softcap)::value;
-    const int64_t rows = f.total_q * f.hq;
-    attention_bwd::delta_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
-    KILN_CUDA_CHECK(cudaGetLastError());
-    run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv);
-    run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
-  };
-  auto with_type = [&](auto softcap) {
-    if (f.dtype == DType::bf16) {
-      typed(std::type_identity<__nv_bfloat16>{}, softcap);
-    } else {
-      typed(std::type_identity<__half>{}, softcap);
-    }
-  };
-  if (f.softcap_in > 0) {
-    with_type(std::true_type{});
-  } else {
-    with_type(std::false_type{});
-  }
+  attention_tiles::with_dtype_and_softcap(
+      f.dtype, f.softcap_in > 0, [&](auto type_tag, auto softcap) {
+        using T = typename decltype(type_tag)::type;
+        constexpr bool kCap = decltype(softcap)::value;
+        const int64_t rows = f.total_q * f.hq;
+        attention_bwd::delta_kernel<T>
+            <<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
+        KILN_CUDA_CHECK(cudaGetLastError());
+        run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv);
+        run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
+      });
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
          std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
          (kv.ping_pong ? ",pingpong" : "") + ",deterministic>";

@@ -1,23 +1,14 @@
 // Attention forward: picks the head-dim configuration (the entry point has checked the dims).
-#include <cstdlib>
-#include <string_view>
-
 #include "cuda/attention/attention_forward_dims.h"
+#include "cuda/attention/sm90_tiles.cuh"
 #include "kiln/core/error.h"
 
 namespace kiln::cuda {
 namespace {
 
-// KILN_ATTENTION_FWD=mma_sync keeps every forward on the mma.sync kernels (A/B runs and the
-// oracle); unset or anything else lets the wgmma kernels take what they can.
-bool wgmma_allowed() {
-  const char* pick = std::getenv("KILN_ATTENTION_FWD");
-  return pick == nullptr || std::string_view(pick) != "mma_sync";
-}
-
 // The wgmma kernel for a's head dims, when there is one and it takes a; "" otherwise.
 std::string attention_forward_wgmma(const AttentionForwardArgs& a, Stream stream) {
-  if (!wgmma_allowed()) return "";
+  if (sm90_tiles::mma_sync_forced("KILN_ATTENTION_FWD")) return "";
   if (a.head_dim == 64 && a.head_dim_v == 64) return attention_forward_sm90_d64(a, stream);
   if (a.head_dim == 128 && a.head_dim_v == 128) return attention_forward_sm90_d128(a, stream);
   if (a.head_dim == 192 && a.head_dim_v == 128) return attention_forward_sm90_d192_dv128(a, stream);

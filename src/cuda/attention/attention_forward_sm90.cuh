@@ -354,10 +354,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <int kD, int kDv, int kBlockN>
 std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (a.block_table != nullptr || a.total_q == 0 || a.total_k == 0) return "";
-  int device = 0, major = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9) return "";
+  if (!sm90_tiles::on_hopper()) return "";
   Sm90ForwardArgs p{};
   p.a = a;
   p.ping_pong = sm90_tiles::ping_pong_enabled();
@@ -376,11 +373,11 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
     kernel<<<grid, kThreads, smem, stream>>>(p);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
-  const bool bf16 = a.dtype == DType::bf16, cap = a.softcap_in > 0;
-  if (bf16 && cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kDv, kBlockN, true>);
-  if (bf16 && !cap) run(attention_forward_sm90_kernel<__nv_bfloat16, kD, kDv, kBlockN, false>);
-  if (!bf16 && cap) run(attention_forward_sm90_kernel<__half, kD, kDv, kBlockN, true>);
-  if (!bf16 && !cap) run(attention_forward_sm90_kernel<__half, kD, kDv, kBlockN, false>);
+  const bool cap = a.softcap_in > 0;
+  attention_tiles::with_dtype_and_softcap(a.dtype, cap, [&](auto type_tag, auto softcap) {
+    using T = typename decltype(type_tag)::type;
+    run(attention_forward_sm90_kernel<T, kD, kDv, kBlockN, decltype(softcap)::value>);
+  });
   return std::string("attention_fwd_wgmma_tma<") + std::string(dtype_name(a.dtype)) + ",d" +
          std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" +
          std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) + (cap ? ",softcap" : "") +

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "cuda/attention/attention_launch.h"
+#include "cuda/common/cuda_check.h"
 #include "cuda/common/tensor_map.h"
 
 namespace kiln::cuda::sm90_tiles {
@@ -23,6 +24,21 @@ inline bool map_heads(CUtensorMap* map, const HeadRows& t, int dim, int64_t toke
   const int64_t strides[2] = {t.head, t.token};
   const uint32_t box[3] = {64, 1, static_cast<uint32_t>(rows)};
   return encode_tensor_map_3d(map, t.data, dims, strides, box).empty();
+}
+
+// Whether the current device is a Hopper GPU: the only one the wgmma + TMA kernels run on.
+inline bool on_hopper() {
+  int device = 0, major = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major == 9;
+}
+
+// `variable`=mma_sync (KILN_ATTENTION_FWD, KILN_ATTENTION_BWD) keeps that pass on the mma.sync
+// kernels (A/B runs and the oracle); unset or anything else lets the wgmma kernels take it.
+inline bool mma_sync_forced(const char* variable) {
+  const char* pick = std::getenv(variable);
+  return pick != nullptr && std::string_view(pick) == "mma_sync";
 }
 
 // KILN_ATTENTION_PINGPONG=1 turns the warpgroups' ping-pong on; off otherwise. Three same-run

@@ -1,7 +1,11 @@
 #pragma once
 // Pieces the attention kernels share: the CTA shape, the swizzled shared-memory layout, MUFU
 // exp2, and the tile lookup that needs no host copy of cu_seqlens.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "attention/mask_rules.h"
 #include "cuda/attention/attention_launch.h"
@@ -9,6 +13,24 @@
 namespace kiln::cuda::attention_tiles {
 
 constexpr int kWarps = 4, kThreads = 32 * kWarps;
+
+// f(type tag, softcap tag) with the element type of `dtype` (bf16 or f16) and the soft-cap flag
+// as compile-time tags: the launchers' one place to pick a kernel instance.
+template <typename F>
+void with_dtype_and_softcap(DType dtype, bool softcap, F&& f) {
+  auto typed = [&](auto cap) {
+    if (dtype == DType::bf16) {
+      f(std::type_identity<__nv_bfloat16>{}, cap);
+    } else {
+      f(std::type_identity<__half>{}, cap);
+    }
+  };
+  if (softcap) {
+    typed(std::true_type{});
+  } else {
+    typed(std::false_type{});
+  }
+}
 
 // Shared-memory index of element (row, col) of a row-major tile of `width` 16-bit elements, its
 // 16-byte chunks XOR-swizzled by the row so the 8 rows an ldmatrix reads hit 8 bank groups.
