@@ -16,7 +16,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
@@ -142,6 +144,12 @@ void launch(const MoeArgs& a, const FusedMoeGrid& g, act::Kind kind, bool up_vec
 
 std::string fused_moe(const MoeProblem& p, Stream stream) {
   if (p.tokens == 0 || p.hidden == 0) return "empty";
+  const char* pick = std::getenv("KILN_FUSED_MOE");
+  const bool gemv_forced = pick != nullptr && std::string_view(pick) == "gemv";
+  if (!gemv_forced && p.inter > 0 && p.tokens * p.k >= kGroupedMinEntries &&
+      fused_moe_grouped_fits(p)) {
+    return fused_moe_grouped(p, stream);
+  }
   const FusedMoeGrid g = fused_moe_grid(p);
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t elem = static_cast<int64_t>(dtype_size(p.dtype)), vec = 16 / elem;

@@ -43,4 +43,12 @@ inline FusedMoeGrid fused_moe_grid(const MoeProblem& p) {
 
 std::string fused_moe(const MoeProblem& p, Stream stream);
 
+// The prefill path (fused_moe_grouped.cu): align, gather, two grouped wgmma GEMMs, combine. It
+// fits a Hopper device with H % 8 == 0, I % 64 == 0 (gated) or % 8 (relu2) and 16-byte aligned
+// weights. fused_moe takes it from kGroupedMinEntries routed entries on (KILN_FUSED_MOE=gemv
+// keeps the one-warp-per-output kernels).
+inline constexpr int64_t kGroupedMinEntries = 1024;
+bool fused_moe_grouped_fits(const MoeProblem& p);
+std::string fused_moe_grouped(const MoeProblem& p, Stream stream);
+
 }  // namespace kiln::cuda

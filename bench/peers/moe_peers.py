@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of the MoE expert path at DeepSeek-V3 shapes (H = 7168, I = 2048,
+E = 256, k = 8, swiglu, bf16): kiln.fused_moe against torch's own grouped matmul, with the dense
+bf16 GEMM rate measured in the same run.
+
+  dense        torch.mm 8192^3 bf16: the compute ceiling
+  grouped_mm   torch._grouped_mm: rows sorted by expert (argsort, outside the timing), up GEMM,
+               silu(gate) * up, down GEMM, weights, index_add back to the tokens
+  kiln         kiln.fused_moe(x, w13, w2, weights, ids) (align, gather, both GEMMs, combine)
+TFLOP/s counts 2 * T * k * H * (2I + I) * 2 / 2 = the two GEMMs' multiply-adds (6 T k H I).
+Outputs compared with grouped_mm's (relative L2). Prefill T = 8192; decode T in {1, 16, 64}
+reports GB/s over the expert weights actually touched (quick: prefill at T = 2048 only).
+
+Usage: python3 bench/peers/moe_peers.py [--quick] [--out DIR] [--commit SHA]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from activation_peers import Timer, load_kiln, parse_args, write_results  # noqa: E402
+
+H, I, E, K = 7168, 2048, 256, 8
+
+
+def routed(t, gen, dev):
+    ids = torch.stack([torch.randperm(E, generator=gen)[:K] for _ in range(t)]).to(torch.int32)
+    w = torch.rand(t, K, generator=gen)
+    return (w / w.sum(1, keepdim=True)).to(dev), ids.to(dev)
+
+
+def grouped_mm_layer(x, w13, w2, weights, ids):
+    """torch's grouped matmul path, the sort done before (returned as a closure)."""
+    t = x.shape[0]
+    flat = ids.flatten().long()
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=E)
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    token_of = order // K
+    w_sorted = weights.flatten()[order].unsqueeze(1)
+    w13_t = w13.transpose(1, 2)  # [E, H, 2I]
+    w2_t = w2.transpose(1, 2)    # [E, I, H]
+
+    def run():
+        xs = x[token_of]
+        h = torch._grouped_mm(xs, w13_t, offs=offs)
+        h = torch.nn.functional.silu(h[:, :I]) * h[:, I:]
+        y = torch._grouped_mm(h, w2_t, offs=offs) * w_sorted.to(h.dtype)
+        out = torch.zeros(t, H, device=x.device, dtype=torch.float32)
+        out.index_add_(0, token_of, y.float())
+        return out.to(x.dtype)
+    return run
+
+
+def main():
+    args = parse_args()
+    kiln = load_kiln()
+    timer = Timer(torch.device("cuda"))
+    reps = 5 if args.quick else 20
+    dev = "cuda"
+    gen = torch.Generator().manual_seed(3)
+    w13 = (torch.randn(E, 2 * I, H, generator=gen) * 0.02).to(dev, torch.bfloat16)
+    w2 = (torch.randn(E, H, I, generator=gen) * 0.02).to(dev, torch.bfloat16)
+    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    dense_ms = timer.measure(lambda _: a @ a, reps=reps)
+    dense = 2 * 8192 ** 3 / dense_ms / 1e9
+    del a
+    print(f"dense bf16 GEMM: {dense:.0f} TFLOP/s", file=sys.stderr)
+    rows = []
+    for t in ([2048] if args.quick else [8192, 64, 16, 1]):
+        x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)
+        weights, ids = routed(t, gen, dev)
+        impls = {"grouped_mm": grouped_mm_layer(x, w13, w2, weights, ids)}
+        if kiln is not None:
+            impls["kiln"] = lambda: kiln.fused_moe(x, w13, w2, weights, ids)
+        touched = len(torch.unique(ids))
+        wbytes = touched * 3 * I * H * 2
+        flops = 6.0 * t * K * H * I
+        want = None
+        for label, fn in impls.items():
+            try:
+                out = fn()
+                if want is None:
+                    want = out.float()
+                err = ((out.float() - want).norm() / want.norm()).item()
+                ms = timer.measure(lambda _: fn(), reps=reps)
+                variant = kiln.last_receipt().variant if label == "kiln" else ""
+                rows.append({"T": t, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
+                             "share_dense": flops / ms / 1e9 / dense,
+                             "weight_gbps": wbytes / ms / 1e6, "rel_l2": err, "variant": variant})
+                print(f"T={t:5d} {label:10s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
+                      f"weights {wbytes / ms / 1e6:7.0f} GB/s rel_l2 {err:.2e} {variant}",
+                      file=sys.stderr)
+            except Exception as e:  # noqa: BLE001 -- reported, the others still run
+                print(f"T={t:5d} {label:10s} failed: {str(e).splitlines()[0][:160]}",
+                      file=sys.stderr)
+                rows.append({"T": t, "impl": label, "error": str(e).splitlines()[0][:160]})
+    lines = [f"# MoE expert path peers: {torch.cuda.get_device_name()}", "",
+             f"- commit {args.commit}, torch {torch.__version__}, bf16, H {H}, I {I}, E {E}, "
+             f"k {K}, median of {reps}; dense bf16 GEMM {dense:.0f} TFLOP/s (same run)", "",
+             "| T | impl | ms | TFLOP/s | % of dense | weight GB/s | rel L2 vs grouped_mm | kernel |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "ms" in r:
+            lines.append(f"| {r['T']} | {r['impl']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
+                         f"{100 * r['share_dense']:.0f}% | {r['weight_gbps']:.0f} | "
+                         f"{r['rel_l2']:.2e} | {r['variant']} |")
+        else:
+            lines.append(f"| {r['T']} | {r['impl']} | failed: {r['error']} | | | | | |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(args.out, "moe_peers", text, rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+// fused_moe for prefill-sized batches on the grouped wgmma GEMM (grouped_gemm_sm90.cuh):
+// 1. moe_align_block_size (block 128): the (token, pick) entries grouped by local expert;
+// 2. gather: x rows into that order (padding rows zero), each row's routing weight, and where
+//    each entry landed (inverse, -1 for picks dropped or skipped);
+// 3. up GEMM with the activation fused: h [rows, I];
+// 4. down GEMM scaled by the routing weight: y [rows, H];
+// 5. combine: out[t] = sum over the token's picks of y[inverse[t, j]], in pick order (the same
+//    sum every run).
+// All scratch is stream-ordered (cudaMallocAsync): no sync, capturable in a CUDA graph.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/dispatch.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/elements.cuh"
+#include "cuda/moe/fused_moe_launch.h"
+#include "cuda/moe/grouped_gemm_launch.h"
+#include "cuda/moe/moe_align_launch.h"
+#include "kiln/ops/moe_align.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kAlignBlock = 128;  // the grouped GEMM's row block
+
+struct GatherArgs {
+  const int32_t* sorted;    // [capacity] entries t * k + j, padding = T * k
+  const int32_t* post_pad;  // [1] rows in use
+  const void* x;            // [T, H]
+  int64_t x_stride;
+  const float* weights;  // [T, k]
+  int64_t weights_stride;
+  void* x_sorted;       // [capacity, H]
+  float* scale_sorted;  // [capacity]
+  int32_t* inverse;     // [T * k], -1 beforehand
+  int64_t entries, k, hidden;
+};
+
+// A block per sorted row.
+template <typename T>
+__global__ void __launch_bounds__(128) gather_kernel(const __grid_constant__ GatherArgs a) {
+  const int64_t r = blockIdx.x;
+  if (r >= *a.post_pad) return;
+  const int64_t entry = a.sorted[r];
+  const bool valid = entry >= 0 && entry < a.entries;
+  const int64_t t = valid ? entry / a.k : 0;
+  if (threadIdx.x == 0) {
+    a.scale_sorted[r] = valid ? a.weights[t * a.weights_stride + entry % a.k] : 0.f;
+    if (valid) a.inverse[entry] = static_cast<int32_t>(r);
+  }
+  const T* src = static_cast<const T*>(a.x) + t * a.x_stride;
+  T* dst = static_cast<T*>(a.x_sorted) + r * a.hidden;
+  for (int64_t h = threadIdx.x; h < a.hidden; h += blockDim.x) {
+    dst[h] = valid ? src[h] : from_float<T>(0.f);
+  }
+}
+
+struct CombineArgs {
+  const void* y;           // [capacity, H]
+  const int32_t* inverse;  // [T * k]
+  void* out;               // [T, H]
+  int64_t out_stride, k, hidden;
+};
+
+// Block (t, y): 256 columns of token t.
+template <typename T>
+__global__ void __launch_bounds__(256) combine_kernel(const __grid_constant__ CombineArgs a) {
+  const int64_t t = blockIdx.x, h = int64_t{blockIdx.y} * 256 + threadIdx.x;
+  if (h >= a.hidden) return;
+  float sum = 0.f;
+  for (int64_t j = 0; j < a.k; ++j) {
+    const int32_t r = a.inverse[t * a.k + j];
+    if (r >= 0) sum += to_float(static_cast<const T*>(a.y)[int64_t{r} * a.hidden + h]);
+  }
+  static_cast<T*>(a.out)[t * a.out_stride + h] = from_float<T>(sum);
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+}  // namespace
+
+bool fused_moe_grouped_fits(const MoeProblem& p) {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    return false;
+  }
+  const int64_t up_rows = p.gated() ? 2 * p.inter : p.inter;
+  return major == 9 && p.hidden % 8 == 0 && p.inter % (p.gated() ? 64 : 8) == 0 &&
+         up_rows % 2 == 0 && aligned16(p.w13) && aligned16(p.w2) && p.tokens * p.k > 0;
+}
+
+std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t entries = p.tokens * p.k, elem = static_cast<int64_t>(dtype_size(p.dtype));
+  const int64_t capacity = moe_align_capacity(p.tokens, p.k, p.local_experts, kAlignBlock);
+  const int64_t blocks = capacity / kAlignBlock;
+  // One scratch allocation, carved in 256-byte aligned pieces.
+  auto round = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
+  const int64_t sizes[] = {capacity * 4,
+                           blocks * 4,
+                           256,
+                           256,
+                           entries * 4,
+                           capacity * 4,
+                           capacity * p.hidden * elem,
+                           capacity * p.inter * elem,
+                           capacity * p.hidden * elem};
+  int64_t total = 0;
+  for (int64_t b : sizes) total += round(b);
+  char* base = nullptr;
+  KILN_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), static_cast<size_t>(total), s));
+  char* at = base;
+  auto take = [&](int64_t bytes) {
+    char* p0 = at;
+    at += round(bytes);
+    return p0;
+  };
+  auto* sorted = reinterpret_cast<int32_t*>(take(sizes[0]));
+  auto* expert_ids = reinterpret_cast<int32_t*>(take(sizes[1]));
+  auto* post_pad = reinterpret_cast<int32_t*>(take(sizes[2]));
+  auto* bad_ids = reinterpret_cast<int32_t*>(take(sizes[3]));
+  auto* inverse = reinterpret_cast<int32_t*>(take(sizes[4]));
+  auto* scale_sorted = reinterpret_cast<float*>(take(sizes[5]));
+  void* x_sorted = take(sizes[6]);
+  void* h_sorted = take(sizes[7]);
+  void* y_sorted = take(sizes[8]);
+  std::string up_variant, down_variant;
+  try {
+    KILN_CUDA_CHECK(cudaMemsetAsync(bad_ids, 0, 4, s));
+    KILN_CUDA_CHECK(cudaMemsetAsync(inverse, 0xFF, static_cast<size_t>(entries * 4), s));
+    MoeAlignArgs align{static_cast<const int32_t*>(p.ids.data),
+                       p.tokens,
+                       p.k,
+                       p.ids.row_stride,
+                       1,
+                       p.expert_map,
+                       1,
+                       static_cast<int>(p.experts),
+                       static_cast<int>(p.local_experts),
+                       kAlignBlock,
+                       capacity,
+                       sorted,
+                       expert_ids,
+                       post_pad,
+                       bad_ids};
+    moe_align(align, stream);
+    GatherArgs g{sorted,
+                 post_pad,
+                 p.x.data,
+                 p.x.row_stride,
+                 static_cast<const float*>(p.weights.data),
+                 p.weights.row_stride,
+                 x_sorted,
+                 scale_sorted,
+                 inverse,
+                 entries,
+                 p.k,
+                 p.hidden};
+    dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
+      using T = typename CudaType<decltype(dt)::value>::type;
+      gather_kernel<T><<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+    });
+    KILN_CUDA_CHECK(cudaGetLastError());
+
+    GroupedGemm up;
+    up.dtype = p.dtype;
+    up.a = x_sorted;
+    up.rows = capacity;
+    up.k = p.hidden;
+    up.a_stride = p.hidden;
+    up.b = p.w13;
+    up.experts = p.local_experts;
+    up.n = p.gated() ? 2 * p.inter : p.inter;
+    up.block_expert = expert_ids;
+    up.rows_used = post_pad;
+    up.out = h_sorted;
+    up.out_stride = p.inter;
+    up.gated = p.gated();
+    up.activate = !p.gated();
+    up.kind = p.act_kind();
+    up_variant = grouped_gemm_sm90(up, stream);
+
+    GroupedGemm down;
+    down.dtype = p.dtype;
+    down.a = h_sorted;
+    down.rows = capacity;
+    down.k = p.inter;
+    down.a_stride = p.inter;
+    down.b = p.w2;
+    down.experts = p.local_experts;
+    down.n = p.hidden;
+    down.block_expert = expert_ids;
+    down.rows_used = post_pad;
+    down.row_scale = scale_sorted;
+    down.out = y_sorted;
+    down.out_stride = p.hidden;
+    down_variant = grouped_gemm_sm90(down, stream);
+    if (up_variant.empty() || down_variant.empty()) {
+      throw Error(p.op + ": the grouped GEMM refused a problem fused_moe_grouped_fits accepted");
+    }
+
+    CombineArgs c{y_sorted, inverse, p.out.data, p.out.row_stride, p.k, p.hidden};
+    const dim3 grid(static_cast<unsigned>(p.tokens), static_cast<unsigned>((p.hidden + 255) / 256));
+    dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
+      using T = typename CudaType<decltype(dt)::value>::type;
+      combine_kernel<T><<<grid, 256, 0, s>>>(c);
+    });
+    KILN_CUDA_CHECK(cudaGetLastError());
+  } catch (...) {
+    cudaFreeAsync(base, s);
+    throw;
+  }
+  KILN_CUDA_CHECK(cudaFreeAsync(base, s));
+  return "fused_moe_grouped<align128," + up_variant + "," + down_variant + ">";
+}
+
+}  // namespace kiln::cuda

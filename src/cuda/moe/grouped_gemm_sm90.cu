@@ -1,0 +1,63 @@
+// Launcher of the grouped expert GEMM (grouped_gemm_sm90.cuh).
+#include <cuda_runtime.h>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/tensor_map.h"
+#include "cuda/moe/grouped_gemm_launch.h"
+#include "cuda/moe/grouped_gemm_sm90.cuh"
+
+namespace kiln::cuda {
+
+std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
+  using namespace grouped_gemm;  // NOLINT: the kernel's constants
+  if (p.rows == 0 || p.k == 0 || p.n == 0 || p.experts == 0) return "";
+  if (p.n % 2 != 0 || p.out_stride % 2 != 0 || (p.gated && (p.n / 2) % 64 != 0)) return "";
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "";
+  int device = 0, major = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9) return "";
+  GroupedGemmArgs g;
+  const uint64_t a_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.rows), 1};
+  const int64_t a_strides[2] = {p.a_stride, p.a_stride * p.rows};
+  const uint32_t a_box[3] = {kBlockK, kBlockM, 1};
+  const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
+                              static_cast<uint64_t>(p.experts)};
+  const int64_t b_strides[2] = {p.k, p.k * p.n};
+  const uint32_t b_box[3] = {kBlockK, p.gated ? 64u : static_cast<uint32_t>(kBlockN), 1};
+  if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box).empty() ||
+      !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box).empty()) {
+    return "";
+  }
+  g.block_expert = p.block_expert;
+  g.rows_used = p.rows_used;
+  g.row_scale = p.row_scale;
+  g.out = p.out;
+  g.out_stride = p.out_stride;
+  g.rows = p.rows;
+  g.n = p.n;
+  g.k = p.k;
+  g.kind = p.kind;
+  g.activate = p.activate;
+  const int64_t n_tiles = p.gated ? p.n / 2 / 64 : (p.n + kBlockN - 1) / kBlockN;
+  const dim3 grid(static_cast<unsigned>(n_tiles),
+                  static_cast<unsigned>((p.rows + kBlockM - 1) / kBlockM));
+  constexpr int smem = smem_bytes();
+  auto run = [&](auto kernel) {
+    KILN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(g);
+    KILN_CUDA_CHECK(cudaGetLastError());
+  };
+  const bool bf16 = p.dtype == DType::bf16;
+  if (bf16 && p.gated) run(grouped_gemm_kernel<__nv_bfloat16, true>);
+  if (bf16 && !p.gated) run(grouped_gemm_kernel<__nv_bfloat16, false>);
+  if (!bf16 && p.gated) run(grouped_gemm_kernel<__half, true>);
+  if (!bf16 && !p.gated) run(grouped_gemm_kernel<__half, false>);
+  return std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) +
+         ",m128,n128,k64,stages4" + (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
+         (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
+         (p.row_scale ? ",row_scale" : "") + ">";
+}
+
+}  // namespace kiln::cuda
