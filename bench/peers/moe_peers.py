@@ -11,11 +11,16 @@ TFLOP/s counts 2 * T * k * H * (2I + I) * 2 / 2 = the two GEMMs' multiply-adds (
 Outputs compared with grouped_mm's (relative L2). Prefill T = 8192; decode T in {1, 16, 64}
 reports GB/s over the expert weights actually touched (quick: prefill at T = 2048 only).
 
+At the prefill shape, also kiln with KILN_GROUPED_GEMM_BLOCK_N=128 (the narrow-tile A/B); at the
+decode shapes, kiln with KILN_FUSED_MOE=grouped (the prefill path forced); and a
+table of where kiln's time goes (torch.profiler, CUDA time per kernel of one call).
+
 Usage: python3 bench/peers/moe_peers.py [--quick] [--out DIR] [--commit SHA]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +61,36 @@ def grouped_mm_layer(x, w13, w2, weights, ids):
     return run
 
 
+def with_env(name, value, fn):
+    def run():
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = old
+    return run
+
+
+def kernel_times(fn, calls=5):
+    """CUDA time per kernel name over one call of fn (mean of `calls`), longest first."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            out[e.name] = out.get(e.name, 0.0) + e.device_time / 1e3 / calls
+    return sorted(out.items(), key=lambda kv: -kv[1])
+
+
 def main():
     args = parse_args()
     kiln = load_kiln()
@@ -77,6 +112,10 @@ def main():
         impls = {"grouped_mm": grouped_mm_layer(x, w13, w2, weights, ids)}
         if kiln is not None:
             impls["kiln"] = lambda: kiln.fused_moe(x, w13, w2, weights, ids)
+            if t * K >= 1024:
+                impls["kiln n128"] = with_env("KILN_GROUPED_GEMM_BLOCK_N", "128", impls["kiln"])
+            else:
+                impls["kiln grouped"] = with_env("KILN_FUSED_MOE", "grouped", impls["kiln"])
         touched = len(torch.unique(ids))
         wbytes = touched * 3 * I * H * 2
         flops = 6.0 * t * K * H * I
@@ -88,7 +127,7 @@ def main():
                     want = out.float()
                 err = ((out.float() - want).norm() / want.norm()).item()
                 ms = timer.measure(lambda _: fn(), reps=reps)
-                variant = kiln.last_receipt().variant if label == "kiln" else ""
+                variant = kiln.last_receipt().variant if label.startswith("kiln") else ""
                 rows.append({"T": t, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
                              "share_dense": flops / ms / 1e9 / dense,
                              "weight_gbps": wbytes / ms / 1e6, "rel_l2": err, "variant": variant})
@@ -111,6 +150,14 @@ def main():
                          f"{r['rel_l2']:.2e} | {r['variant']} |")
         else:
             lines.append(f"| {r['T']} | {r['impl']} | failed: {r['error']} | | | | | |")
+    if kiln is not None and not args.quick:
+        t = 8192
+        x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)
+        weights, ids = routed(t, gen, dev)
+        lines += ["", f"Where kiln's time goes at T = {t} (CUDA ms per call, torch.profiler):", "",
+                  "| kernel | ms |", "|---|---|"]
+        for name, ms in kernel_times(lambda: kiln.fused_moe(x, w13, w2, weights, ids)):
+            lines.append(f"| {name[:120]} | {ms:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(args.out, "moe_peers", text, rows)

@@ -1,6 +1,7 @@
 // The grouped expert GEMM (wgmma + TMA, Hopper only) against a float64 loop over row blocks:
 // bf16 and f16; plain, plain + relu2, gated swiglu / gelu_tanh; with and without per-row scales;
-// K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not; row blocks
+// K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not, on both the
+// 128- and 256-wide tiles (the receipt must name the one the shape calls for); row blocks
 // of every expert, one skipped (expert -1, its rows must stay untouched) and a rows_used limit
 // that skips the last block. Outputs poisoned first: the skipped rows must still be NaN.
 #include <gtest/gtest.h>
@@ -79,6 +80,8 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   p.kind = c.kind;
   const std::string variant = cuda::grouped_gemm_sm90(p, nullptr);
   ASSERT_NE(variant, "") << "the kernel refused the problem";
+  const bool wide = c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256;
+  EXPECT_NE(variant.find(wide ? ",n256," : ",n128,"), std::string::npos) << variant;
   testing::cuda_ok(cudaDeviceSynchronize(), "grouped_gemm_sm90");
   out.download();
 
@@ -124,6 +127,8 @@ std::vector<Case> cases() {
     all.push_back({dt, false, true, true, act::Kind::relu2, 320, 128});
     all.push_back({dt, true, false, false, act::Kind::swiglu, 256, 256});
     all.push_back({dt, true, false, true, act::Kind::gelu_tanh, 136, 384});
+    all.push_back({dt, false, false, true, act::Kind::swiglu, 192, 600});  // 256-wide, N tail
+    all.push_back({dt, true, false, true, act::Kind::swiglu, 448, 512});   // two 256-wide tiles
   }
   return all;
 }

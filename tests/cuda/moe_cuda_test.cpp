@@ -5,11 +5,14 @@
 // skip: ids outside [0, E) and, with a map, -1 entries (dropped) and values outside [-1, E_local)
 // (skipped). The reference runs with those picks' weights set to 0 (and their ids and map values
 // made valid, since it checks them). Outputs poisoned before each run, so an unwritten element
-// is a NaN and fails.
+// is a NaN and fails. On Hopper, the small-T cases also run with KILN_FUSED_MOE=grouped (the
+// prefill path forced down to T = 1, x's rows padded by 8 or by 3: the gather's 16-byte and
+// element copies).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,6 +46,7 @@ struct Case {
   MoeActivation activation;
   int64_t tokens, k, experts;
   bool vec_shape, mapped;
+  bool grouped = false;  // KILN_FUSED_MOE=grouped
   int64_t hidden() const { return vec_shape ? 128 : 100; }
   int64_t inter() const { return vec_shape ? 64 : 36; }
   // With a map: E global experts over E_local = E / 2 + 1 local ones.
@@ -50,8 +54,24 @@ struct Case {
   std::string name() const {
     return std::string(dtype_name(dtype)) + "_" + name_of(activation) + "_T" +
            std::to_string(tokens) + "_k" + std::to_string(k) + "_E" + std::to_string(experts) +
-           (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "");
+           (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "") +
+           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "");
   }
+  int64_t x_pad() const { return vec_shape && !(grouped && tokens == 7) ? 8 : 3; }
+};
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (value != nullptr) setenv(name, value, 1);
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
 };
 
 class MoeCuda : public ::testing::TestWithParam<Case> {};
@@ -59,10 +79,12 @@ class MoeCuda : public ::testing::TestWithParam<Case> {};
 TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
   const Case c = GetParam();
+  if (c.grouped && testing::gpu_major() != 9) GTEST_FAIL() << "the grouped path needs Hopper";
+  const ScopedEnv force("KILN_FUSED_MOE", c.grouped ? "grouped" : nullptr);
   const int64_t T = c.tokens, H = c.hidden(), I = c.inter(), E = c.experts;
   const int64_t EL = c.local_experts(), rows13 = c.activation == MoeActivation::relu2 ? I : 2 * I;
   std::mt19937_64 rng(T * 31 + c.k * 7 + E);
-  HostTensor x(c.dtype, {T, H}, H + (c.vec_shape ? 8 : 3)), w13(c.dtype, {EL, rows13, H}),
+  HostTensor x(c.dtype, {T, H}, H + c.x_pad()), w13(c.dtype, {EL, rows13, H}),
       w2(c.dtype, {EL, H, I});
   x.randn(rng);
   w13.randn(rng, 0.0, 1.0 / std::sqrt(static_cast<double>(H)));  // outputs of order 1
@@ -97,7 +119,8 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   EXPECT_EQ(last_receipt().backend, "cuda");
   const std::string variant = last_receipt().variant;
   // From kGroupedMinEntries picks on, shapes the grouped GEMM takes go the prefill path.
-  if (c.vec_shape && T * c.k >= cuda::kGroupedMinEntries && testing::gpu_major() == 9) {
+  if (c.grouped ||
+      (c.vec_shape && T * c.k >= cuda::kGroupedMinEntries && testing::gpu_major() == 9)) {
     EXPECT_EQ(variant.rfind("fused_moe_grouped<", 0), 0u) << variant;
   } else {
     EXPECT_EQ(variant.rfind("fused_moe_gemv<", 0), 0u) << variant;
@@ -126,6 +149,9 @@ std::vector<Case> sweep() {
           for (bool vec : {true, false}) {
             for (bool mapped : {false, true}) {
               cases.push_back({dtype, a, tokens, k, experts, vec, mapped});
+              if (vec && tokens < 300 && testing::gpu_major() == 9) {
+                cases.push_back({dtype, a, tokens, k, experts, vec, mapped, true});
+              }
             }
           }
         }

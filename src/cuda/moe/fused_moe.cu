@@ -1,4 +1,4 @@
-// fused_moe, the first CUDA version: correct first, speed later (the grouped GEMMs on wgmma).
+// fused_moe's decode path (the prefill path is fused_moe_grouped.cu, on the wgmma grouped GEMM).
 // Two memory-bound GEMV-style kernels with a warp per output and fp32 accumulation:
 //   up:   act[t * k + j, i] = act(w13[e] x[t])[i], rounded to x's dtype (the contract's rounding
 //         point), into a [T * k, I] scratch allocated on the stream;
@@ -12,7 +12,8 @@
 // Napkin math, decode (T = 1, k = 8, H = 4096, I = 1536, swiglu, bf16): the 8 picked experts'
 // weights, 8 * (2 * 1536 + 1536) * 4096 * 2 B = 302 MB, read once: ~95 us at 3.2 TB/s if the
 // warps keep the memory busy. At large T every pick re-reads its expert's rows (from L2 at best):
-// that is what the grouped GEMMs will fix. NOT YET RUN ON A GPU.
+// that is what the grouped path is for. KILN_FUSED_MOE=gemv or =grouped forces one path (an A/B
+// switch; forcing a path that cannot take the problem is an error, not a fallback).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -145,9 +146,18 @@ void launch(const MoeArgs& a, const FusedMoeGrid& g, act::Kind kind, bool up_vec
 std::string fused_moe(const MoeProblem& p, Stream stream) {
   if (p.tokens == 0 || p.hidden == 0) return "empty";
   const char* pick = std::getenv("KILN_FUSED_MOE");
-  const bool gemv_forced = pick != nullptr && std::string_view(pick) == "gemv";
-  if (!gemv_forced && p.inter > 0 && p.tokens * p.k >= kGroupedMinEntries &&
-      fused_moe_grouped_fits(p)) {
+  const std::string_view forced = pick != nullptr ? pick : "";
+  const bool grouped_fits = p.inter > 0 && fused_moe_grouped_fits(p);
+  if (forced == "grouped") {
+    if (!grouped_fits) {
+      throw Error(p.op +
+                  ": KILN_FUSED_MOE=grouped, but the grouped GEMM path does not take this problem "
+                  "(it needs a Hopper GPU, I > 0, H a multiple of 8, I a multiple of 64 when gated "
+                  "and 16-byte aligned weights)");
+    }
+    return fused_moe_grouped(p, stream);
+  }
+  if (forced != "gemv" && grouped_fits && p.tokens * p.k >= kGroupedMinEntries) {
     return fused_moe_grouped(p, stream);
   }
   const FusedMoeGrid g = fused_moe_grid(p);

@@ -38,8 +38,8 @@ struct GatherArgs {
   int64_t entries, k, hidden;
 };
 
-// A block per sorted row.
-template <typename T>
+// A block per sorted row; kW elements per access (8 = 16 bytes when rows allow it).
+template <typename T, int kW>
 __global__ void __launch_bounds__(128) gather_kernel(const __grid_constant__ GatherArgs a) {
   const int64_t r = blockIdx.x;
   if (r >= *a.post_pad) return;
@@ -50,10 +50,12 @@ __global__ void __launch_bounds__(128) gather_kernel(const __grid_constant__ Gat
     a.scale_sorted[r] = valid ? a.weights[t * a.weights_stride + entry % a.k] : 0.f;
     if (valid) a.inverse[entry] = static_cast<int32_t>(r);
   }
+  using P = Pack<T, kW>;
   const T* src = static_cast<const T*>(a.x) + t * a.x_stride;
   T* dst = static_cast<T*>(a.x_sorted) + r * a.hidden;
-  for (int64_t h = threadIdx.x; h < a.hidden; h += blockDim.x) {
-    dst[h] = valid ? src[h] : from_float<T>(0.f);
+  for (int64_t h = kW * int64_t{threadIdx.x}; h < a.hidden; h += kW * int64_t{blockDim.x}) {
+    *reinterpret_cast<P*>(dst + h) =
+        valid ? *reinterpret_cast<const P*>(src + h) : splat<T, kW>(0.f);
   }
 }
 
@@ -64,17 +66,21 @@ struct CombineArgs {
   int64_t out_stride, k, hidden;
 };
 
-// Block (t, y): 256 columns of token t.
-template <typename T>
+// Block (t, y): 256 kW-element packs of token t's columns.
+template <typename T, int kW>
 __global__ void __launch_bounds__(256) combine_kernel(const __grid_constant__ CombineArgs a) {
-  const int64_t t = blockIdx.x, h = int64_t{blockIdx.y} * 256 + threadIdx.x;
+  const int64_t t = blockIdx.x, h = kW * (int64_t{blockIdx.y} * 256 + threadIdx.x);
   if (h >= a.hidden) return;
-  float sum = 0.f;
+  float sum[kW] = {};
   for (int64_t j = 0; j < a.k; ++j) {
     const int32_t r = a.inverse[t * a.k + j];
-    if (r >= 0) sum += to_float(static_cast<const T*>(a.y)[int64_t{r} * a.hidden + h]);
+    if (r < 0) continue;
+    float y[kW];
+    load_floats<T, kW>(static_cast<const T*>(a.y) + int64_t{r} * a.hidden + h, y);
+#pragma unroll
+    for (int i = 0; i < kW; ++i) sum[i] += y[i];
   }
-  static_cast<T*>(a.out)[t * a.out_stride + h] = from_float<T>(sum);
+  store_floats<T, kW>(static_cast<T*>(a.out) + t * a.out_stride + h, sum);
 }
 
 bool aligned16(const void* p) {
@@ -161,9 +167,14 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                  entries,
                  p.k,
                  p.hidden};
+    // fits() holds hidden to a multiple of 8: 16-byte packs wherever x's rows are aligned.
+    const bool x_vec = p.x.row_stride % 8 == 0 && aligned16(p.x.data);
     dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
       using T = typename CudaType<decltype(dt)::value>::type;
-      gather_kernel<T><<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+      dispatch_bool(x_vec, [&](auto vec) {
+        gather_kernel<T, decltype(vec)::value ? 8 : 1>
+            <<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+      });
     });
     KILN_CUDA_CHECK(cudaGetLastError());
 
@@ -205,10 +216,15 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     }
 
     CombineArgs c{y_sorted, inverse, p.out.data, p.out.row_stride, p.k, p.hidden};
-    const dim3 grid(static_cast<unsigned>(p.tokens), static_cast<unsigned>((p.hidden + 255) / 256));
+    const bool out_vec = p.out.row_stride % 8 == 0 && aligned16(p.out.data);
+    const int64_t per_block = 256 * (out_vec ? 8 : 1);
+    const dim3 grid(static_cast<unsigned>(p.tokens),
+                    static_cast<unsigned>((p.hidden + per_block - 1) / per_block));
     dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
       using T = typename CudaType<decltype(dt)::value>::type;
-      combine_kernel<T><<<grid, 256, 0, s>>>(c);
+      dispatch_bool(out_vec, [&](auto vec) {
+        combine_kernel<T, decltype(vec)::value ? 8 : 1><<<grid, 256, 0, s>>>(c);
+      });
     });
     KILN_CUDA_CHECK(cudaGetLastError());
   } catch (...) {

@@ -1,17 +1,33 @@
 // Launcher of the grouped expert GEMM (grouped_gemm_sm90.cuh).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/tensor_map.h"
 #include "cuda/moe/grouped_gemm_launch.h"
 #include "cuda/moe/grouped_gemm_sm90.cuh"
 
 namespace kiln::cuda {
+namespace {
+
+// 256-wide tiles where the problem has the columns for them; KILN_GROUPED_GEMM_BLOCK_N=128 forces
+// the narrow tile (an A/B switch, named in the receipt).
+int grouped_gemm_block_n(const GroupedGemm& p) {
+  const char* forced = std::getenv("KILN_GROUPED_GEMM_BLOCK_N");
+  if (forced != nullptr && std::string(forced) == "128") return 128;
+  return (p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256) ? 256 : 128;
+}
+
+}  // namespace
 
 std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   using namespace grouped_gemm;  // NOLINT: the kernel's constants
   if (p.rows == 0 || p.k == 0 || p.n == 0 || p.experts == 0) return "";
   if (p.n % 2 != 0 || p.out_stride % 2 != 0 || (p.gated && (p.n / 2) % 64 != 0)) return "";
+  const int block_n = grouped_gemm_block_n(p);
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "";
   int device = 0, major = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
@@ -24,7 +40,7 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
                               static_cast<uint64_t>(p.experts)};
   const int64_t b_strides[2] = {p.k, p.k * p.n};
-  const uint32_t b_box[3] = {kBlockK, p.gated ? 64u : static_cast<uint32_t>(kBlockN), 1};
+  const uint32_t b_box[3] = {kBlockK, static_cast<uint32_t>(p.gated ? block_n / 2 : block_n), 1};
   if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box).empty() ||
       !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box).empty()) {
     return "";
@@ -39,23 +55,31 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   g.k = p.k;
   g.kind = p.kind;
   g.activate = p.activate;
-  const int64_t n_tiles = p.gated ? p.n / 2 / 64 : (p.n + kBlockN - 1) / kBlockN;
+  const int64_t n_tiles = p.gated ? p.n / block_n : (p.n + block_n - 1) / block_n;
   const dim3 grid(static_cast<unsigned>(n_tiles),
                   static_cast<unsigned>((p.rows + kBlockM - 1) / kBlockM));
-  constexpr int smem = smem_bytes();
-  auto run = [&](auto kernel) {
+  auto run = [&](auto kernel, int smem) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(g);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
+  auto with_block_n = [&](auto type, auto gated) {
+    using T = decltype(type);
+    if (block_n == 256) {
+      run(grouped_gemm_kernel<T, decltype(gated)::value, 256>, smem_bytes<256>());
+    } else {
+      run(grouped_gemm_kernel<T, decltype(gated)::value, 128>, smem_bytes<128>());
+    }
+  };
   const bool bf16 = p.dtype == DType::bf16;
-  if (bf16 && p.gated) run(grouped_gemm_kernel<__nv_bfloat16, true>);
-  if (bf16 && !p.gated) run(grouped_gemm_kernel<__nv_bfloat16, false>);
-  if (!bf16 && p.gated) run(grouped_gemm_kernel<__half, true>);
-  if (!bf16 && !p.gated) run(grouped_gemm_kernel<__half, false>);
-  return std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) +
-         ",m128,n128,k64,stages4" + (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
+  if (bf16 && p.gated) with_block_n(__nv_bfloat16{}, std::true_type{});
+  if (bf16 && !p.gated) with_block_n(__nv_bfloat16{}, std::false_type{});
+  if (!bf16 && p.gated) with_block_n(__half{}, std::true_type{});
+  if (!bf16 && !p.gated) with_block_n(__half{}, std::false_type{});
+  return std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) + ",m128,n" +
+         std::to_string(block_n) + ",k64,stages4" +
+         (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
          (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
          (p.row_scale ? ",row_scale" : "") + ">";
 }

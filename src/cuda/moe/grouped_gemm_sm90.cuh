@@ -7,11 +7,13 @@
 //   out[r, :] = epilogue(A[r, :] · B[e(r)]ᵀ),  e(r) = block_expert[r / 128]
 //
 // A [rows, K] and B [E, N, K] bf16/f16 (K contiguous, 16-byte aligned rows). One CTA = 128 rows
-// x 128 output columns: two consumer warpgroups of 64 rows and a producer warp streaming
-// 64-column K slices of A and B through a 4-stage mbarrier ring. Epilogues:
+// x kBlockN (128 or 256) B rows: two consumer warpgroups of 64 rows (one m64nkBlockNk16 wgmma per
+// k16 step) and a producer warp streaming 64-column K slices of A and B through a 4-stage mbarrier
+// ring. 256-wide tiles read A from L2 half as often and issue half as many wgmmas per FLOP, which
+// is what keeps the weight-streaming prefill GEMMs fed (shared/notes/moe-sm90.md). Epilogues:
 // - plain: out [rows, N] = acc (· row_scale[r]), optionally an activation of one input (relu2);
 // - gated: B's first N/2 rows are the gate, the rest the up projection; out [rows, N/2] =
-//   act(gate, up) (· row_scale[r]); a CTA covers 64 gate and the matching 64 up rows.
+//   act(gate, up) (· row_scale[r]); a CTA covers kBlockN / 2 gate and the matching up rows.
 // Blocks whose expert is < 0 (not held here) or that start at or past *rows_used are skipped:
 // their rows are not written.
 #include <cuda.h>
@@ -27,13 +29,13 @@
 
 namespace kiln::cuda::grouped_gemm {
 
-constexpr int kBlockM = 128, kBlockN = 128, kBlockK = 64, kStages = 4;
+constexpr int kBlockM = 128, kBlockK = 64, kStages = 4;
 constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 1);
-constexpr int kRowBytes = 128;                     // one swizzled row: 64 16-bit elements
-constexpr int kTileBytes = kBlockM * kBlockK * 2;  // A or B slice of one stage (16 KB)
+constexpr int kRowBytes = 128;                    // one swizzled row: 64 16-bit elements
+constexpr int kATileBytes = kBlockM * kRowBytes;  // A slice of one stage (16 KB)
 
 struct GroupedGemmArgs {
-  CUtensorMap a, b;  // A as (K, rows, 1) in 64 x 128 boxes; B as (K, N, E) in 64 x 128|64 boxes
+  CUtensorMap a, b;  // A as (K, rows, 1) in 64 x 128 boxes; B as (K, N, E) in 64 x box_n boxes
   const int32_t* block_expert = nullptr;  // [ceil(rows / 128)]
   const int32_t* rows_used = nullptr;     // device scalar, or null (all rows)
   const float* row_scale = nullptr;       // [rows], or null
@@ -44,18 +46,31 @@ struct GroupedGemmArgs {
   bool activate = false;  // plain epilogue: act(acc, 0)
 };
 
-constexpr int smem_bytes() {
-  return 1024 + kStages * 2 * kTileBytes;
+template <int kBlockN>
+constexpr int b_tile_bytes() {
+  return kBlockN * kRowBytes;
 }
 
-template <typename T, bool kGated>
+// TMA box rows of B: a gated tile loads its gate and up halves as two boxes.
+template <int kBlockN, bool kGated>
+constexpr int b_box_rows() {
+  return kGated ? kBlockN / 2 : kBlockN;
+}
+
+template <int kBlockN>
+constexpr int smem_bytes() {
+  return 1024 + kStages * (kATileBytes + b_tile_bytes<kBlockN>());
+}
+
+template <typename T, bool kGated, int kBlockN>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_kernel(const __grid_constant__ GroupedGemmArgs g) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kBTileBytes = b_tile_bytes<kBlockN>();
   extern __shared__ uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
-  uint8_t* const s_a = smem;                         // [kStages][128 rows][128 B]
-  uint8_t* const s_b = smem + kStages * kTileBytes;  // [kStages][128 rows][128 B]
+  uint8_t* const s_a = smem;                          // [kStages][128 rows][128 B]
+  uint8_t* const s_b = smem + kStages * kATileBytes;  // [kStages][kBlockN rows][128 B]
   __shared__ uint64_t full[kStages], empty[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -83,13 +98,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int s = kb % kStages;
       const uint32_t phase = (kb / kStages) & 1;
       barrier_wait_parity(&empty[s], phase ^ 1);
-      barrier_arrive_expect_tx(&full[s], 2 * kTileBytes);
-      tma_load_3d(s_a + s * kTileBytes, &g.a, kb * kBlockK, static_cast<int>(m0), 0, &full[s]);
-      uint8_t* const b_tile = s_b + s * kTileBytes;
-      if constexpr (kGated) {  // 64 gate rows, then the matching 64 up rows
+      barrier_arrive_expect_tx(&full[s], kATileBytes + kBTileBytes);
+      tma_load_3d(s_a + s * kATileBytes, &g.a, kb * kBlockK, static_cast<int>(m0), 0, &full[s]);
+      uint8_t* const b_tile = s_b + s * kBTileBytes;
+      if constexpr (kGated) {  // kBlockN / 2 gate rows, then the matching up rows
+        constexpr int kHalf = kBlockN / 2;
         const int half = static_cast<int>(g.n / 2);
-        tma_load_3d(b_tile, &g.b, kb * kBlockK, 64 * n_block, expert, &full[s]);
-        tma_load_3d(b_tile + 64 * kRowBytes, &g.b, kb * kBlockK, half + 64 * n_block, expert,
+        tma_load_3d(b_tile, &g.b, kb * kBlockK, kHalf * n_block, expert, &full[s]);
+        tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kBlockK, half + kHalf * n_block, expert,
                     &full[s]);
       } else {
         tma_load_3d(b_tile, &g.b, kb * kBlockK, kBlockN * n_block, expert, &full[s]);
@@ -107,8 +123,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int kb = 0; kb < k_blocks; ++kb) {
     const int s = kb % kStages;
     const uint32_t phase = (kb / kStages) & 1;
-    const uint32_t a_base = shared_address(s_a + s * kTileBytes) + 64 * wg * kRowBytes;
-    const uint32_t b_base = shared_address(s_b + s * kTileBytes);
+    const uint32_t a_base = shared_address(s_a + s * kATileBytes) + 64 * wg * kRowBytes;
+    const uint32_t b_base = shared_address(s_b + s * kBTileBytes);
     barrier_wait_parity(&full[s], phase);
     wgmma_fence();
 #pragma unroll
@@ -135,7 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t half = g.n / 2;
 #pragma unroll
       for (int j = 0; j < kBlockN / 16; ++j) {
-        const int64_t col = 64 * int64_t{n_block} + 8 * j + 2 * (lane % 4);
+        const int64_t col = kBlockN / 2 * int64_t{n_block} + 8 * j + 2 * (lane % 4);
         if (col >= half) continue;
         const float* gate = &acc[4 * j + 2 * h];
         const float* up = &acc[4 * (j + kBlockN / 16) + 2 * h];
