@@ -11,8 +11,8 @@ TFLOP/s counts 2 * T * k * H * (2I + I) * 2 / 2 = the two GEMMs' multiply-adds (
 Outputs compared with grouped_mm's (relative L2). Prefill T = 8192; decode T in {1, 16, 64}
 reports GB/s over the expert weights actually touched (quick: prefill at T = 2048 only).
 
-At the prefill shape, also kiln with KILN_GROUPED_GEMM_BLOCK_N=128 (the narrow-tile A/B); at the
-decode shapes, kiln with KILN_FUSED_MOE=grouped (the prefill path forced); and a
+At the prefill shape, also kiln with the other tiles (KILN_GROUPED_GEMM_TILE=n128x2, n256); at the
+decode shapes, kiln with each path forced (KILN_FUSED_MOE=gemv, grouped); and a
 table of where kiln's time goes (torch.profiler, CUDA time per kernel of one call).
 
 Usage: python3 bench/peers/moe_peers.py [--quick] [--out DIR] [--commit SHA]
@@ -113,8 +113,10 @@ def main():
         if kiln is not None:
             impls["kiln"] = lambda: kiln.fused_moe(x, w13, w2, weights, ids)
             if t * K >= 1024:
-                impls["kiln n128"] = with_env("KILN_GROUPED_GEMM_BLOCK_N", "128", impls["kiln"])
+                for tile in ("n128x2", "n256"):
+                    impls[f"kiln {tile}"] = with_env("KILN_GROUPED_GEMM_TILE", tile, impls["kiln"])
             else:
+                impls["kiln gemv"] = with_env("KILN_FUSED_MOE", "gemv", impls["kiln"])
                 impls["kiln grouped"] = with_env("KILN_FUSED_MOE", "grouped", impls["kiln"])
         touched = len(torch.unique(ids))
         wbytes = touched * 3 * I * H * 2
@@ -151,13 +153,13 @@ def main():
         else:
             lines.append(f"| {r['T']} | {r['impl']} | failed: {r['error']} | | | | | |")
     if kiln is not None and not args.quick:
-        t = 8192
-        x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)
-        weights, ids = routed(t, gen, dev)
-        lines += ["", f"Where kiln's time goes at T = {t} (CUDA ms per call, torch.profiler):", "",
-                  "| kernel | ms |", "|---|---|"]
-        for name, ms in kernel_times(lambda: kiln.fused_moe(x, w13, w2, weights, ids)):
-            lines.append(f"| {name[:120]} | {ms:.3f} |")
+        for t in (8192, 64):
+            x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)
+            weights, ids = routed(t, gen, dev)
+            lines += ["", f"Where kiln's time goes at T = {t} (CUDA ms per call, torch.profiler):",
+                      "", "| kernel | ms |", "|---|---|"]
+            for name, ms in kernel_times(lambda: kiln.fused_moe(x, w13, w2, weights, ids)):
+                lines.append(f"| {name[:120]} | {ms:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(args.out, "moe_peers", text, rows)

@@ -1,13 +1,15 @@
 // The grouped expert GEMM (wgmma + TMA, Hopper only) against a float64 loop over row blocks:
 // bf16 and f16; plain, plain + relu2, gated swiglu / gelu_tanh; with and without per-row scales;
-// K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not, on both the
-// 128- and 256-wide tiles (the receipt must name the one the shape calls for); row blocks
-// of every expert, one skipped (expert -1, its rows must stay untouched) and a rows_used limit
-// that skips the last block. Outputs poisoned first: the skipped rows must still be NaN.
+// K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not; each on every
+// tile (KILN_GROUPED_GEMM_TILE; the receipt must name the tile that ran); row blocks of every
+// expert, one skipped (expert -1, its rows must stay untouched), a rows_used limit that skips the
+// last block, and per-block row counts (one block of 50 rows, one of exactly 64: its second
+// warpgroup idles). Outputs poisoned first: the rows not to be written must still be NaN.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -28,13 +30,14 @@ struct Case {
   bool gated, activate, scaled;
   act::Kind kind;
   int64_t k, n;
+  std::string tile;  // KILN_GROUPED_GEMM_TILE
   std::string name() const {
     return std::string(dtype_name(dtype)) +
            (gated      ? "_gated_"
             : activate ? "_act_"
                        : "_plain_") +
            act::kind_name(kind) + (scaled ? "_scaled" : "") + "_K" + std::to_string(k) + "_N" +
-           std::to_string(n);
+           std::to_string(n) + "_" + tile;
   }
 };
 
@@ -48,17 +51,19 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   const int64_t experts = 3, blocks = 5, rows = 128 * blocks - 37;  // a partial last block
   const std::vector<int32_t> block_expert = {2, 0, -1, 1, 2};       // block 2 not held here
   const int32_t rows_used = 128 * 4;                                // block 4 past the used rows
+  const std::vector<int32_t> block_rows = {128, 50, 128, 64, 128};
   HostTensor a(c.dtype, {rows, c.k}), b(c.dtype, {experts * c.n, c.k}), scale(DType::f32, {rows});
   a.randn(rng, 0.0, 0.5);
   b.randn(rng, 0.0, 0.5);
   scale.randn(rng, 1.0, 0.5);
   const int64_t width = c.gated ? c.n / 2 : c.n;
   Mirrored da(a), db(b), ds(scale), out(HostTensor(c.dtype, {rows, width}));
-  HostTensor ids(DType::i32, {blocks}), used(DType::i32, {1});
+  HostTensor ids(DType::i32, {blocks}), counts(DType::i32, {blocks}), used(DType::i32, {1});
   std::memcpy(ids.bytes.data(), block_expert.data(), blocks * 4);
+  std::memcpy(counts.bytes.data(), block_rows.data(), blocks * 4);
   std::memcpy(used.bytes.data(), &rows_used, 4);
-  Mirrored dids(ids), dused(used);
-  for (Mirrored* m : {&da, &db, &ds, &dids, &dused}) m->upload();
+  Mirrored dids(ids), dcounts(counts), dused(used);
+  for (Mirrored* m : {&da, &db, &ds, &dids, &dcounts, &dused}) m->upload();
   out.poison();
 
   cuda::GroupedGemm p;
@@ -71,6 +76,7 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   p.experts = experts;
   p.n = c.n;
   p.block_expert = static_cast<const int32_t*>(dids.dev.data());
+  p.block_rows = static_cast<const int32_t*>(dcounts.dev.data());
   p.rows_used = static_cast<const int32_t*>(dused.dev.data());
   p.row_scale = c.scaled ? static_cast<const float*>(ds.dev.data()) : nullptr;
   p.out = out.dev.data();
@@ -78,10 +84,15 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   p.gated = c.gated;
   p.activate = c.activate;
   p.kind = c.kind;
+  setenv("KILN_GROUPED_GEMM_TILE", c.tile.c_str(), 1);
   const std::string variant = cuda::grouped_gemm_sm90(p, nullptr);
+  unsetenv("KILN_GROUPED_GEMM_TILE");
   ASSERT_NE(variant, "") << "the kernel refused the problem";
-  const bool wide = c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256;
-  EXPECT_NE(variant.find(wide ? ",n256," : ",n128,"), std::string::npos) << variant;
+  const bool wide = c.tile == "n256" && (c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256);
+  const std::string shape =
+      wide ? ",n256,k64,stages4"
+           : (c.tile == "n128x2" ? ",n128,k64,stages3,ctas2" : ",n128,k64,stages4");
+  EXPECT_NE(variant.find(shape), std::string::npos) << variant;
   testing::cuda_ok(cudaDeviceSynchronize(), "grouped_gemm_sm90");
   out.download();
 
@@ -89,7 +100,7 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   int misses = 0;
   for (int64_t r = 0; r < rows && misses < 5; ++r) {
     const int expert = block_expert[r / 128];
-    const bool skipped = expert < 0 || r >= rows_used;
+    const bool skipped = expert < 0 || r >= rows_used || r % 128 >= block_rows[r / 128];
     const double s = c.scaled ? scale.at(0, r) : 1.0;
     auto dot = [&](int64_t col) {
       double sum = 0;
@@ -121,14 +132,16 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
 
 std::vector<Case> cases() {
   std::vector<Case> all;
-  for (DType dt : {DType::bf16, DType::f16}) {
-    all.push_back({dt, false, false, false, act::Kind::swiglu, 256, 256});
-    all.push_back({dt, false, false, true, act::Kind::swiglu, 200, 200});  // K, N tails
-    all.push_back({dt, false, true, true, act::Kind::relu2, 320, 128});
-    all.push_back({dt, true, false, false, act::Kind::swiglu, 256, 256});
-    all.push_back({dt, true, false, true, act::Kind::gelu_tanh, 136, 384});
-    all.push_back({dt, false, false, true, act::Kind::swiglu, 192, 600});  // 256-wide, N tail
-    all.push_back({dt, true, false, true, act::Kind::swiglu, 448, 512});   // two 256-wide tiles
+  for (const char* tile : {"n128", "n128x2", "n256"}) {
+    for (DType dt : {DType::bf16, DType::f16}) {
+      all.push_back({dt, false, false, false, act::Kind::swiglu, 256, 256, tile});
+      all.push_back({dt, false, false, true, act::Kind::swiglu, 200, 200, tile});  // K, N tails
+      all.push_back({dt, false, true, true, act::Kind::relu2, 320, 128, tile});
+      all.push_back({dt, true, false, false, act::Kind::swiglu, 256, 256, tile});
+      all.push_back({dt, true, false, true, act::Kind::gelu_tanh, 136, 384, tile});
+      all.push_back({dt, false, false, true, act::Kind::swiglu, 192, 600, tile});  // N tail
+      all.push_back({dt, true, false, true, act::Kind::swiglu, 448, 512, tile});
+    }
   }
   return all;
 }

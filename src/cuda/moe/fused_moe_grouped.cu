@@ -1,7 +1,8 @@
 // fused_moe for prefill-sized batches on the grouped wgmma GEMM (grouped_gemm_sm90.cuh):
 // 1. moe_align_block_size (block 128): the (token, pick) entries grouped by local expert;
-// 2. gather: x rows into that order (padding rows zero), each row's routing weight, and where
-//    each entry landed (inverse, -1 for picks dropped or skipped);
+// 2. gather: x rows into that order (padding rows zero), each row's routing weight, where each
+//    entry landed (inverse, -1 for picks dropped or skipped) and how many rows of each block are
+//    in use (the GEMMs skip the rest: padding sits at the end of each expert's last block);
 // 3. up GEMM with the activation fused: h [rows, I];
 // 4. down GEMM scaled by the routing weight: y [rows, H];
 // 5. combine: out[t] = sum over the token's picks of y[inverse[t, j]], in pick order (the same
@@ -35,6 +36,7 @@ struct GatherArgs {
   void* x_sorted;       // [capacity, H]
   float* scale_sorted;  // [capacity]
   int32_t* inverse;     // [T * k], -1 beforehand
+  int32_t* block_rows;  // [capacity / 128], 0 beforehand: 1 + the last row in use of each block
   int64_t entries, k, hidden;
 };
 
@@ -48,7 +50,10 @@ __global__ void __launch_bounds__(128) gather_kernel(const __grid_constant__ Gat
   const int64_t t = valid ? entry / a.k : 0;
   if (threadIdx.x == 0) {
     a.scale_sorted[r] = valid ? a.weights[t * a.weights_stride + entry % a.k] : 0.f;
-    if (valid) a.inverse[entry] = static_cast<int32_t>(r);
+    if (valid) {
+      a.inverse[entry] = static_cast<int32_t>(r);
+      atomicMax(&a.block_rows[r / kAlignBlock], static_cast<int32_t>(r % kAlignBlock) + 1);
+    }
   }
   using P = Pack<T, kW>;
   const T* src = static_cast<const T*>(a.x) + t * a.x_stride;
@@ -109,6 +114,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
   auto round = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   const int64_t sizes[] = {capacity * 4,
                            blocks * 4,
+                           blocks * 4,
                            256,
                            256,
                            entries * 4,
@@ -128,16 +134,18 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
   };
   auto* sorted = reinterpret_cast<int32_t*>(take(sizes[0]));
   auto* expert_ids = reinterpret_cast<int32_t*>(take(sizes[1]));
-  auto* post_pad = reinterpret_cast<int32_t*>(take(sizes[2]));
-  auto* bad_ids = reinterpret_cast<int32_t*>(take(sizes[3]));
-  auto* inverse = reinterpret_cast<int32_t*>(take(sizes[4]));
-  auto* scale_sorted = reinterpret_cast<float*>(take(sizes[5]));
-  void* x_sorted = take(sizes[6]);
-  void* h_sorted = take(sizes[7]);
-  void* y_sorted = take(sizes[8]);
+  auto* block_rows = reinterpret_cast<int32_t*>(take(sizes[2]));
+  auto* post_pad = reinterpret_cast<int32_t*>(take(sizes[3]));
+  auto* bad_ids = reinterpret_cast<int32_t*>(take(sizes[4]));
+  auto* inverse = reinterpret_cast<int32_t*>(take(sizes[5]));
+  auto* scale_sorted = reinterpret_cast<float*>(take(sizes[6]));
+  void* x_sorted = take(sizes[7]);
+  void* h_sorted = take(sizes[8]);
+  void* y_sorted = take(sizes[9]);
   std::string up_variant, down_variant;
   try {
     KILN_CUDA_CHECK(cudaMemsetAsync(bad_ids, 0, 4, s));
+    KILN_CUDA_CHECK(cudaMemsetAsync(block_rows, 0, static_cast<size_t>(blocks * 4), s));
     KILN_CUDA_CHECK(cudaMemsetAsync(inverse, 0xFF, static_cast<size_t>(entries * 4), s));
     MoeAlignArgs align{static_cast<const int32_t*>(p.ids.data),
                        p.tokens,
@@ -164,6 +172,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                  x_sorted,
                  scale_sorted,
                  inverse,
+                 block_rows,
                  entries,
                  p.k,
                  p.hidden};
@@ -188,6 +197,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     up.experts = p.local_experts;
     up.n = p.gated() ? 2 * p.inter : p.inter;
     up.block_expert = expert_ids;
+    up.block_rows = block_rows;
     up.rows_used = post_pad;
     up.out = h_sorted;
     up.out_stride = p.inter;
@@ -206,6 +216,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     down.experts = p.local_experts;
     down.n = p.hidden;
     down.block_expert = expert_ids;
+    down.block_rows = block_rows;
     down.rows_used = post_pad;
     down.row_scale = scale_sorted;
     down.out = y_sorted;

@@ -45,9 +45,10 @@ std::string fused_moe(const MoeProblem& p, Stream stream);
 
 // The prefill path (fused_moe_grouped.cu): align, gather, two grouped wgmma GEMMs, combine. It
 // fits a Hopper device with H % 8 == 0, I % 64 == 0 (gated) or % 8 (relu2) and 16-byte aligned
-// weights. fused_moe takes it from kGroupedMinEntries routed entries on (KILN_FUSED_MOE=gemv
-// keeps the one-warp-per-output kernels).
-inline constexpr int64_t kGroupedMinEntries = 1024;
+// weights. fused_moe takes it from kGroupedMinEntries routed entries on: at DeepSeek-V3's shapes
+// it beat the GEMV kernels from T = 64 (512 picks: 7.9 ms against 11.1) but not at T = 16
+// (bench/results/2026-11-23-h100-s6). KILN_FUSED_MOE=gemv or =grouped forces a path.
+inline constexpr int64_t kGroupedMinEntries = 512;
 bool fused_moe_grouped_fits(const MoeProblem& p);
 std::string fused_moe_grouped(const MoeProblem& p, Stream stream);
 

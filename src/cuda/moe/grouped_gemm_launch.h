@@ -17,6 +17,7 @@ struct GroupedGemm {
   const void* b = nullptr;  // [experts, n, k] contiguous
   int64_t experts = 0, n = 0;
   const int32_t* block_expert = nullptr;  // device [ceil(rows / 128)]: expert of each row block
+  const int32_t* block_rows = nullptr;    // device [ceil(rows / 128)]: rows in use, or null (all)
   const int32_t* rows_used = nullptr;     // device scalar (rows past it skipped), or null
   const float* row_scale = nullptr;       // device [rows], or null
   void* out = nullptr;                    // [rows, gated ? n / 2 : n]

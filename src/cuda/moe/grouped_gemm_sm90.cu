@@ -13,12 +13,18 @@
 namespace kiln::cuda {
 namespace {
 
-// 256-wide tiles where the problem has the columns for them; KILN_GROUPED_GEMM_BLOCK_N=128 forces
-// the narrow tile (an A/B switch, named in the receipt).
-int grouped_gemm_block_n(const GroupedGemm& p) {
-  const char* forced = std::getenv("KILN_GROUPED_GEMM_BLOCK_N");
-  if (forced != nullptr && std::string(forced) == "128") return 128;
-  return (p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256) ? 256 : 128;
+enum class TileChoice { n128, n128x2, n256 };
+
+// The tile: KILN_GROUPED_GEMM_TILE=n128|n128x2|n256 picks one (an A/B switch, named in the
+// receipt; n256 needs the columns for it); otherwise 128 x 128, the fastest at DeepSeek-V3's
+// prefill shapes on the H100 (bench/results/2026-11-23-h100-s6).
+TileChoice pick_tile(const GroupedGemm& p) {
+  const char* env = std::getenv("KILN_GROUPED_GEMM_TILE");
+  const std::string forced = env != nullptr ? env : "";
+  const bool wide_ok = p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256;
+  if (forced == "n256" && wide_ok) return TileChoice::n256;
+  if (forced == "n128x2") return TileChoice::n128x2;
+  return TileChoice::n128;
 }
 
 }  // namespace
@@ -27,7 +33,8 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   using namespace grouped_gemm;  // NOLINT: the kernel's constants
   if (p.rows == 0 || p.k == 0 || p.n == 0 || p.experts == 0) return "";
   if (p.n % 2 != 0 || p.out_stride % 2 != 0 || (p.gated && (p.n / 2) % 64 != 0)) return "";
-  const int block_n = grouped_gemm_block_n(p);
+  const TileChoice tile = pick_tile(p);
+  const int block_n = tile == TileChoice::n256 ? 256 : 128;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "";
   int device = 0, major = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
@@ -46,6 +53,7 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
     return "";
   }
   g.block_expert = p.block_expert;
+  g.block_rows = p.block_rows;
   g.rows_used = p.rows_used;
   g.row_scale = p.row_scale;
   g.out = p.out;
@@ -64,21 +72,28 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
     kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(g);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
-  auto with_block_n = [&](auto type, auto gated) {
+  auto with_tile = [&](auto type, auto gated) {
     using T = decltype(type);
-    if (block_n == 256) {
-      run(grouped_gemm_kernel<T, decltype(gated)::value, 256>, smem_bytes<256>());
-    } else {
-      run(grouped_gemm_kernel<T, decltype(gated)::value, 128>, smem_bytes<128>());
+    constexpr bool kGated = decltype(gated)::value;
+    switch (tile) {
+      case TileChoice::n256:
+        run(grouped_gemm_kernel<T, kGated, Tile256>, Tile256::kSmemBytes);
+        break;
+      case TileChoice::n128x2:
+        run(grouped_gemm_kernel<T, kGated, Tile128x2>, Tile128x2::kSmemBytes);
+        break;
+      default:
+        run(grouped_gemm_kernel<T, kGated, Tile128>, Tile128::kSmemBytes);
     }
   };
   const bool bf16 = p.dtype == DType::bf16;
-  if (bf16 && p.gated) with_block_n(__nv_bfloat16{}, std::true_type{});
-  if (bf16 && !p.gated) with_block_n(__nv_bfloat16{}, std::false_type{});
-  if (!bf16 && p.gated) with_block_n(__half{}, std::true_type{});
-  if (!bf16 && !p.gated) with_block_n(__half{}, std::false_type{});
+  if (bf16 && p.gated) with_tile(__nv_bfloat16{}, std::true_type{});
+  if (bf16 && !p.gated) with_tile(__nv_bfloat16{}, std::false_type{});
+  if (!bf16 && p.gated) with_tile(__half{}, std::true_type{});
+  if (!bf16 && !p.gated) with_tile(__half{}, std::false_type{});
   return std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) + ",m128,n" +
-         std::to_string(block_n) + ",k64,stages4" +
+         std::to_string(block_n) + ",k64," +
+         (tile == TileChoice::n128x2 ? "stages3,ctas2" : "stages4") +
          (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
          (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
          (p.row_scale ? ",row_scale" : "") + ">";

@@ -15,7 +15,7 @@
 // - gated: B's first N/2 rows are the gate, the rest the up projection; out [rows, N/2] =
 //   act(gate, up) (· row_scale[r]); a CTA covers kBlockN / 2 gate and the matching up rows.
 // Blocks whose expert is < 0 (not held here) or that start at or past *rows_used are skipped:
-// their rows are not written.
+// their rows are not written; nor are the rows of a block at or past its block_rows count.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -29,14 +29,27 @@
 
 namespace kiln::cuda::grouped_gemm {
 
-constexpr int kBlockM = 128, kBlockK = 64, kStages = 4;
+constexpr int kBlockM = 128, kBlockK = 64;
 constexpr int kConsumerWarps = 8, kThreads = 32 * (kConsumerWarps + 1);
 constexpr int kRowBytes = 128;                    // one swizzled row: 64 16-bit elements
 constexpr int kATileBytes = kBlockM * kRowBytes;  // A slice of one stage (16 KB)
 
+// A tile shape: B rows per CTA, ring depth, CTAs meant to share an SM (two CTAs of 3 stages of
+// 128-wide tiles fit the SM's shared memory, so one's epilogue overlaps the other's main loop).
+template <int kN, int kStageCount, int kCtas>
+struct Tile {
+  static constexpr int kBlockN = kN, kStages = kStageCount, kCtasPerSm = kCtas;
+  static constexpr int kBTileBytes = kBlockN * kRowBytes;
+  static constexpr int kSmemBytes = 1024 + kStages * (kATileBytes + kBTileBytes);
+};
+using Tile128 = Tile<128, 4, 1>;
+using Tile128x2 = Tile<128, 3, 2>;
+using Tile256 = Tile<256, 4, 1>;
+
 struct GroupedGemmArgs {
   CUtensorMap a, b;  // A as (K, rows, 1) in 64 x 128 boxes; B as (K, N, E) in 64 x box_n boxes
   const int32_t* block_expert = nullptr;  // [ceil(rows / 128)]
+  const int32_t* block_rows = nullptr;    // [ceil(rows / 128)] rows in use per block, or null
   const int32_t* rows_used = nullptr;     // device scalar, or null (all rows)
   const float* row_scale = nullptr;       // [rows], or null
   void* out = nullptr;
@@ -46,27 +59,12 @@ struct GroupedGemmArgs {
   bool activate = false;  // plain epilogue: act(acc, 0)
 };
 
-template <int kBlockN>
-constexpr int b_tile_bytes() {
-  return kBlockN * kRowBytes;
-}
-
-// TMA box rows of B: a gated tile loads its gate and up halves as two boxes.
-template <int kBlockN, bool kGated>
-constexpr int b_box_rows() {
-  return kGated ? kBlockN / 2 : kBlockN;
-}
-
-template <int kBlockN>
-constexpr int smem_bytes() {
-  return 1024 + kStages * (kATileBytes + b_tile_bytes<kBlockN>());
-}
-
-template <typename T, bool kGated, int kBlockN>
-__global__ void __launch_bounds__(kThreads, 1)
+template <typename T, bool kGated, typename Cfg>
+__global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
     grouped_gemm_kernel(const __grid_constant__ GroupedGemmArgs g) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kBTileBytes = b_tile_bytes<kBlockN>();
+  constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
+  constexpr int kBTileBytes = Cfg::kBTileBytes;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
   uint8_t* const s_a = smem;                          // [kStages][128 rows][128 B]
@@ -79,6 +77,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (g.rows_used != nullptr && m0 >= *g.rows_used) return;
   const int expert = g.block_expert[m_block];
   if (expert < 0) return;
+  // Rows at or past block_rows are not written; a warpgroup with none of its 64 rows in use runs
+  // no wgmma (the last block of each expert is often less than half full).
+  const int block_rows = g.block_rows != nullptr ? g.block_rows[m_block] : kBlockM;
+  if (block_rows <= 0) return;
   const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
 
   if (tid == 0) {
@@ -116,27 +118,36 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Consumers: warpgroup wg owns rows m0 + 64 wg ..; this thread rows row0 + 8 h.
   const int wg = warp / 4;
+  const bool active = 64 * wg < block_rows;
   float acc[kBlockN / 2];
 #pragma unroll
   for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.f;
   // One k-slice batch stays in flight: after issuing slice kb, wait for kb - 1 and free its stage.
-  for (int kb = 0; kb < k_blocks; ++kb) {
-    const int s = kb % kStages;
-    const uint32_t phase = (kb / kStages) & 1;
-    const uint32_t a_base = shared_address(s_a + s * kATileBytes) + 64 * wg * kRowBytes;
-    const uint32_t b_base = shared_address(s_b + s * kBTileBytes);
-    barrier_wait_parity(&full[s], phase);
-    wgmma_fence();
+  // An idle warpgroup only frees stages; its loop is a separate one because a wgmma under a
+  // branch inside the loop made ptxas serialise every wgmma (C7515).
+  if (active) {
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      const int s = kb % kStages;
+      const uint32_t a_base = shared_address(s_a + s * kATileBytes) + 64 * wg * kRowBytes;
+      const uint32_t b_base = shared_address(s_b + s * kBTileBytes);
+      barrier_wait_parity(&full[s], (kb / kStages) & 1);
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBlockK / 16; ++kk) {
-      wgmma_ss<T, kBlockN, 0>(acc, sw128_descriptor(a_base + 32 * kk, 16, 1024),
-                              sw128_descriptor(b_base + 32 * kk, 16, 1024), true);
+      for (int kk = 0; kk < kBlockK / 16; ++kk) {
+        wgmma_ss<T, kBlockN, 0>(acc, sw128_descriptor(a_base + 32 * kk, 16, 1024),
+                                sw128_descriptor(b_base + 32 * kk, 16, 1024), true);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
     }
-    wgmma_commit();
-    wgmma_wait<1>();
-    if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
+    wgmma_wait<0>();
+  } else {
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
+      if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
+    }
   }
-  wgmma_wait<0>();
   fence_accumulators(acc);
 
   const int64_t row0 = m0 + 64 * wg + 16 * (warp % 4) + lane / 4;
@@ -144,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t r = row0 + 8 * h;
-    if (r >= g.rows) continue;
+    if (r >= g.rows || r - m0 >= block_rows) continue;
     const float scale = g.row_scale != nullptr ? g.row_scale[r] : 1.f;
     T* const out_row = out + r * g.out_stride;
     if constexpr (kGated) {

@@ -17,7 +17,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     and "gelu_erf" (GELU(gate) * (up + 1)), [E_local, I, H] for "relu2"; w2 [E_local, H, I];
     topk_weights f32 [T, k]; topk_ids int32 [T, k]. The intermediate is rounded to x's dtype.
     CPU tensors run the float64 reference. On CUDA, small batches run one-warp-per-output kernels;
-    from 1024 picks on a Hopper GPU (H % 8 == 0, I % 64 == 0) the grouped wgmma path runs (align,
+    from 512 picks on a Hopper GPU (H % 8 == 0, I % 64 == 0) the grouped wgmma path runs (align,
     gather, two grouped GEMMs, combine). Both skip picks with bad ids or map values without an
     error (the CPU raises); the receipt names the path.
     No gradient yet.
