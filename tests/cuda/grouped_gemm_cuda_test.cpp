@@ -2,9 +2,10 @@
 // bf16 and f16; plain, plain + relu2, gated swiglu / gelu_tanh; with and without per-row scales;
 // K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not; each on every
 // tile (KILN_GROUPED_GEMM_TILE; the receipt must name the tile that ran); row blocks of every
-// expert, one skipped (expert -1, its rows must stay untouched), a rows_used limit that skips the
-// last block, and per-block row counts (one block of 50 rows, one of exactly 64: its second
-// warpgroup idles). Outputs poisoned first: the rows not to be written must still be NaN.
+// expert in runs of 1, 2 and 10 blocks, one block skipped (expert -1, its rows must stay
+// untouched), a rows_used limit that skips the last block, and per-block row counts (blocks of 50,
+// 64 (the second warpgroup idles) and 100 rows). Outputs poisoned first: the rows not to be written
+// must still be NaN.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -48,10 +49,13 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   const Case c = GetParam();
   if (testing::gpu_major() != 9) GTEST_FAIL() << "the grouped GEMM kernel needs a Hopper GPU";
   std::mt19937_64 rng(std::hash<std::string>{}(c.name()));
-  const int64_t experts = 3, blocks = 5, rows = 128 * blocks - 37;  // a partial last block
-  const std::vector<int32_t> block_expert = {2, 0, -1, 1, 2};       // block 2 not held here
-  const int32_t rows_used = 128 * 4;                                // block 4 past the used rows
-  const std::vector<int32_t> block_rows = {128, 50, 128, 64, 128};
+  // Runs of 2, 1 and 10 blocks (the CTA order goes by runs, in chunks of 8); block 3 is not held
+  // here, the last block (partial) lies past the used rows.
+  const std::vector<int32_t> block_expert = {2, 2, 0, -1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2};
+  const std::vector<int32_t> block_rows = {128, 50,  128, 128, 64,  128, 128, 128,
+                                           128, 128, 128, 128, 128, 100, 128};
+  const int64_t experts = 3, blocks = 15, rows = 128 * blocks - 37;
+  const int32_t rows_used = 128 * 14;
   HostTensor a(c.dtype, {rows, c.k}), b(c.dtype, {experts * c.n, c.k}), scale(DType::f32, {rows});
   a.randn(rng, 0.0, 0.5);
   b.randn(rng, 0.0, 0.5);

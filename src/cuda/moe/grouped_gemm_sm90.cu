@@ -64,8 +64,9 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   g.kind = p.kind;
   g.activate = p.activate;
   const int64_t n_tiles = p.gated ? p.n / block_n : (p.n + block_n - 1) / block_n;
-  const dim3 grid(static_cast<unsigned>(n_tiles),
-                  static_cast<unsigned>((p.rows + kBlockM - 1) / kBlockM));
+  g.m_blocks = static_cast<int>((p.rows + kBlockM - 1) / kBlockM);
+  g.n_tiles = static_cast<int>(n_tiles);
+  const dim3 grid(static_cast<unsigned>(g.m_blocks * n_tiles));
   auto run = [&](auto kernel, int smem) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
