@@ -15,16 +15,19 @@ namespace {
 
 enum class TileChoice { n128, n128x2, n256 };
 
-// The tile: KILN_GROUPED_GEMM_TILE=n128|n128x2|n256 picks one (an A/B switch, named in the
-// receipt; n256 needs the columns for it); otherwise 128 x 128, the fastest at DeepSeek-V3's
-// prefill shapes on the H100 (bench/results/2026-11-23-h100-s6).
+// The tile: 128 x 256 where the columns allow it (gated: I a multiple of 128; plain: N >= 256),
+// else 128 x 128. At DeepSeek-V3's prefill shape on the H100 the wide tile ran the whole
+// fused_moe in 14.3 ms against 16.0 (n128) and 15.9 (n128x2): the GEMMs are bound by L2 traffic
+// (ncu: 93% of L2 throughput with n128x2), which the wide tile cuts by a quarter
+// (bench/results/2026-11-23-h100-s6). KILN_GROUPED_GEMM_TILE=n128|n128x2|n256 picks one (an A/B
+// switch, named in the receipt; n256 only where the columns allow it).
 TileChoice pick_tile(const GroupedGemm& p) {
   const char* env = std::getenv("KILN_GROUPED_GEMM_TILE");
   const std::string forced = env != nullptr ? env : "";
   const bool wide_ok = p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256;
-  if (forced == "n256" && wide_ok) return TileChoice::n256;
+  if (forced == "n128") return TileChoice::n128;
   if (forced == "n128x2") return TileChoice::n128x2;
-  return TileChoice::n128;
+  return wide_ok ? TileChoice::n256 : TileChoice::n128;
 }
 
 }  // namespace
