@@ -92,11 +92,14 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   const std::string variant = cuda::grouped_gemm_sm90(p, nullptr);
   unsetenv("KILN_GROUPED_GEMM_TILE");
   ASSERT_NE(variant, "") << "the kernel refused the problem";
-  const bool wide = c.tile == "n256" && (c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256);  // default
-  const std::string shape =
-      wide ? ",n256,k64,stages4"
-           : (c.tile == "n128x2" ? ",n128,k64,stages3,ctas2" : ",n128,k64,stages4");
+  const bool wide_ok = c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256;
+  std::string shape = ",n128,k64,stages4";
+  if (c.tile == "n128x2") shape = ",n128,k64,stages3,ctas2";
+  if (c.tile == "n256" && wide_ok) shape = ",n256,k64,stages4";  // the default
+  if (c.tile == "n256pair" && wide_ok) shape = ",n256,k64,stages4,pairs";
   EXPECT_NE(variant.find(shape), std::string::npos) << variant;
+  EXPECT_EQ(variant.find(",pairs") != std::string::npos, c.tile == "n256pair" && wide_ok)
+      << variant;
   testing::cuda_ok(cudaDeviceSynchronize(), "grouped_gemm_sm90");
   out.download();
 
@@ -136,7 +139,7 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
 
 std::vector<Case> cases() {
   std::vector<Case> all;
-  for (const char* tile : {"n128", "n128x2", "n256"}) {
+  for (const char* tile : {"n128", "n128x2", "n256", "n256pair"}) {
     for (DType dt : {DType::bf16, DType::f16}) {
       all.push_back({dt, false, false, false, act::Kind::swiglu, 256, 256, tile});
       all.push_back({dt, false, false, true, act::Kind::swiglu, 200, 200, tile});  // K, N tails

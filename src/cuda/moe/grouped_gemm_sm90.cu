@@ -1,6 +1,8 @@
 // Launcher of the grouped expert GEMM (grouped_gemm_sm90.cuh).
 #include <cuda_runtime.h>
 
+#include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -13,20 +15,22 @@
 namespace kiln::cuda {
 namespace {
 
-enum class TileChoice { n128, n128x2, n256 };
+enum class TileChoice { n128, n128x2, n256, n256pair };
 
 // The tile: 128 x 256 where the columns allow it (gated: I a multiple of 128; plain: N >= 256),
 // else 128 x 128. At DeepSeek-V3's prefill shape on the H100 the wide tile ran the whole
 // fused_moe in 14.3 ms against 16.0 (n128) and 15.9 (n128x2): the GEMMs are bound by L2 traffic
 // (ncu: 93% of L2 throughput with n128x2), which the wide tile cuts by a quarter
 // (bench/results/2026-11-23-h100-s6). KILN_GROUPED_GEMM_TILE=n128|n128x2|n256 picks one (an A/B
-// switch, named in the receipt; n256 only where the columns allow it).
+// switch, named in the receipt; n256 only where the columns allow it); n256pair runs the wide tile
+// in clusters of two that multicast shared B tiles.
 TileChoice pick_tile(const GroupedGemm& p) {
   const char* env = std::getenv("KILN_GROUPED_GEMM_TILE");
   const std::string forced = env != nullptr ? env : "";
   const bool wide_ok = p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256;
   if (forced == "n128") return TileChoice::n128;
   if (forced == "n128x2") return TileChoice::n128x2;
+  if (forced == "n256pair" && wide_ok) return TileChoice::n256pair;
   return wide_ok ? TileChoice::n256 : TileChoice::n128;
 }
 
@@ -37,7 +41,8 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   if (p.rows == 0 || p.k == 0 || p.n == 0 || p.experts == 0) return "";
   if (p.n % 2 != 0 || p.out_stride % 2 != 0 || (p.gated && (p.n / 2) % 64 != 0)) return "";
   const TileChoice tile = pick_tile(p);
-  const int block_n = tile == TileChoice::n256 ? 256 : 128;
+  const bool pairs = tile == TileChoice::n256pair;
+  const int block_n = tile == TileChoice::n256 || pairs ? 256 : 128;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "";
   int device = 0, major = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
@@ -50,7 +55,7 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
                               static_cast<uint64_t>(p.experts)};
   const int64_t b_strides[2] = {p.k, p.k * p.n};
-  const uint32_t b_box[3] = {kBlockK, static_cast<uint32_t>(p.gated ? block_n / 2 : block_n), 1};
+  const uint32_t b_box[3] = {kBlockK, static_cast<uint32_t>(block_n / 2), 1};  // two boxes a tile
   if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box).empty() ||
       !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box).empty()) {
     return "";
@@ -69,12 +74,26 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   const int64_t n_tiles = p.gated ? p.n / block_n : (p.n + block_n - 1) / block_n;
   g.m_blocks = static_cast<int>((p.rows + kBlockM - 1) / kBlockM);
   g.n_tiles = static_cast<int>(n_tiles);
-  const dim3 grid(static_cast<unsigned>(g.m_blocks * n_tiles));
+  // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
+  const int64_t ctas =
+      (int64_t{g.m_blocks} * n_tiles + (pairs ? 1 : 0)) / (pairs ? 2 : 1) * (pairs ? 2 : 1);
+  if (ctas > INT32_MAX) return "";
   auto run = [&](auto kernel, int smem) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(g);
-    KILN_CUDA_CHECK(cudaGetLastError());
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(static_cast<unsigned>(ctas));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = static_cast<size_t>(smem);
+    config.stream = static_cast<cudaStream_t>(stream);
+    cudaLaunchAttribute cluster = {};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = pairs ? 2 : 1;
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    config.attrs = &cluster;
+    config.numAttrs = pairs ? 1 : 0;
+    KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
   };
   auto with_tile = [&](auto type, auto gated) {
     using T = decltype(type);
@@ -82,6 +101,9 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
     switch (tile) {
       case TileChoice::n256:
         run(grouped_gemm_kernel<T, kGated, Tile256>, Tile256::kSmemBytes);
+        break;
+      case TileChoice::n256pair:
+        run(grouped_gemm_kernel<T, kGated, Tile256Pair>, Tile256Pair::kSmemBytes);
         break;
       case TileChoice::n128x2:
         run(grouped_gemm_kernel<T, kGated, Tile128x2>, Tile128x2::kSmemBytes);
@@ -97,7 +119,7 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   if (!bf16 && !p.gated) with_tile(__half{}, std::false_type{});
   return std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) + ",m128,n" +
          std::to_string(block_n) + ",k64," +
-         (tile == TileChoice::n128x2 ? "stages3,ctas2" : "stages4") +
+         (tile == TileChoice::n128x2 ? "stages3,ctas2" : (pairs ? "stages4,pairs" : "stages4")) +
          (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
          (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
          (p.row_scale ? ",row_scale" : "") + ">";

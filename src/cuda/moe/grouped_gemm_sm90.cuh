@@ -36,15 +36,19 @@ constexpr int kATileBytes = kBlockM * kRowBytes;  // A slice of one stage (16 KB
 
 // A tile shape: B rows per CTA, ring depth, CTAs meant to share an SM (two CTAs of 3 stages of
 // 128-wide tiles fit the SM's shared memory, so one's epilogue overlaps the other's main loop).
-template <int kN, int kStageCount, int kCtas>
+// kPair: CTAs run in clusters of two; a pair on the same expert and column tile loads each B tile
+// once, each CTA fetching one half and multicasting it to both (halving B's L2 reads).
+template <int kN, int kStageCount, int kCtas, bool kPairs = false>
 struct Tile {
   static constexpr int kBlockN = kN, kStages = kStageCount, kCtasPerSm = kCtas;
+  static constexpr bool kPair = kPairs;
   static constexpr int kBTileBytes = kBlockN * kRowBytes;
   static constexpr int kSmemBytes = 1024 + kStages * (kATileBytes + kBTileBytes);
 };
 using Tile128 = Tile<128, 4, 1>;
 using Tile128x2 = Tile<128, 3, 2>;
 using Tile256 = Tile<256, 4, 1>;
+using Tile256Pair = Tile<256, 4, 1, true>;
 
 struct GroupedGemmArgs {
   CUtensorMap a, b;  // A as (K, rows, 1) in 64 x 128 boxes; B as (K, N, E) in 64 x box_n boxes
@@ -74,7 +78,8 @@ __device__ __forceinline__ int2 tile_of(const GroupedGemmArgs& g, int64_t linear
                        ? static_cast<int>((int64_t{*g.rows_used} + kBlockM - 1) / kBlockM)
                        : g.m_blocks;
   const int limit = min(used, g.m_blocks);
-  if (b >= limit) return make_int2(b, static_cast<int>(linear % g.n_tiles));  // skipped anyway
+  // Past the used blocks (or the grid's padding to whole clusters): skipped anyway.
+  if (b >= limit) return make_int2(b, static_cast<int>(linear % g.n_tiles));
   const int expert = g.block_expert[b];
   int first = b;  // the run's first block: step back 32 blocks a time while all match
   for (;;) {
@@ -94,72 +99,87 @@ __device__ __forceinline__ int2 tile_of(const GroupedGemmArgs& g, int64_t linear
   return make_int2(first + static_cast<int>(local % count), static_cast<int>(local / count));
 }
 
+// What one CTA computes: its tile, the tile's expert and rows in use, and whether it runs at all
+// (a block past the grid or the used rows, of an expert not held here, or with no rows is
+// skipped: its rows are not written). Warp-collective.
+struct TilePlan {
+  int m_block = 0, n_block = 0, expert = -1, block_rows = 0;
+  bool run = false;
+};
+
+__device__ __forceinline__ TilePlan plan_of(const GroupedGemmArgs& g, int64_t linear, int lane) {
+  const int2 tile = tile_of(g, linear, lane);
+  TilePlan p;
+  p.m_block = tile.x;
+  p.n_block = tile.y;
+  const int64_t m0 = int64_t{p.m_block} * kBlockM;
+  if (p.m_block >= g.m_blocks || (g.rows_used != nullptr && m0 >= *g.rows_used)) return p;
+  p.expert = g.block_expert[p.m_block];
+  p.block_rows = g.block_rows != nullptr ? g.block_rows[p.m_block] : kBlockM;
+  p.run = p.expert >= 0 && p.block_rows > 0;
+  return p;
+}
+
+template <bool kPair>
+__device__ __forceinline__ uint32_t cluster_rank_if() {
+  if constexpr (kPair) {
+    return cluster_rank();
+  } else {
+    return 0;
+  }
+}
+
+// A consumer warp frees a stage: in its own CTA, and with multicast in the partner's too.
+__device__ __forceinline__ void release(uint64_t* empty, bool multicast, uint32_t partner) {
+  barrier_arrive(empty);
+  if (multicast) barrier_arrive_remote(empty, partner);
+}
+
+// The producer (one thread): A slices from the CTA's rows, B slices of the expert as two boxes of
+// kBlockN / 2 rows (gated: the gate rows, then the matching up rows; plain: two halves). With
+// multicast, each CTA of the pair fetches the box of its rank into both CTAs.
+template <bool kGated, typename Cfg>
+__device__ __forceinline__ void produce(const GroupedGemmArgs& g, const TilePlan& plan,
+                                        bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
+                                        uint64_t* empty) {
+  constexpr int kStages = Cfg::kStages, kHalf = Cfg::kBlockN / 2;
+  prefetch_tensor_map(&g.a);
+  prefetch_tensor_map(&g.b);
+  const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
+  const int m0 = plan.m_block * kBlockM;
+  const int b_row0 = kGated ? kHalf * plan.n_block : Cfg::kBlockN * plan.n_block;
+  const int b_row1 = kGated ? static_cast<int>(g.n / 2) + kHalf * plan.n_block : b_row0 + kHalf;
+  const int rank = static_cast<int>(cluster_rank_if<Cfg::kPair>());
+  for (int kb = 0; kb < k_blocks; ++kb) {
+    const int s = kb % kStages;
+    barrier_wait_parity(&empty[s], ((kb / kStages) & 1) ^ 1);
+    barrier_arrive_expect_tx(&full[s], kATileBytes + Cfg::kBTileBytes);
+    tma_load_3d(s_a + s * kATileBytes, &g.a, kb * kBlockK, m0, 0, &full[s]);
+    uint8_t* const b_tile = s_b + s * Cfg::kBTileBytes;
+    if (multicast) {
+      tma_load_3d_multicast(b_tile + rank * kHalf * kRowBytes, &g.b, kb * kBlockK,
+                            rank == 0 ? b_row0 : b_row1, plan.expert, &full[s], 0b11);
+    } else {
+      tma_load_3d(b_tile, &g.b, kb * kBlockK, b_row0, plan.expert, &full[s]);
+      tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kBlockK, b_row1, plan.expert, &full[s]);
+    }
+  }
+}
+
+// The two consumer warpgroups: the main loop over K slices, then the epilogue.
 template <typename T, bool kGated, typename Cfg>
-__global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
-    grouped_gemm_kernel(const __grid_constant__ GroupedGemmArgs g) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan& plan,
+                                        bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
+                                        uint64_t* empty) {
   constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
   constexpr int kBTileBytes = Cfg::kBTileBytes;
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
-  uint8_t* const s_a = smem;                          // [kStages][128 rows][128 B]
-  uint8_t* const s_b = smem + kStages * kATileBytes;  // [kStages][kBlockN rows][128 B]
-  __shared__ uint64_t full[kStages], empty[kStages];
-
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  __shared__ int2 s_tile;
-  if (warp == 0) {
-    const int2 tile = tile_of(g, blockIdx.x, lane);
-    if (lane == 0) s_tile = tile;
-  }
-  __syncthreads();
-  const int m_block = s_tile.x, n_block = s_tile.y;
-  const int64_t m0 = int64_t{m_block} * kBlockM;
-  if (g.rows_used != nullptr && m0 >= *g.rows_used) return;
-  const int expert = g.block_expert[m_block];
-  if (expert < 0) return;
-  // Rows at or past block_rows are not written; a warpgroup with none of its 64 rows in use runs
-  // no wgmma (the last block of each expert is often less than half full).
-  const int block_rows = g.block_rows != nullptr ? g.block_rows[m_block] : kBlockM;
-  if (block_rows <= 0) return;
-  const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
-
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      barrier_init(&full[s], 1);
-      barrier_init(&empty[s], kConsumerWarps);
-    }
-    barrier_init_fence();
-  }
-  __syncthreads();
-
-  if (warp == kConsumerWarps) {  // the producer
-    if (lane != 0) return;
-    prefetch_tensor_map(&g.a);
-    prefetch_tensor_map(&g.b);
-    for (int kb = 0; kb < k_blocks; ++kb) {
-      const int s = kb % kStages;
-      const uint32_t phase = (kb / kStages) & 1;
-      barrier_wait_parity(&empty[s], phase ^ 1);
-      barrier_arrive_expect_tx(&full[s], kATileBytes + kBTileBytes);
-      tma_load_3d(s_a + s * kATileBytes, &g.a, kb * kBlockK, static_cast<int>(m0), 0, &full[s]);
-      uint8_t* const b_tile = s_b + s * kBTileBytes;
-      if constexpr (kGated) {  // kBlockN / 2 gate rows, then the matching up rows
-        constexpr int kHalf = kBlockN / 2;
-        const int half = static_cast<int>(g.n / 2);
-        tma_load_3d(b_tile, &g.b, kb * kBlockK, kHalf * n_block, expert, &full[s]);
-        tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kBlockK, half + kHalf * n_block, expert,
-                    &full[s]);
-      } else {
-        tma_load_3d(b_tile, &g.b, kb * kBlockK, kBlockN * n_block, expert, &full[s]);
-      }
-    }
-    return;
-  }
-
   // Consumers: warpgroup wg owns rows m0 + 64 wg ..; this thread rows row0 + 8 h.
-  const int wg = warp / 4;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wg = warp / 4;
+  const int64_t m0 = int64_t{plan.m_block} * kBlockM;
+  const int n_block = plan.n_block, block_rows = plan.block_rows;
+  const uint32_t partner = cluster_rank_if<Cfg::kPair>() ^ 1;
   const bool active = 64 * wg < block_rows;
+  const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
   float acc[kBlockN / 2];
 #pragma unroll
   for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.f;
@@ -180,13 +200,13 @@ __global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
       }
       wgmma_commit();
       wgmma_wait<1>();
-      if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
+      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
     }
     wgmma_wait<0>();
   } else {
     for (int kb = 0; kb < k_blocks; ++kb) {
       barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
-      if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
+      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
     }
   }
   fence_accumulators(acc);
@@ -225,6 +245,60 @@ __global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
       }
     }
   }
+}
+
+template <typename T, bool kGated, typename Cfg>
+__global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
+    grouped_gemm_kernel(const __grid_constant__ GroupedGemmArgs g) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kStages = Cfg::kStages;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
+  uint8_t* const s_a = smem;                          // [kStages][128 rows][128 B]
+  uint8_t* const s_b = smem + kStages * kATileBytes;  // [kStages][kBlockN rows][128 B]
+  __shared__ uint64_t full[kStages], empty[kStages];
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  __shared__ TilePlan s_plan;
+  __shared__ bool s_multicast;
+  if (warp == 0) {
+    const TilePlan mine = plan_of(g, blockIdx.x, lane);
+    bool multicast = false;
+    if constexpr (Cfg::kPair) {  // both CTAs of the pair reach the same answer
+      const TilePlan other = plan_of(g, blockIdx.x ^ 1, lane);
+      multicast =
+          mine.run && other.run && mine.expert == other.expert && mine.n_block == other.n_block;
+    }
+    if (lane == 0) {
+      s_plan = mine;
+      s_multicast = multicast;
+    }
+  }
+  __syncthreads();
+  const TilePlan plan = s_plan;
+  const bool multicast = s_multicast;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&full[s], 1);
+      // With multicast, a stage is free once the consumers of both CTAs are done with it: the
+      // partner's producer writes half of it.
+      barrier_init(&empty[s], kConsumerWarps * (multicast ? 2 : 1));
+    }
+    barrier_init_fence();
+  }
+  if constexpr (Cfg::kPair) {
+    cluster_sync();
+  } else {
+    __syncthreads();
+  }
+  if (plan.run) {
+    if (warp == kConsumerWarps) {
+      if (lane == 0) produce<kGated, Cfg>(g, plan, multicast, s_a, s_b, full, empty);
+    } else {
+      consume<T, kGated, Cfg>(g, plan, multicast, s_a, s_b, full, empty);
+    }
+  }
+  if constexpr (Cfg::kPair) cluster_sync();
 #endif
 }
 
