@@ -11,8 +11,8 @@ TFLOP/s counts 2 * T * k * H * (2I + I) * 2 / 2 = the two GEMMs' multiply-adds (
 Outputs compared with grouped_mm's (relative L2). Prefill T = 8192; decode T in {1, 16, 64}
 reports GB/s over the expert weights actually touched (quick: prefill at T = 2048 only).
 
-At the prefill shape, also kiln with the other tiles (KILN_GROUPED_GEMM_TILE=n128, n128x2,
-n256pair); at the
+At the prefill shape, also kiln with both GEMMs on one tile (KILN_GROUPED_GEMM_TILE=n256, n128x2);
+at the
 decode shapes, kiln with each path forced (KILN_FUSED_MOE=gemv, grouped); and a
 table of where kiln's time goes (torch.profiler, CUDA time per kernel of one call).
 
@@ -114,7 +114,7 @@ def main():
         if kiln is not None:
             impls["kiln"] = lambda: kiln.fused_moe(x, w13, w2, weights, ids)
             if t * K >= 1024:
-                for tile in ("n128", "n128x2", "n256pair"):
+                for tile in ("n256", "n128x2"):
                     impls[f"kiln {tile}"] = with_env("KILN_GROUPED_GEMM_TILE", tile, impls["kiln"])
             else:
                 impls["kiln gemv"] = with_env("KILN_FUSED_MOE", "gemv", impls["kiln"])

@@ -1,7 +1,8 @@
 // The grouped expert GEMM (wgmma + TMA, Hopper only) against a float64 loop over row blocks:
 // bf16 and f16; plain, plain + relu2, gated swiglu / gelu_tanh; with and without per-row scales;
-// K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not; each on every
-// tile (KILN_GROUPED_GEMM_TILE; the receipt must name the tile that ran); row blocks of every
+// K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not; each on the
+// default tile and every forced one (KILN_GROUPED_GEMM_TILE; the receipt must name the tile that
+// ran); row blocks of every
 // expert in runs of 1, 2 and 10 blocks, one block skipped (expert -1, its rows must stay
 // untouched), a rows_used limit that skips the last block, and per-block row counts (blocks of 50,
 // 64 (the second warpgroup idles) and 100 rows). Outputs poisoned first: the rows not to be written
@@ -88,14 +89,17 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   p.gated = c.gated;
   p.activate = c.activate;
   p.kind = c.kind;
-  if (c.tile != "n256") setenv("KILN_GROUPED_GEMM_TILE", c.tile.c_str(), 1);  // n256: the default
+  if (c.tile != "default") setenv("KILN_GROUPED_GEMM_TILE", c.tile.c_str(), 1);
   const std::string variant = cuda::grouped_gemm_sm90(p, nullptr);
   unsetenv("KILN_GROUPED_GEMM_TILE");
   ASSERT_NE(variant, "") << "the kernel refused the problem";
   const bool wide_ok = c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256;
   std::string shape = ",n128,k64,stages4";
   if (c.tile == "n128x2") shape = ",n128,k64,stages3,ctas2";
-  if (c.tile == "n256" && wide_ok) shape = ",n256,k64,stages4";  // the default
+  if (c.tile == "n256" && wide_ok) shape = ",n256,k64,stages4";
+  if (c.tile == "default") {  // gated: wide where it can; plain: two CTAs per SM
+    shape = !c.gated ? ",n128,k64,stages3,ctas2" : (wide_ok ? ",n256,k64,stages4" : shape);
+  }
   if (c.tile == "n256pair" && wide_ok) shape = ",n256,k64,stages4,pairs";
   EXPECT_NE(variant.find(shape), std::string::npos) << variant;
   EXPECT_EQ(variant.find(",pairs") != std::string::npos, c.tile == "n256pair" && wide_ok)
@@ -139,7 +143,7 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
 
 std::vector<Case> cases() {
   std::vector<Case> all;
-  for (const char* tile : {"n128", "n128x2", "n256", "n256pair"}) {
+  for (const char* tile : {"default", "n128", "n128x2", "n256", "n256pair"}) {
     for (DType dt : {DType::bf16, DType::f16}) {
       all.push_back({dt, false, false, false, act::Kind::swiglu, 256, 256, tile});
       all.push_back({dt, false, false, true, act::Kind::swiglu, 200, 200, tile});  // K, N tails

@@ -17,13 +17,16 @@ namespace {
 
 enum class TileChoice { n128, n128x2, n256, n256pair };
 
-// The tile: 128 x 256 where the columns allow it (gated: I a multiple of 128; plain: N >= 256),
-// else 128 x 128. At DeepSeek-V3's prefill shape on the H100 the wide tile ran the whole
-// fused_moe in 14.3 ms against 16.0 (n128) and 15.9 (n128x2): the GEMMs are bound by L2 traffic
-// (ncu: 93% of L2 throughput with n128x2), which the wide tile cuts by a quarter
-// (bench/results/2026-11-23-h100-s6). KILN_GROUPED_GEMM_TILE=n128|n128x2|n256 picks one (an A/B
-// switch, named in the receipt; n256 only where the columns allow it); n256pair runs the wide tile
-// in clusters of two that multicast shared B tiles.
+// The tile. Gated (the up projection, K = H): 128 x 256 where I is a multiple of 128, else
+// 128 x 128. Plain (the down projection, K = I, short): 128 x 128 with 3 stages and 2 CTAs per SM,
+// so one CTA's epilogue (a 128 x 128 tile of stores) overlaps the other's main loop. At
+// DeepSeek-V3's prefill shape on the H100 the n256 up GEMM took 7.4 ms and the n256 down GEMM
+// 5.9 ms (a third of the FLOPs, so the epilogue and pipeline fill dominate it); the GEMMs are
+// bound by L2 traffic (ncu: 93% of L2 throughput with n128x2), which the wide tile cuts by a
+// quarter (bench/results/2026-11-23-h100-s6). KILN_GROUPED_GEMM_TILE=n128|n128x2|n256|n256pair
+// forces one where the columns allow it (an A/B switch, named in the receipt); n256pair runs the
+// wide tile in clusters of two that multicast shared B tiles (measured slower: 18.9 ms against
+// 14.6 for the whole layer).
 TileChoice pick_tile(const GroupedGemm& p) {
   const char* env = std::getenv("KILN_GROUPED_GEMM_TILE");
   const std::string forced = env != nullptr ? env : "";
@@ -31,6 +34,8 @@ TileChoice pick_tile(const GroupedGemm& p) {
   if (forced == "n128") return TileChoice::n128;
   if (forced == "n128x2") return TileChoice::n128x2;
   if (forced == "n256pair" && wide_ok) return TileChoice::n256pair;
+  if (forced == "n256" && wide_ok) return TileChoice::n256;
+  if (!p.gated) return TileChoice::n128x2;
   return wide_ok ? TileChoice::n256 : TileChoice::n128;
 }
 
