@@ -3,9 +3,9 @@
 // K a multiple of 64 and not (TMA zero-fills the tail); N a multiple of 128 and not; each on the
 // default tile and every forced one (KILN_GROUPED_GEMM_TILE; the receipt must name the tile that
 // ran); row blocks of every expert in runs of 1, 2 and 10 blocks, one block skipped (expert -1,
-// its rows must stay untouched), a rows_used limit that skips the last block, and per-block row counts (blocks of 50,
-// 64 (the second warpgroup idles) and 100 rows). Outputs poisoned first: the rows not to be written
-// must still be NaN.
+// its rows must stay untouched), a rows_used limit that skips the last block, and per-block row
+// counts (blocks of 50, 64 (the second warpgroup idles) and 100 rows). Outputs poisoned first: the
+// rows not to be written must still be NaN.
 #include <gtest/gtest.h>
 
 #include <cmath>
