@@ -75,4 +75,19 @@ inline int gpu_major() {
   return major;
 }
 
+// Sets an environment variable for one scope (a null value leaves it unset), e.g. to force a
+// kernel variant through its A/B switch; unset again on the way out, failures included.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (value != nullptr) setenv(name, value, 1);
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
 }  // namespace kiln::testing

@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -88,9 +87,12 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   p.gated = c.gated;
   p.activate = c.activate;
   p.kind = c.kind;
-  if (c.tile != "default") setenv("KILN_GROUPED_GEMM_TILE", c.tile.c_str(), 1);
-  const std::string variant = cuda::grouped_gemm_sm90(p, nullptr);
-  unsetenv("KILN_GROUPED_GEMM_TILE");
+  std::string variant;
+  {
+    const testing::ScopedEnv force("KILN_GROUPED_GEMM_TILE",
+                                   c.tile != "default" ? c.tile.c_str() : nullptr);
+    variant = cuda::grouped_gemm_sm90(p, nullptr);
+  }
   ASSERT_NE(variant, "") << "the kernel refused the problem";
   const bool wide_ok = c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256;
   // The default: gated wide where it can, plain two CTAs per SM; a forced wide tile the columns

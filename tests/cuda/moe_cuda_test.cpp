@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -60,27 +59,13 @@ struct Case {
   int64_t x_pad() const { return vec_shape && !(grouped && tokens == 7) ? 8 : 3; }
 };
 
-// Sets an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (value != nullptr) setenv(name, value, 1);
-  }
-  ~ScopedEnv() { unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-};
-
 class MoeCuda : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
   const Case c = GetParam();
   if (c.grouped && testing::gpu_major() != 9) GTEST_FAIL() << "the grouped path needs Hopper";
-  const ScopedEnv force("KILN_FUSED_MOE", c.grouped ? "grouped" : nullptr);
+  const testing::ScopedEnv force("KILN_FUSED_MOE", c.grouped ? "grouped" : nullptr);
   const int64_t T = c.tokens, H = c.hidden(), I = c.inter(), E = c.experts;
   const int64_t EL = c.local_experts(), rows13 = c.activation == MoeActivation::relu2 ? I : 2 * I;
   std::mt19937_64 rng(T * 31 + c.k * 7 + E);

@@ -494,7 +494,7 @@ template <int kD>
 std::string launch(const AttentionBackwardArgs& a, Stream stream) {
   const AttentionForwardArgs& f = a.f;
   if (f.block_table != nullptr || f.total_q == 0 || f.total_k == 0) return "";
-  if (!sm90_tiles::on_hopper()) return "";
+  if (!on_hopper()) return "";
   using sm90_tiles::map_heads;
   Sm90BackwardArgs kv{}, qd{};
   kv.a = qd.a = a;

@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <int kD, int kDv, int kBlockN>
 std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (a.block_table != nullptr || a.total_q == 0 || a.total_k == 0) return "";
-  if (!sm90_tiles::on_hopper()) return "";
+  if (!on_hopper()) return "";
   Sm90ForwardArgs p{};
   p.a = a;
   p.ping_pong = sm90_tiles::ping_pong_enabled();

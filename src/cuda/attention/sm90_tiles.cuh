@@ -10,6 +10,7 @@
 
 #include "cuda/attention/attention_launch.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device_arch.h"
 #include "cuda/common/tensor_map.h"
 
 namespace kiln::cuda::sm90_tiles {
@@ -24,14 +25,6 @@ inline bool map_heads(CUtensorMap* map, const HeadRows& t, int dim, int64_t toke
   const int64_t strides[2] = {t.head, t.token};
   const uint32_t box[3] = {64, 1, static_cast<uint32_t>(rows)};
   return encode_tensor_map_3d(map, t.data, dims, strides, box).empty();
-}
-
-// Whether the current device is a Hopper GPU: the only one the wgmma + TMA kernels run on.
-inline bool on_hopper() {
-  int device = 0, major = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  return major == 9;
 }
 
 // `variable`=mma_sync (KILN_ATTENTION_FWD, KILN_ATTENTION_BWD) keeps that pass on the mma.sync

@@ -15,6 +15,7 @@
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device_arch.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/moe/fused_moe_launch.h"
 #include "cuda/moe/grouped_gemm_launch.h"
@@ -95,13 +96,8 @@ bool aligned16(const void* p) {
 }  // namespace
 
 bool fused_moe_grouped_fits(const MoeProblem& p) {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-    return false;
-  }
   const int64_t up_rows = p.gated() ? 2 * p.inter : p.inter;
-  return major == 9 && p.hidden % 8 == 0 && p.inter % (p.gated() ? 64 : 8) == 0 &&
+  return on_hopper() && p.hidden % 8 == 0 && p.inter % (p.gated() ? 64 : 8) == 0 &&
          up_rows % 2 == 0 && aligned16(p.w13) && aligned16(p.w2) && p.tokens * p.k > 0;
 }
 
@@ -206,18 +202,14 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     up.kind = p.act_kind();
     up_variant = grouped_gemm_sm90(up, stream);
 
-    GroupedGemm down;
-    down.dtype = p.dtype;
+    GroupedGemm down = up;  // the same row blocks
     down.a = h_sorted;
-    down.rows = capacity;
     down.k = p.inter;
     down.a_stride = p.inter;
     down.b = p.w2;
-    down.experts = p.local_experts;
     down.n = p.hidden;
-    down.block_expert = expert_ids;
-    down.block_rows = block_rows;
-    down.rows_used = post_pad;
+    down.gated = false;
+    down.activate = false;
     down.row_scale = scale_sorted;
     down.out = y_sorted;
     down.out_stride = p.hidden;

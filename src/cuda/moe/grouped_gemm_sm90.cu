@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
-#include <type_traits>
 
+#include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device_arch.h"
+#include "cuda/common/elements.cuh"
 #include "cuda/common/tensor_map.h"
 #include "cuda/moe/grouped_gemm_launch.h"
 #include "cuda/moe/grouped_gemm_sm90.cuh"
@@ -39,32 +41,38 @@ TileChoice pick_tile(const GroupedGemm& p) {
   return wide_ok ? TileChoice::n256 : TileChoice::n128;
 }
 
+// Calls f with the tile configuration type of `tile`.
+template <typename F>
+void with_tile(TileChoice tile, F&& f) {
+  using namespace grouped_gemm;  // NOLINT: the tile configurations
+  switch (tile) {
+    case TileChoice::n256:
+      return f(Tile256{});
+    case TileChoice::n256pair:
+      return f(Tile256Pair{});
+    case TileChoice::n128x2:
+      return f(Tile128x2{});
+    default:
+      return f(Tile128{});
+  }
+}
+
+// The receipt's name of a tile configuration.
+template <typename Cfg>
+std::string tile_name() {
+  return ",m128,n" + std::to_string(Cfg::kBlockN) + ",k64,stages" + std::to_string(Cfg::kStages) +
+         (Cfg::kCtasPerSm > 1 ? ",ctas2" : "") + (Cfg::kPair ? ",pairs" : "");
+}
+
 }  // namespace
 
 std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   using namespace grouped_gemm;  // NOLINT: the kernel's constants
   if (p.rows == 0 || p.k == 0 || p.n == 0 || p.experts == 0) return "";
   if (p.n % 2 != 0 || p.out_stride % 2 != 0 || (p.gated && (p.n / 2) % 64 != 0)) return "";
-  const TileChoice tile = pick_tile(p);
-  const bool pairs = tile == TileChoice::n256pair;
-  const int block_n = tile == TileChoice::n256 || pairs ? 256 : 128;
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "";
-  int device = 0, major = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9) return "";
+  if (!on_hopper()) return "";
   GroupedGemmArgs g;
-  const uint64_t a_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.rows), 1};
-  const int64_t a_strides[2] = {p.a_stride, p.a_stride * p.rows};
-  const uint32_t a_box[3] = {kBlockK, kBlockM, 1};
-  const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
-                              static_cast<uint64_t>(p.experts)};
-  const int64_t b_strides[2] = {p.k, p.k * p.n};
-  const uint32_t b_box[3] = {kBlockK, static_cast<uint32_t>(block_n / 2), 1};  // two boxes a tile
-  if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box).empty() ||
-      !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box).empty()) {
-    return "";
-  }
   g.block_expert = p.block_expert;
   g.block_rows = p.block_rows;
   g.rows_used = p.rows_used;
@@ -76,58 +84,52 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   g.k = p.k;
   g.kind = p.kind;
   g.activate = p.activate;
-  const int64_t n_tiles = p.gated ? p.n / block_n : (p.n + block_n - 1) / block_n;
   g.m_blocks = static_cast<int>((p.rows + kBlockM - 1) / kBlockM);
-  g.n_tiles = static_cast<int>(n_tiles);
-  // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
-  const int64_t ctas =
-      (int64_t{g.m_blocks} * n_tiles + (pairs ? 1 : 0)) / (pairs ? 2 : 1) * (pairs ? 2 : 1);
-  if (ctas > INT32_MAX) return "";
-  auto run = [&](auto kernel, int smem) {
-    KILN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  std::string name;
+  with_tile(pick_tile(p), [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    const uint64_t a_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.rows), 1};
+    const int64_t a_strides[2] = {p.a_stride, p.a_stride * p.rows};
+    const uint32_t a_box[3] = {kBlockK, kBlockM, 1};
+    const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
+                                static_cast<uint64_t>(p.experts)};
+    const int64_t b_strides[2] = {p.k, p.k * p.n};
+    const uint32_t b_box[3] = {kBlockK, Cfg::kBlockN / 2, 1};  // two boxes a tile
+    if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box).empty() ||
+        !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box).empty()) {
+      return;
+    }
+    const int64_t n_tiles = p.gated ? p.n / Cfg::kBlockN : (p.n + Cfg::kBlockN - 1) / Cfg::kBlockN;
+    g.n_tiles = static_cast<int>(n_tiles);
+    // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
+    constexpr int kCluster = Cfg::kPair ? 2 : 1;
+    const int64_t ctas = (int64_t{g.m_blocks} * n_tiles + kCluster - 1) / kCluster * kCluster;
+    if (ctas > INT32_MAX) return;
+    cudaLaunchAttribute cluster = {};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim = {kCluster, 1, 1};
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(static_cast<unsigned>(ctas));
     config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = static_cast<size_t>(smem);
+    config.dynamicSmemBytes = static_cast<size_t>(Cfg::kSmemBytes);
     config.stream = static_cast<cudaStream_t>(stream);
-    cudaLaunchAttribute cluster = {};
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = pairs ? 2 : 1;
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = 1;
     config.attrs = &cluster;
-    config.numAttrs = pairs ? 1 : 0;
-    KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
-  };
-  auto with_tile = [&](auto type, auto gated) {
-    using T = decltype(type);
-    constexpr bool kGated = decltype(gated)::value;
-    switch (tile) {
-      case TileChoice::n256:
-        run(grouped_gemm_kernel<T, kGated, Tile256>, Tile256::kSmemBytes);
-        break;
-      case TileChoice::n256pair:
-        run(grouped_gemm_kernel<T, kGated, Tile256Pair>, Tile256Pair::kSmemBytes);
-        break;
-      case TileChoice::n128x2:
-        run(grouped_gemm_kernel<T, kGated, Tile128x2>, Tile128x2::kSmemBytes);
-        break;
-      default:
-        run(grouped_gemm_kernel<T, kGated, Tile128>, Tile128::kSmemBytes);
-    }
-  };
-  const bool bf16 = p.dtype == DType::bf16;
-  if (bf16 && p.gated) with_tile(__nv_bfloat16{}, std::true_type{});
-  if (bf16 && !p.gated) with_tile(__nv_bfloat16{}, std::false_type{});
-  if (!bf16 && p.gated) with_tile(__half{}, std::true_type{});
-  if (!bf16 && !p.gated) with_tile(__half{}, std::false_type{});
-  return std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) + ",m128,n" +
-         std::to_string(block_n) + ",k64," +
-         (tile == TileChoice::n128x2 ? "stages3,ctas2" : (pairs ? "stages4,pairs" : "stages4")) +
-         (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
-         (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
-         (p.row_scale ? ",row_scale" : "") + ">";
+    config.numAttrs = Cfg::kPair ? 1 : 0;
+    dispatch_value<DType::bf16, DType::f16>(p.dtype, "grouped_gemm", [&](auto dt) {
+      using T = typename CudaType<decltype(dt)::value>::type;
+      dispatch_bool(p.gated, [&](auto gated) {
+        const auto kernel = grouped_gemm_kernel<T, decltype(gated)::value, Cfg>;
+        KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             Cfg::kSmemBytes));
+        KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
+      });
+    });
+    name = std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) +
+           tile_name<Cfg>() + (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
+           (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
+           (p.row_scale ? ",row_scale" : "") + ">";
+  });
+  return name;
 }
 
 }  // namespace kiln::cuda
