@@ -67,7 +67,8 @@ constexpr OpInfo kOps[] = {
     {"router", "moe", "f32 bf16 f16 logits (+ f32 bias) -> f32 + i32",
      "softmax / deepseek_v3 (grouped, biased selection) / activation top-k routers"},
     {"fused_moe", "moe", "bf16 f16 (+ f32 routing weights)",
-     "experts' up (activation fused), down x weight, sum over k; CUDA kernel decode-sized"},
+     "experts' up (activation fused), down x weight, sum over k; GEMV kernels below 512 picks, "
+     "grouped wgmma GEMMs from there (Hopper); bad ids counted"},
     {"hash_router", "moe", "i64 token ids, i32 table -> f32 + i32, CPU reference only",
      "ids from a [vocab, k] table, weights 1/k; bad token ids counted"},
     {"attention_varlen", "attention", "bf16 f16 (lse f32)",

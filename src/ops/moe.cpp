@@ -32,7 +32,8 @@ void weights_tensor(std::string_view op, std::string_view arg, const TensorView&
 
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
                const TensorView& w2, const TensorView& topk_weights, const TensorView& topk_ids,
-               MoeActivation activation, const TensorView& expert_map, Stream stream) {
+               MoeActivation activation, const TensorView& expert_map, const TensorView& bad_ids,
+               Stream stream) {
   constexpr std::string_view op = "fused_moe";
   MoeProblem p;
   p.op = op;
@@ -81,7 +82,8 @@ void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13
   p.ids = check::rows_of(op, "topk_ids", topk_ids);
   p.w13 = w13.data;
   p.w2 = w2.data;
-  if (p.device.is_cuda()) {  // ids and map values are on the device: the kernels skip bad ones
+  p.bad_ids = check::counter(op, "bad_ids", bad_ids, p.device);
+  if (p.device.is_cuda()) {  // ids and map values are on the device: the kernels count bad ones
     run_on_backend(
         p, "ref::fused_moe", [] {}, [&] { return cuda::fused_moe(p, stream); });
     return;

@@ -19,6 +19,7 @@ struct MoeProblem {
   const void *w13 = nullptr, *w2 = nullptr;  // contiguous [E_local, (2)I, H], [E_local, H, I]
   check::RowMatrix weights, ids;             // [T, k]
   const int32_t* expert_map = nullptr;       // [E] contiguous, or null
+  int32_t* bad_ids = nullptr;                // [1] counter on the device
   bool gated() const { return activation != MoeActivation::relu2; }
   // The activation in the shared math's terms (ops/activation_math.h), for reference and kernel.
   act::Kind act_kind() const {

@@ -3,11 +3,11 @@
 // dot products (H, I multiples of 8, x's rows padded by 8) and the element ones (H = 100, I = 36,
 // x's rows padded by 3); with and without an expert map. Every case has picks the kernels must
 // skip: ids outside [0, E) and, with a map, -1 entries (dropped) and values outside [-1, E_local)
-// (skipped). The reference runs with those picks' weights set to 0 (and their ids and map values
-// made valid, since it checks them). Outputs poisoned before each run, so an unwritten element
-// is a NaN and fails. On Hopper, the small-T cases also run with KILN_FUSED_MOE=grouped (the
-// prefill path forced down to T = 1, x's rows padded by 8 or by 3: the gather's 16-byte and
-// element copies).
+// (skipped, and counted into bad_ids: the count is checked). The reference runs with those picks'
+// weights set to 0 (and their ids and map values made valid, since it checks them). Outputs
+// poisoned before each run, so an unwritten element is a NaN and fails. On Hopper, the small-T
+// cases also run with KILN_FUSED_MOE=grouped (the prefill path forced down to T = 1, x's rows
+// padded by 8 or by 3: the gather's 16-byte and element copies).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -82,6 +82,7 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   }
   // The reference's inputs: bad picks made valid, with weight 0.
   HostTensor ref_weights = weights, ref_ids = ids, ref_map = map;
+  int64_t bad_picks = 0;
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < c.k; ++j) {
       int64_t id = pick(rng);
@@ -90,17 +91,20 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
       ids.set(t, j, static_cast<double>(id));
       weights.set(t, j, w);
       const bool bad = id < 0 || id >= E || (c.mapped && id == 1);
+      bad_picks += bad;
       ref_ids.set(t, j, bad ? 0.0 : static_cast<double>(id));
       ref_weights.set(t, j, bad ? 0.0 : w);
     }
   }
   ref_map.set(0, 1, 0);  // its picks already have weight 0
+  HostTensor no_bad(DType::i32, {1});
+  no_bad.set(0, 0, 0);
   Mirrored dx(x), dw13(w13), dw2(w2), dweights(weights), dids(ids), dmap(map),
-      dout(HostTensor(c.dtype, {T, H}));
-  for (Mirrored* m : {&dx, &dw13, &dw2, &dweights, &dids, &dmap}) m->upload();
+      dout(HostTensor(c.dtype, {T, H})), dbad(no_bad);
+  for (Mirrored* m : {&dx, &dw13, &dw2, &dweights, &dids, &dmap, &dbad}) m->upload();
   dout.poison();
   fused_moe(dout.view(), dx.view(), dw13.view(), dw2.view(), dweights.view(), dids.view(),
-            c.activation, c.mapped ? dmap.view() : TensorView());
+            c.activation, c.mapped ? dmap.view() : TensorView(), dbad.view());
   EXPECT_EQ(last_receipt().backend, "cuda");
   const std::string variant = last_receipt().variant;
   // From kGroupedMinEntries picks on, shapes the grouped GEMM takes go the prefill path.
@@ -115,9 +119,11 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   }
   testing::cuda_ok(cudaDeviceSynchronize(), "fused_moe");
   dout.download();
-  HostTensor want(c.dtype, {T, H});
+  dbad.download();
+  EXPECT_EQ(dbad.host.at(0, 0), static_cast<double>(bad_picks)) << "bad picks counted";
+  HostTensor want(c.dtype, {T, H}), ref_bad(no_bad);
   fused_moe(want.view(), x.view(), w13.view(), w2.view(), ref_weights.view(), ref_ids.view(),
-            c.activation, c.mapped ? ref_map.view() : TensorView());
+            c.activation, c.mapped ? ref_map.view() : TensorView(), ref_bad.view());
   testing::expect_close(dout.host, want, c.dtype == DType::bf16 ? 2e-2 : 1e-2, "out");
 }
 

@@ -26,6 +26,11 @@ TensorView i32(std::vector<int32_t>& v, std::initializer_list<int64_t> sizes) {
 TensorView f32(std::vector<float>& v, std::initializer_list<int64_t> sizes) {
   return TensorView(v.data(), DType::f32, Device::cpu(), sizes);
 }
+// The bad-pick counter (on the CPU bad picks are errors, so it stays 0).
+std::vector<int32_t> bad_count{0};
+TensorView counter() {
+  return i32(bad_count, {1});
+}
 
 TEST(MoeRef, HandWorkedRelu2WithAndWithoutAMap) {
   HostTensor x(DType::bf16, {1, 2}), w13(DType::bf16, {2, 1, 2}), w2(DType::bf16, {2, 2, 1}),
@@ -38,17 +43,17 @@ TEST(MoeRef, HandWorkedRelu2WithAndWithoutAMap) {
   std::vector<int32_t> ids{0, 1};
   std::vector<float> weights{0.25f, 0.75f};
   fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {1, 2}), i32(ids, {1, 2}),
-            MoeActivation::relu2, TensorView());
+            MoeActivation::relu2, TensorView(), counter());
   EXPECT_EQ(out.at(0, 0), 2.25);
   EXPECT_EQ(out.at(0, 1), 1.125);
   std::vector<int32_t> swap{1, 0};  // global 0 -> local 1, global 1 -> local 0
   fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {1, 2}), i32(ids, {1, 2}),
-            MoeActivation::relu2, i32(swap, {2}));
+            MoeActivation::relu2, i32(swap, {2}), counter());
   EXPECT_EQ(out.at(0, 0), 6.75);
   EXPECT_EQ(out.at(0, 1), 3.375);
   std::vector<int32_t> drop{-1, 0};  // global 0 is not held here: its pick is dropped
   fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {1, 2}), i32(ids, {1, 2}),
-            MoeActivation::relu2, i32(drop, {2}));
+            MoeActivation::relu2, i32(drop, {2}), counter());
   EXPECT_EQ(out.at(0, 0), 6.75);
   EXPECT_EQ(out.at(0, 1), 3.375);
 }
@@ -82,7 +87,7 @@ TEST_P(MoeRefCompose, EqualsExpertsThenCombine) {
     }
   }
   fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {kT, kK}), i32(ids, {kT, kK}),
-            c.activation, TensorView());
+            c.activation, TensorView(), counter());
   const act::Kind kind = c.activation == MoeActivation::swiglu      ? act::Kind::swiglu
                          : c.activation == MoeActivation::gelu_tanh ? act::Kind::gelu_tanh
                          : c.activation == MoeActivation::gelu_erf  ? act::Kind::gelu_erf
@@ -143,8 +148,8 @@ TEST(MoeRef, BadInput) {
   std::vector<int32_t> ids{0, 1, 2, 3};
   std::vector<float> weights(4, 0.5f);
   auto run = [&](const TensorView& w13v, MoeActivation a, const TensorView& map) {
-    fused_moe(out.view(), x.view(), w13v, w2.view(), f32(weights, {2, 2}), i32(ids, {2, 2}), a,
-              map);
+    fused_moe(out.view(), x.view(), w13v, w2.view(), f32(weights, {2, 2}), i32(ids, {2, 2}), a, map,
+              counter());
   };
   expect_error([&] { run(w13.view(), MoeActivation::swiglu, TensorView()); },
                "fused_moe: argument 'topk_ids': expected ids in [0, 3), got topk_ids[1][1] = 3");
@@ -159,15 +164,30 @@ TEST(MoeRef, BadInput) {
   expect_error(
       [&] {
         fused_moe(out.view(), f32x.view(), w13.view(), w2.view(), f32(weights, {2, 2}),
-                  i32(ids, {2, 2}), MoeActivation::swiglu, TensorView());
+                  i32(ids, {2, 2}), MoeActivation::swiglu, TensorView(), counter());
       },
       "fused_moe: argument 'x'");
   expect_error(
       [&] {
         fused_moe(out.view(), x.view(), w13.view(nullptr, Device::cuda(0)), w2.view(),
-                  f32(weights, {2, 2}), i32(ids, {2, 2}), MoeActivation::swiglu, TensorView());
+                  f32(weights, {2, 2}), i32(ids, {2, 2}), MoeActivation::swiglu, TensorView(),
+                  counter());
       },
       "fused_moe: argument 'w13': expected a tensor on cpu");
+  std::vector<float> not_a_counter(1);
+  expect_error(
+      [&] {
+        fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {2, 2}),
+                  i32(ids, {2, 2}), MoeActivation::swiglu, TensorView(), f32(not_a_counter, {1}));
+      },
+      "fused_moe: argument 'bad_ids'");
+  expect_error(
+      [&] {
+        fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {2, 2}),
+                  i32(ids, {2, 2}), MoeActivation::swiglu, TensorView(), TensorView());
+      },
+      "fused_moe: argument 'bad_ids'");
+  EXPECT_EQ(bad_count[0], 0);
 }
 
 }  // namespace

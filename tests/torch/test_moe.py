@@ -107,3 +107,26 @@ def test_cuda_matches_the_cpu_reference(activation, dtype):
                              expert_map=None if emap is None else emap.cuda())
         assert kiln.last_receipt().backend == "cuda"
         torch.testing.assert_close(got.cpu(), want, atol=2e-2, rtol=2e-2)
+
+
+def test_cpu_bad_count_is_zero_when_every_pick_is_good():
+    x, w13, w2 = make((2, 16), 1), make((2, 16, 16), 2), make((2, 16, 8), 3)
+    ids = torch.tensor([[0], [1]], dtype=torch.int32)
+    out, bad = kiln.fused_moe(x, w13, w2, torch.ones(2, 1), ids, return_bad_count=True)
+    assert bad.dtype == torch.int32 and bad.shape == (1,) and int(bad) == 0
+    torch.testing.assert_close(out, kiln.fused_moe(x, w13, w2, torch.ones(2, 1), ids))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_counts_bad_picks_and_skips_them():
+    t, h, i, e = 5, 64, 64, 4
+    x = make((t, h), 21, dtype=torch.bfloat16).cuda()
+    w13, w2 = make((e, 2 * i, h), 22, h ** -0.5).cuda(), make((e, h, i), 23, i ** -0.5).cuda()
+    ids = torch.tensor([[0, 7], [1, 2], [-1, 3], [2, 2], [4, 0]], dtype=torch.int32).cuda()
+    weights = torch.rand(t, 2, generator=torch.Generator().manual_seed(24)).cuda()
+    out, bad = kiln.fused_moe(x, w13, w2, weights, ids, return_bad_count=True)
+    assert int(bad) == 3  # 7, -1 and 4 are outside [0, 4)
+    good = (ids >= 0) & (ids < e)
+    want = kiln.fused_moe(x, w13, w2, torch.where(good, weights, 0.0), torch.where(good, ids, 0),
+                          return_bad_count=False)
+    torch.testing.assert_close(out, want, atol=0, rtol=0)

@@ -1,11 +1,13 @@
 // torch.ops.kiln.fused_moe (include/kiln/ops/moe.h): schema, and CPU and CUDA impls over the kiln
-// entry point (on CUDA, the GEMV-style kernels of src/cuda/moe/fused_moe.cu). Fake impl:
+// entry point (on CUDA, src/cuda/moe/fused_moe.cu's GEMV kernels or the grouped path). Fake impl:
 // torch/kiln/_ops/moe.py.
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "kiln/ops/moe.h"
 #include "tensor_view.h"
@@ -23,18 +25,23 @@ MoeActivation activation_of(const std::string& name) {
   throw_arg_error("fused_moe", "activation", "one of swiglu, gelu_tanh, gelu_erf, relu2", name);
 }
 
-at::Tensor fused_moe_op(const at::Tensor& x, const at::Tensor& w13, const at::Tensor& w2,
-                        const at::Tensor& topk_weights, const at::Tensor& topk_ids,
-                        const std::string& activation, const OptTensor& expert_map) {
+std::tuple<at::Tensor, at::Tensor> fused_moe_op(const at::Tensor& x, const at::Tensor& w13,
+                                                const at::Tensor& w2,
+                                                const at::Tensor& topk_weights,
+                                                const at::Tensor& topk_ids,
+                                                const std::string& activation,
+                                                const OptTensor& expert_map) {
   return translate_errors([&] {
     constexpr std::string_view op = "fused_moe";
     const DeviceScope scope(x);
     at::Tensor out = at::empty(x.sizes(), x.options());
+    at::Tensor bad = at::zeros({1}, x.options().dtype(at::kInt));
     kiln::fused_moe(to_view(op, "out", out), to_view(op, "x", x), to_view(op, "w13", w13),
                     to_view(op, "w2", w2), to_view(op, "topk_weights", topk_weights),
                     to_view(op, "topk_ids", topk_ids), activation_of(activation),
-                    to_view(op, "expert_map", expert_map), scope.stream());
-    return out;
+                    to_view(op, "expert_map", expert_map), to_view(op, "bad_ids", bad),
+                    scope.stream());
+    return std::make_tuple(out, bad);
   });
 }
 
@@ -43,10 +50,11 @@ at::Tensor fused_moe_op(const at::Tensor& x, const at::Tensor& w13, const at::Te
 
 TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.set_python_module("kiln._ops.moe");
-  // out [T, H] = sum over each token's picks of weight * w2[e] act(w13[e] x[t]).
+  // (out [T, H] = sum over each token's picks of weight * w2[e] act(w13[e] x[t]), the count of
+  // picks skipped for bad ids or map values: int32 [1]).
   m.def(
       "fused_moe(Tensor x, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, str "
-      "activation, Tensor? expert_map) -> Tensor");
+      "activation, Tensor? expert_map) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kiln, CPU, m) {

@@ -14,12 +14,15 @@
 // gelu_residual); relu2 = relu(h)². The intermediate act(...) [I] is rounded to x's dtype (what
 // the two grouped GEMMs store between them); products accumulate in fp32 (float64 in the
 // reference); picks add in order j = 0 .. k-1.
-// CPU tensors run the float64 reference (bad ids and map values are kiln::Errors there).
-// CUDA tensors run two GEMV-style kernels (a warp per output; the grouped GEMMs come later), not
-// yet run on a GPU. Ids and map values are on the device there and are not checked: a pick whose
-// id is outside [0, E) or whose map value is outside [-1, E_local) is skipped (contributes 0, is
-// never dereferenced) and is NOT reported. That is a known gap: such input is wrong without an
-// error on CUDA where the CPU would throw.
+// bad_ids: int32 [1] on x's device, a counter the caller zeroes and reads when it likes (ops never
+// synchronise; DESIGN.md "Errors").
+// CPU tensors run the float64 reference; their ids and map values are host data, checked before
+// anything is read: a bad one is a kiln::Error.
+// CUDA tensors: below 512 picks (T k), two GEMV-style kernels (a warp per output); from 512 on a
+// Hopper GPU, the grouped wgmma path (align, gather, two grouped GEMMs, combine).
+// Ids and map values are on the device there: a pick whose id is outside [0, E) or whose map value
+// is outside [-1, E_local) is skipped (contributes 0, never dereferenced) and counted into bad_ids.
+// The receipt names the path. T = 0 or H = 0 reads nothing (and counts nothing).
 #include <cstdint>
 
 #include "kiln/core/core.h"
@@ -30,6 +33,7 @@ enum class MoeActivation { swiglu, gelu_tanh, gelu_erf, relu2 };
 
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
                const TensorView& w2, const TensorView& topk_weights, const TensorView& topk_ids,
-               MoeActivation activation, const TensorView& expert_map, Stream stream = nullptr);
+               MoeActivation activation, const TensorView& expert_map, const TensorView& bad_ids,
+               Stream stream = nullptr);
 
 }  // namespace kiln

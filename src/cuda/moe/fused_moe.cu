@@ -7,8 +7,9 @@
 // A warp's dot product: lanes take 16-byte packs in turn (a warp reads 512 contiguous bytes a
 // step) when the row length and alignment allow, single elements otherwise.
 // Ids and map values live on the device, so they are not checked on the host: a pick whose id is
-// outside [0, E) or whose map value is outside [-1, E_local) is skipped like a dropped pick
-// (never dereferenced, contributes 0) and is not reported (a known gap, stated in moe.h).
+// outside [0, E) or whose map value is outside [-1, E_local) is skipped like a dropped pick (never
+// dereferenced, contributes 0) and counted once into bad_ids, by the down kernel's first block of
+// the token.
 // Napkin math, decode (T = 1, k = 8, H = 4096, I = 1536, swiglu, bf16): the 8 picked experts'
 // weights, 8 * (2 * 1536 + 1536) * 4096 * 2 B = 302 MB, read once: ~95 us at 3.2 TB/s if the
 // warps keep the memory busy. At large T every pick re-reads its expert's rows (from L2 at best):
@@ -44,17 +45,21 @@ struct MoeArgs {
   void* act;                  // [T * k, I] scratch, x's dtype
   void* out;                  // [T, H], rows out_stride apart
   int64_t out_stride;
+  int32_t* bad_ids;  // [1] counter
   int64_t hidden, inter, k;
   int64_t experts, local_experts;
 };
 
-// The local expert of pick (t, j); -1 when the pick is dropped (map value -1) or its id or map
-// value is out of range (skipped: see the file comment).
-__device__ __forceinline__ int64_t local_expert(const MoeArgs& a, int64_t t, int64_t j) {
+// The local expert of pick (t, j); -1 when the pick is dropped (map value -1) or bad (its id or
+// map value out of range: see the file comment); *bad says which.
+__device__ __forceinline__ int64_t local_expert(const MoeArgs& a, int64_t t, int64_t j,
+                                                bool* bad = nullptr) {
   const int64_t id = a.ids[t * a.ids_stride + j];
-  if (id < 0 || id >= a.experts) return -1;
-  const int64_t e = a.expert_map ? a.expert_map[id] : id;
-  return e >= 0 && e < a.local_experts ? e : -1;
+  const bool id_ok = id >= 0 && id < a.experts;
+  const int64_t e = !id_ok ? -2 : a.expert_map ? a.expert_map[id] : id;
+  const bool ok = e >= -1 && e < a.local_experts;
+  if (bad != nullptr) *bad = !ok;
+  return ok ? e : -1;
 }
 
 // u · v over n elements in fp32, by the whole warp (every lane gets the sum). kVec > 1 needs
@@ -101,9 +106,13 @@ __global__ void __launch_bounds__(kFusedMoeWarps * 32)
   const int64_t t = blockIdx.x;
   const int64_t h = int64_t{blockIdx.y} * kFusedMoeWarps + threadIdx.x / 32;
   if (h >= a.hidden) return;
+  // Each bad pick is counted once: by lane 0 of the first warp of the token's first block.
+  const bool counts = blockIdx.y == 0 && threadIdx.x == 0;
   float sum = 0.f;
   for (int64_t j = 0; j < a.k; ++j) {  // in order: the same sum run to run
-    const int64_t e = local_expert(a, t, j);
+    bool bad = false;
+    const int64_t e = local_expert(a, t, j, &bad);
+    if (bad && counts) atomicAdd(a.bad_ids, 1);
     if (e < 0) continue;
     const T* w = static_cast<const T*>(a.w2) + (e * a.hidden + h) * a.inter;
     const T* act = static_cast<const T*>(a.act) + (t * a.k + j) * a.inter;
@@ -175,6 +184,7 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
             nullptr,
             p.out.data,
             p.out.row_stride,
+            p.bad_ids,
             p.hidden,
             p.inter,
             p.k,

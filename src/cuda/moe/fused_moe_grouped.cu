@@ -1,5 +1,6 @@
 // fused_moe for prefill-sized batches on the grouped wgmma GEMM (grouped_gemm_sm90.cuh):
-// 1. moe_align_block_size (block 128): the (token, pick) entries grouped by local expert;
+// 1. moe_align_block_size (block 128): the (token, pick) entries grouped by local expert (bad ids
+//    and map values counted into the caller's bad_ids);
 // 2. gather: x rows into that order (padding rows zero), each row's routing weight, where each
 //    entry landed (inverse, -1 for picks dropped or skipped) and how many rows of each block are
 //    in use (the GEMMs skip the rest: padding sits at the end of each expert's last block);
@@ -112,7 +113,6 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                            blocks * 4,
                            blocks * 4,
                            256,
-                           256,
                            entries * 4,
                            capacity * 4,
                            capacity * p.hidden * elem,
@@ -132,15 +132,13 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
   auto* expert_ids = reinterpret_cast<int32_t*>(take(sizes[1]));
   auto* block_rows = reinterpret_cast<int32_t*>(take(sizes[2]));
   auto* post_pad = reinterpret_cast<int32_t*>(take(sizes[3]));
-  auto* bad_ids = reinterpret_cast<int32_t*>(take(sizes[4]));
-  auto* inverse = reinterpret_cast<int32_t*>(take(sizes[5]));
-  auto* scale_sorted = reinterpret_cast<float*>(take(sizes[6]));
-  void* x_sorted = take(sizes[7]);
-  void* h_sorted = take(sizes[8]);
-  void* y_sorted = take(sizes[9]);
+  auto* inverse = reinterpret_cast<int32_t*>(take(sizes[4]));
+  auto* scale_sorted = reinterpret_cast<float*>(take(sizes[5]));
+  void* x_sorted = take(sizes[6]);
+  void* h_sorted = take(sizes[7]);
+  void* y_sorted = take(sizes[8]);
   std::string up_variant, down_variant;
   try {
-    KILN_CUDA_CHECK(cudaMemsetAsync(bad_ids, 0, 4, s));
     KILN_CUDA_CHECK(cudaMemsetAsync(block_rows, 0, static_cast<size_t>(blocks * 4), s));
     KILN_CUDA_CHECK(cudaMemsetAsync(inverse, 0xFF, static_cast<size_t>(entries * 4), s));
     MoeAlignArgs align{static_cast<const int32_t*>(p.ids.data),
@@ -157,7 +155,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                        sorted,
                        expert_ids,
                        post_pad,
-                       bad_ids};
+                       p.bad_ids};
     moe_align(align, stream);
     GatherArgs g{sorted,
                  post_pad,
