@@ -1,7 +1,8 @@
 // Benchmark cases of the routers at DeepSeek-V3's shape: f32 logits [T, 256], k = 8, the
 // deepseek_v3 kind (8 groups, 4 kept, bias, scaling 2.5) and the softmax kind, T = 16384 and 64.
 // Checked against the reference (ids exactly, on well-separated logits) before timing. Bytes:
-// logits (and bias) read, weights and ids written.
+// logits (and bias) read, weights and ids written. Also the hash router (bytes: token ids and the
+// table rows read, weights and ids written).
 #include <algorithm>
 #include <memory>
 #include <numeric>
@@ -65,6 +66,51 @@ std::string router_check(const RouterShape& s, const Device& d) {
   return e.empty() ? "ok" : e;
 }
 
+constexpr int64_t kVocab = 129280;
+
+struct HashShape {
+  int64_t rows;
+  std::vector<int64_t> tokens;
+  std::vector<int32_t> table;
+};
+
+struct HashTensors {
+  Buffer tokens, table, weights, ids, bad;
+  HashTensors(const Device& d, const HashShape& s)
+      : tokens(d, s.rows * 8),
+        table(d, s.table.size() * 4),
+        weights(d, s.rows * kK * 4),
+        ids(d, s.rows * kK * 4),
+        bad(d, 4) {
+    tokens.upload(s.tokens.data(), tokens.bytes());
+    table.upload(s.table.data(), table.bytes());
+    const int32_t zero = 0;
+    bad.upload(&zero, 4);
+  }
+};
+
+void hash_call(HashTensors& t, const HashShape& s, const Device& d, Stream stream) {
+  hash_router(TensorView(t.weights.data(), DType::f32, d, {s.rows, kK}),
+              TensorView(t.ids.data(), DType::i32, d, {s.rows, kK}),
+              TensorView(t.tokens.data(), DType::i64, d, {s.rows}),
+              TensorView(t.table.data(), DType::i32, d, {kVocab, kK}),
+              TensorView(t.bad.data(), DType::i32, d, {1}), stream);
+}
+
+std::string hash_check(const HashShape& s, const Device& d) {
+  HashTensors dev(d, s), ref(Device::cpu(), s);
+  dev.ids.fill_nan();
+  dev.weights.fill_nan();
+  hash_call(dev, s, d, nullptr);
+  synchronize(d);
+  if (d.is_cpu()) return "ok (reference is the backend)";
+  hash_call(ref, s, Device::cpu(), nullptr);
+  std::string e = compare_exact(dev.ids, ref.ids, "ids");
+  if (e.empty()) e = compare_exact(dev.weights, ref.weights, "weights");
+  if (e.empty()) e = compare_exact(dev.bad, ref.bad, "bad token count");
+  return e.empty() ? "ok" : e;
+}
+
 }  // namespace
 
 std::vector<Case> router_cases(const Options& options) {
@@ -96,6 +142,28 @@ std::vector<Case> router_cases(const Options& options) {
       c.variant = [] { return last_receipt().variant; };
       cases.push_back(std::move(c));
     }
+  }
+  // The hash router at DeepSeek-V3's vocabulary (129280) and k = 8: launch-sized work; every
+  // 16th token id past the table (counted).
+  for (int64_t rows : {int64_t{16384}, int64_t{64}}) {
+    auto s = std::make_shared<HashShape>();
+    s->rows = d.is_cpu() ? std::min<int64_t>(rows, 64) : rows;
+    std::mt19937_64 rng(static_cast<uint64_t>(rows));
+    s->table.resize(kVocab * kK);
+    for (auto& v : s->table) v = static_cast<int32_t>(rng() % kExperts);
+    for (int64_t t = 0; t < s->rows; ++t) {
+      s->tokens.push_back(t % 16 == 15 ? kVocab : static_cast<int64_t>(rng() % kVocab));
+    }
+    Case c;
+    c.op = "hash_router";
+    c.shape = "vocab 129280 T " + std::to_string(s->rows) + " k8";
+    c.direction = "fwd";
+    c.bytes = s->rows * (8.0 + kK * 4.0 + kK * 8.0);
+    c.prepare = rotating_sets([s, d] { return std::make_unique<HashTensors>(d, *s); },
+                              [s, d](HashTensors& t, Stream st) { hash_call(t, *s, d, st); });
+    c.check = [s, d] { return hash_check(*s, d); };
+    c.variant = [] { return last_receipt().variant; };
+    cases.push_back(std::move(c));
   }
   return cases;
 }

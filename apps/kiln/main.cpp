@@ -69,7 +69,7 @@ constexpr OpInfo kOps[] = {
     {"fused_moe", "moe", "bf16 f16 (+ f32 routing weights)",
      "experts' up (activation fused), down x weight, sum over k; GEMV kernels below 512 picks, "
      "grouped wgmma GEMMs from there (Hopper); bad ids counted"},
-    {"hash_router", "moe", "i64 token ids, i32 table -> f32 + i32, CPU reference only",
+    {"hash_router", "moe", "i64 token ids, i32 table -> f32 + i32",
      "ids from a [vocab, k] table, weights 1/k; bad token ids counted"},
     {"attention_varlen", "attention", "bf16 f16 (lse f32)",
      "varlen softmax(q k^T) v, GQA, causal/window/documents/valid prefixes, soft-cap, paged KV; "

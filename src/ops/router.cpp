@@ -1,5 +1,4 @@
-// The routers: validate, then the float64 reference on the host (the CUDA kernels are to come;
-// CUDA tensors are refused with a message until then).
+// The routers: validate, then the float64 reference on the host or the CUDA kernels.
 #include "kiln/ops/router.h"
 
 #include <algorithm>
@@ -20,13 +19,6 @@
 
 namespace kiln {
 namespace {
-
-void refuse_cuda(std::string_view op, const Device& device) {
-  if (device.is_cuda()) {
-    throw Error(std::string(op) +
-                ": no CUDA kernel in this build yet (issue 5); CPU tensors run the reference");
-  }
-}
 
 // weights f32 [T, k] and ids int32 [T, k] on `device`.
 void check_outputs(std::string_view op, const TensorView& weights, const TensorView& ids,
@@ -112,7 +104,7 @@ void router(const TensorView& weights, const TensorView& ids, const TensorView& 
 }
 
 void hash_router(const TensorView& weights, const TensorView& ids, const TensorView& token_ids,
-                 const TensorView& table, const TensorView& bad_token_ids, Stream) {
+                 const TensorView& table, const TensorView& bad_token_ids, Stream stream) {
   constexpr std::string_view op = "hash_router";
   check::present(op, "token_ids", token_ids);
   check::dtype_in(op, "token_ids", token_ids, {DType::i64});
@@ -123,23 +115,27 @@ void hash_router(const TensorView& weights, const TensorView& ids, const TensorV
   if (table.rank != 2 || table.size(1) < 1) {
     throw_arg_error(op, "table", "[vocab, k] with k >= 1", table.shape_str());
   }
-  const int64_t rows = token_ids.size(0), vocab = table.size(0), k = table.size(1);
-  check_outputs(op, weights, ids, rows, k, token_ids.device);
-  int32_t* bad = check::counter(op, "bad_token_ids", bad_token_ids, token_ids.device);
-  refuse_cuda(op, token_ids.device);
-  for (int64_t t = 0; t < rows; ++t) {
-    const int64_t tok = static_cast<const int64_t*>(token_ids.data)[t * token_ids.stride(0)];
-    const bool ok = tok >= 0 && tok < vocab;
-    if (!ok) ++*bad;
-    for (int64_t j = 0; j < k; ++j) {
-      static_cast<int32_t*>(ids.data)[t * ids.stride(0) + j * ids.stride(1)] =
-          ok ? static_cast<const int32_t*>(table.data)[tok * table.stride(0) + j * table.stride(1)]
-             : -1;
-      static_cast<float*>(weights.data)[t * weights.stride(0) + j * weights.stride(1)] =
-          ok ? 1.f / static_cast<float>(k) : 0.f;
-    }
+  HashRouterProblem p;
+  p.op = op;
+  p.device = token_ids.device;
+  p.rows = token_ids.size(0);
+  p.vocab = table.size(0);
+  p.k = table.size(1);
+  check_outputs(op, weights, ids, p.rows, p.k, p.device);
+  p.bad = check::counter(op, "bad_token_ids", bad_token_ids, p.device);
+  p.token_ids = static_cast<const int64_t*>(token_ids.data);
+  p.token_stride = token_ids.stride(0);
+  p.table = static_cast<const int32_t*>(table.data);
+  p.weights = static_cast<float*>(weights.data);
+  p.ids = static_cast<int32_t*>(ids.data);
+  for (int d = 0; d < 2; ++d) {
+    p.table_stride[d] = table.stride(d);
+    p.weights_stride[d] = weights.stride(d);
+    p.ids_stride[d] = ids.stride(d);
   }
-  record_receipt({std::string(op), "reference", "host", ""});
+  run_on_backend(
+      p, "ref::hash_router", [&] { ref::hash_router(p); },
+      [&] { return cuda::hash_router(p, stream); });
 }
 
 }  // namespace kiln

@@ -21,4 +21,20 @@ struct RouterProblem {
   check::RowMatrix logits, weights, ids;
 };
 
+// A validated hash_router call: element strides, since every tensor may be a view.
+struct HashRouterProblem {
+  std::string op;
+  Device device;
+  int64_t rows = 0, vocab = 0, k = 0;
+  const int64_t* token_ids = nullptr;  // [rows], stride token_stride
+  int64_t token_stride = 1;
+  const int32_t* table = nullptr;  // [vocab, k], strides table_stride[0..1]
+  int64_t table_stride[2] = {0, 1};
+  float* weights = nullptr;  // [rows, k]
+  int64_t weights_stride[2] = {0, 1};
+  int32_t* ids = nullptr;  // [rows, k]
+  int64_t ids_stride[2] = {0, 1};
+  int32_t* bad = nullptr;  // [1] counter
+};
+
 }  // namespace kiln

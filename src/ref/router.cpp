@@ -86,4 +86,18 @@ void router(const RouterProblem& p) {
   }
 }
 
+void hash_router(const HashRouterProblem& p) {
+  for (int64_t t = 0; t < p.rows; ++t) {
+    const int64_t tok = p.token_ids[t * p.token_stride];
+    const bool ok = tok >= 0 && tok < p.vocab;
+    if (!ok) ++*p.bad;
+    for (int64_t j = 0; j < p.k; ++j) {
+      p.ids[t * p.ids_stride[0] + j * p.ids_stride[1]] =
+          ok ? p.table[tok * p.table_stride[0] + j * p.table_stride[1]] : -1;
+      p.weights[t * p.weights_stride[0] + j * p.weights_stride[1]] =
+          ok ? 1.f / static_cast<float>(p.k) : 0.f;
+    }
+  }
+}
+
 }  // namespace kiln::ref

@@ -7,4 +7,8 @@ namespace kiln::ref {
 // top-k in topk's order, the weights.
 void router(const RouterProblem& p);
 
+// ids[t] = table[token_ids[t]], weights 1 / k; a token id outside [0, vocab) gives ids -1,
+// weights 0, and one count.
+void hash_router(const HashRouterProblem& p);
+
 }  // namespace kiln::ref

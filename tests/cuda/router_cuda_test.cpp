@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cuda/device_buffer.h"
+#include "kiln/core/receipt.h"
 #include "kiln/ops/router.h"
 
 namespace kiln {
@@ -107,6 +108,104 @@ std::vector<Case> sweep() {
 INSTANTIATE_TEST_SUITE_P(Sweep, RouterCuda, ::testing::ValuesIn(sweep()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name();
+                         });
+
+// The hash router: exact ids and weights, and the bad token count, against the reference; token
+// ids include negatives and ids past the table; the table and the outputs are strided views (a
+// transposed table, output rows with a pad) in the second layout.
+struct HashCase {
+  int64_t rows, k;
+  bool strided;
+};
+
+class HashRouterCuda : public ::testing::TestWithParam<HashCase> {};
+
+TensorView strided(void* data, DType dtype, const std::vector<int64_t>& sizes,
+                   const std::vector<int64_t>& strides) {
+  return TensorView(data, dtype, Device::cuda(0), sizes, strides);
+}
+
+TEST_P(HashRouterCuda, MatchesReferenceAndCountsBadTokens) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  const HashCase c = GetParam();
+  constexpr int64_t kVocab = 5000;
+  std::mt19937_64 rng(static_cast<uint64_t>(c.rows * 13 + c.k));
+  std::vector<int32_t> table(kVocab * c.k);
+  for (auto& v : table) v = static_cast<int32_t>(rng() % 256);
+  std::vector<int64_t> tokens(c.rows);
+  for (int64_t t = 0; t < c.rows; ++t) {
+    const uint64_t r = rng() % 10;
+    tokens[t] = r == 0   ? -1 - static_cast<int64_t>(rng() % 3)
+                : r == 1 ? kVocab + static_cast<int64_t>(rng() % 3)
+                         : static_cast<int64_t>(rng() % kVocab);
+  }
+  // Every sweep has both kinds when it has two tokens: the first good, the last past the table.
+  tokens[0] = static_cast<int64_t>(rng() % kVocab);
+  if (c.rows > 1) tokens[c.rows - 1] = kVocab;
+  // The strided layout: the table stored [k, vocab] and viewed as [vocab, k]; output rows k + 3
+  // apart.
+  const int64_t pitch = c.strided ? c.k + 3 : c.k;
+  const std::vector<int64_t> table_strides =
+      c.strided ? std::vector<int64_t>{1, kVocab} : std::vector<int64_t>{c.k, 1};
+  std::vector<int32_t> table_stored(table.size());
+  for (int64_t v = 0; v < kVocab; ++v)
+    for (int64_t j = 0; j < c.k; ++j)
+      table_stored[v * table_strides[0] + j * table_strides[1]] = table[v * c.k + j];
+  DeviceBuffer table_d(Device::cuda(0), table.size() * 4), tokens_d(Device::cuda(0), c.rows * 8),
+      w_d(Device::cuda(0), c.rows * pitch * 4), ids_d(Device::cuda(0), c.rows * pitch * 4),
+      bad_d(Device::cuda(0), 4);
+  table_d.upload(table_stored.data(), table_d.bytes());
+  tokens_d.upload(tokens.data(), tokens_d.bytes());
+  w_d.fill_nan();
+  ids_d.fill_nan();
+  const int32_t zero = 0;
+  bad_d.upload(&zero, 4);
+  const Device gpu = Device::cuda(0);
+  hash_router(strided(w_d.data(), DType::f32, {c.rows, c.k}, {pitch, 1}),
+              strided(ids_d.data(), DType::i32, {c.rows, c.k}, {pitch, 1}),
+              TensorView(tokens_d.data(), DType::i64, gpu, {c.rows}),
+              strided(table_d.data(), DType::i32, {kVocab, c.k}, table_strides),
+              TensorView(bad_d.data(), DType::i32, gpu, {1}));
+  EXPECT_EQ(last_receipt().backend, "cuda");
+  std::vector<float> w(c.rows * pitch), w_ref(c.rows * c.k);
+  std::vector<int32_t> ids(c.rows * pitch), ids_ref(c.rows * c.k);
+  int32_t bad = -1, bad_ref = 0;
+  w_d.download(w.data(), w_d.bytes());
+  ids_d.download(ids.data(), ids_d.bytes());
+  bad_d.download(&bad, 4);
+  const Device cpu = Device::cpu();
+  hash_router(TensorView(w_ref.data(), DType::f32, cpu, {c.rows, c.k}),
+              TensorView(ids_ref.data(), DType::i32, cpu, {c.rows, c.k}),
+              TensorView(tokens.data(), DType::i64, cpu, {c.rows}),
+              TensorView(table.data(), DType::i32, cpu, {kVocab, c.k}),
+              TensorView(&bad_ref, DType::i32, cpu, {1}));
+  EXPECT_EQ(bad, bad_ref);
+  if (c.rows > 1) EXPECT_GT(bad_ref, 0);
+  int64_t mismatches = 0;
+  for (int64_t t = 0; t < c.rows; ++t) {
+    for (int64_t j = 0; j < c.k; ++j) {
+      mismatches += ids[t * pitch + j] != ids_ref[t * c.k + j];
+      mismatches += w[t * pitch + j] != w_ref[t * c.k + j];  // NaN (unwritten) never equals
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+std::vector<HashCase> hash_sweep() {
+  std::vector<HashCase> cases;
+  std::vector<int64_t> rows = testing::sweep_rows();
+  if (!testing::quick_sweep()) rows.push_back(70000);
+  for (int64_t r : rows)
+    for (int64_t k : {1, 8, 40})
+      for (bool strided : {false, true}) cases.push_back({r, k, strided});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, HashRouterCuda, ::testing::ValuesIn(hash_sweep()),
+                         [](const ::testing::TestParamInfo<HashCase>& info) {
+                           return "T" + std::to_string(info.param.rows) + "_k" +
+                                  std::to_string(info.param.k) +
+                                  (info.param.strided ? "_strided" : "");
                          });
 
 }  // namespace

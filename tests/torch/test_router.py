@@ -82,6 +82,19 @@ def test_hash_router():
     assert bad.item() == 1
 
 
+@requires_cuda
+def test_hash_router_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(5)
+    table = torch.randint(0, 256, (1000, 8), generator=g, dtype=torch.int32)
+    tokens = torch.randint(-3, 1003, (777,), generator=g)
+    want = kiln.hash_router(tokens, table)
+    got = kiln.hash_router(tokens.cuda(), table.t().contiguous().t().cuda())  # a strided table
+    assert kiln.last_receipt().backend == "cuda"
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+    assert int(want[2]) > 0
+
+
 def test_opcheck():
     torch.library.opcheck(torch.ops.kiln.router, (spaced_logits(4, 64, 3), "deepseek_v3", 4, False,
                                                   torch.zeros(64), 4, 2, 1.5))

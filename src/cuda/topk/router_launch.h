@@ -9,4 +9,7 @@ namespace kiln::cuda {
 
 std::string router(const RouterProblem& p, Stream stream);
 
+// hash_router.cu: a thread per (token, pick).
+std::string hash_router(const HashRouterProblem& p, Stream stream);
+
 }  // namespace kiln::cuda

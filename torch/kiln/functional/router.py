@@ -15,7 +15,8 @@ def router(logits: torch.Tensor, k: int, *, kind: str = "softmax", renormalize: 
     kind: "softmax" (renormalize optional), "deepseek_v3" (sigmoid; bias float32 [E] for the
     selection only; n_group / topk_group group-limited choice; renormalised, times
     routed_scaling_factor) or "activation" (MegaMoE: sqrt(softplus); bias optional; renormalised).
-    Picks sorted by selection, ties to the lower id. No gradient yet.
+    Picks sorted by selection, ties to the lower id. The weights have a gradient to the logits
+    (recomputed in float64 torch ops at the picks; the ids have none).
     """
     return _ops.router(logits, kind, k, renormalize, bias, n_group, topk_group,
                        routed_scaling_factor)
@@ -23,5 +24,6 @@ def router(logits: torch.Tensor, k: int, *, kind: str = "softmax", renormalize: 
 
 def hash_router(token_ids: torch.Tensor, table: torch.Tensor):
     """(weights 1/k, ids = table[token_ids], bad token id count int32 [1]); token ids outside the
-    table are never read: their ids are -1 and weights 0. CPU only for now."""
+    table are never read: their ids are -1 and weights 0. token_ids int64 [T], table int32
+    [vocab, k] (any strides), on one device (CPU: the reference; CUDA: a thread per pick)."""
     return _ops.hash_router(token_ids, table)
