@@ -1,10 +1,21 @@
-"""Fake impls of the routers (torch/csrc/router.cpp). No autograd yet: the router weights'
-gradient (to the logits) comes with the kiln.nn.MoE training path of issue 5."""
+"""Fake impls of the routers (torch/csrc/router.cpp) and the router's autograd.
+
+The router's weights are a function of the logits at the picked ids (the picks themselves, like
+any top-k, carry no gradient; the selection bias and the group filter only choose them). The
+backward recomputes that function in float64 with torch ops and differentiates it:
+  softmax:     w = softmax(logits)[ids], divided by its sum when renormalize;
+  deepseek_v3: w = sigmoid(logits)[ids] / sum * routed_scaling_factor;
+  activation:  w = sqrt(softplus(logits))[ids] / sum.
+No kiln kernel runs in the backward (it is T x E elementwise work).
+"""
 
 from __future__ import annotations
 
 import torch
-from torch.library import register_fake
+import torch.nn.functional as F
+from torch.library import register_autograd, register_fake
+
+from ._grad import rows as _rows
 
 
 @register_fake("kiln::router")
@@ -20,3 +31,34 @@ def _hash_router_fake(token_ids, table):
     return (token_ids.new_empty((rows, k), dtype=torch.float32),
             token_ids.new_empty((rows, k), dtype=torch.int32),
             token_ids.new_empty((1,), dtype=torch.int32))
+
+
+def router_weights(logits: torch.Tensor, ids: torch.Tensor, kind: str, renormalize: bool,
+                   scaling: float) -> torch.Tensor:
+    """The routing weights at fixed picks ids [T, k], as a differentiable function of logits."""
+    idx = ids.long()
+    if kind == "softmax":
+        w = torch.softmax(logits, -1).gather(-1, idx)
+        return w / w.sum(-1, keepdim=True) if renormalize else w
+    s = torch.sigmoid(logits) if kind == "deepseek_v3" else torch.sqrt(F.softplus(logits))
+    w = s.gather(-1, idx)
+    w = w / w.sum(-1, keepdim=True)
+    return w * scaling if kind == "deepseek_v3" else w
+
+
+def _setup_router(ctx, inputs, output):
+    logits, kind, _k, renormalize, _bias, _n_group, _topk_group, scaling = inputs
+    ctx.save_for_backward(logits, output[1])
+    ctx.kind, ctx.renormalize, ctx.scaling = kind, renormalize, scaling
+
+
+def _router_backward(ctx, grad_weights, _grad_ids):
+    logits, ids = ctx.saved_tensors
+    with torch.enable_grad():
+        wide = logits.detach().double().requires_grad_()
+        w = router_weights(wide, ids, ctx.kind, ctx.renormalize, ctx.scaling)
+        (grad,) = torch.autograd.grad(w, wide, _rows(grad_weights).double())
+    return grad.to(logits.dtype), None, None, None, None, None, None, None
+
+
+register_autograd("kiln::router", _router_backward, setup_context=_setup_router)
