@@ -7,6 +7,9 @@ bf16 GEMM rate measured in the same run.
   grouped_mm   torch._grouped_mm: rows sorted by expert (argsort, outside the timing), up GEMM,
                silu(gate) * up, down GEMM, weights, index_add back to the tokens
   kiln         kiln.fused_moe(x, w13, w2, weights, ids) (align, gather, both GEMMs, combine)
+  kiln w8a16   (decode) the same weights as e4m3 with 128 x 128 block scales (GEMV kernels);
+               its GB/s counts one byte a weight plus the scales, its rel L2 includes the
+               quantisation error
 TFLOP/s counts 2 * T * k * H * (2I + I) * 2 / 2 = the two GEMMs' multiply-adds (6 T k H I).
 Outputs compared with grouped_mm's (relative L2). Prefill T = 8192; decode T in {1, 16, 64}
 reports GB/s over the expert weights actually touched (quick: prefill at T = 2048 only).
@@ -106,6 +109,12 @@ def main():
     dense = 2 * 8192 ** 3 / dense_ms / 1e9
     del a
     print(f"dense bf16 GEMM: {dense:.0f} TFLOP/s", file=sys.stderr)
+    w13_8 = w2_8 = s13 = s2 = None
+    if kiln is not None:
+        w13_8, s13 = kiln.quantize_fp8(w13.view(E * 2 * I, H), granularity="block")
+        w2_8, s2 = kiln.quantize_fp8(w2.view(E * H, I), granularity="block")
+        w13_8, w2_8 = w13_8.view(E, 2 * I, H), w2_8.view(E, H, I)
+        s13, s2 = s13.view(E, 2 * I // 128, H // 128), s2.view(E, H // 128, I // 128)
     rows = []
     for t in ([2048] if args.quick else [8192, 64, 16, 1]):
         x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)
@@ -119,6 +128,11 @@ def main():
             else:
                 impls["kiln gemv"] = with_env("KILN_FUSED_MOE", "gemv", impls["kiln"])
                 impls["kiln grouped"] = with_env("KILN_FUSED_MOE", "grouped", impls["kiln"])
+        if kiln is not None and t * K < 1024:
+            # w8a16: the same weights as e4m3 with 128 x 128 block scales (kiln.quantize_fp8 over
+            # the [E * rows, cols] views: rows are multiples of 128, so the blocks are per expert).
+            impls["kiln w8a16"] = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids,
+                                                         w13_scale=s13, w2_scale=s2)
         touched = len(torch.unique(ids))
         wbytes = touched * 3 * I * H * 2
         flops = 6.0 * t * K * H * I
@@ -131,11 +145,14 @@ def main():
                 err = ((out.float() - want).norm() / want.norm()).item()
                 ms = timer.measure(lambda _: fn(), reps=reps)
                 variant = kiln.last_receipt().variant if label.startswith("kiln") else ""
+                # FP8 weights: one byte an element, plus the touched experts' block scales.
+                nbytes = (touched * 3 * I * H + touched * 3 * I * H // (128 * 128) * 4
+                          if label.endswith("w8a16") else wbytes)
                 rows.append({"T": t, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
                              "share_dense": flops / ms / 1e9 / dense,
-                             "weight_gbps": wbytes / ms / 1e6, "rel_l2": err, "variant": variant})
+                             "weight_gbps": nbytes / ms / 1e6, "rel_l2": err, "variant": variant})
                 print(f"T={t:5d} {label:10s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
-                      f"weights {wbytes / ms / 1e6:7.0f} GB/s rel_l2 {err:.2e} {variant}",
+                      f"weights {nbytes / ms / 1e6:7.0f} GB/s rel_l2 {err:.2e} {variant}",
                       file=sys.stderr)
             except Exception as e:  # noqa: BLE001 -- reported, the others still run
                 print(f"T={t:5d} {label:10s} failed: {str(e).splitlines()[0][:160]}",

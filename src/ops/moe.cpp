@@ -3,6 +3,7 @@
 #include "kiln/ops/moe.h"
 
 #include <string>
+#include <utility>
 
 #include "core/backend.h"
 #include "core/check.h"
@@ -13,19 +14,27 @@
 namespace kiln {
 namespace {
 
-// A contiguous tensor of `sizes` on x's device and of x's dtype.
-void weights_tensor(std::string_view op, std::string_view arg, const TensorView& t,
-                    const TensorView& x, std::initializer_list<int64_t> sizes) {
+std::string shape_of(std::initializer_list<int64_t> sizes) {
+  std::string s = "[";
+  for (int64_t v : sizes) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
+  return s + "]";
+}
+
+// A contiguous tensor of `sizes` and `dtype` on `device`.
+void contiguous_tensor(std::string_view op, std::string_view arg, const TensorView& t, DType dtype,
+                       const Device& device, std::initializer_list<int64_t> sizes) {
   check::present(op, arg, t);
-  check::same_dtype(op, arg, t, x.dtype);
-  check::same_device(op, arg, t, x.device);
+  check::same_dtype(op, arg, t, dtype);
+  check::same_device(op, arg, t, device);
   bool match = t.rank == static_cast<int>(sizes.size());
   int d = 0;
   for (int64_t s : sizes) match = match && t.size(d++) == s;
-  std::string want = "[";
-  for (int64_t s : sizes) want += (want.size() > 1 ? ", " : "") + std::to_string(s);
-  if (!match) throw_arg_error(op, arg, "shape " + want + "]", t.shape_str());
+  if (!match) throw_arg_error(op, arg, "shape " + shape_of(sizes), t.shape_str());
   if (!t.is_contiguous()) throw_arg_error(op, arg, "a contiguous tensor", t.describe());
+}
+
+int64_t blocks128(int64_t n) {
+  return (n + 127) / 128;
 }
 
 }  // namespace
@@ -33,7 +42,7 @@ void weights_tensor(std::string_view op, std::string_view arg, const TensorView&
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
                const TensorView& w2, const TensorView& topk_weights, const TensorView& topk_ids,
                MoeActivation activation, const TensorView& expert_map, const TensorView& bad_ids,
-               Stream stream) {
+               const MoeWeightScales& weight_scales, Stream stream) {
   constexpr std::string_view op = "fused_moe";
   MoeProblem p;
   p.op = op;
@@ -50,8 +59,31 @@ void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13
   if (w2.rank != 3) throw_arg_error(op, "w2", "rank 3 [E_local, H, I]", w2.shape_str());
   p.local_experts = w2.size(0);
   p.inter = w2.size(2);
-  weights_tensor(op, "w2", w2, x, {p.local_experts, p.hidden, p.inter});
-  weights_tensor(op, "w13", w13, x, {p.local_experts, p.gated() ? 2 * p.inter : p.inter, p.hidden});
+  // Weights of x's dtype, or both f8e4m3 with their block scales.
+  p.weight_dtype = w2.dtype == DType::f8e4m3 ? DType::f8e4m3 : x.dtype;
+  if (w2.dtype != p.weight_dtype) {
+    throw_arg_error(op, "w2", std::string(dtype_name(x.dtype)) + " (x's dtype) or f8e4m3",
+                    std::string(dtype_name(w2.dtype)));
+  }
+  contiguous_tensor(op, "w2", w2, p.weight_dtype, p.device, {p.local_experts, p.hidden, p.inter});
+  contiguous_tensor(op, "w13", w13, p.weight_dtype, p.device,
+                    {p.local_experts, p.rows13(), p.hidden});
+  if (p.fp8_weights()) {
+    contiguous_tensor(op, "w13_scale", weight_scales.w13, DType::f32, p.device,
+                      {p.local_experts, blocks128(p.rows13()), blocks128(p.hidden)});
+    contiguous_tensor(op, "w2_scale", weight_scales.w2, DType::f32, p.device,
+                      {p.local_experts, blocks128(p.hidden), blocks128(p.inter)});
+    p.w13_scale = static_cast<const float*>(weight_scales.w13.data);
+    p.w2_scale = static_cast<const float*>(weight_scales.w2.data);
+  } else {
+    for (const auto& [arg, t] :
+         {std::pair{"w13_scale", &weight_scales.w13}, std::pair{"w2_scale", &weight_scales.w2}}) {
+      if (t->defined()) {
+        throw_arg_error(op, arg, "absent with " + std::string(dtype_name(x.dtype)) + " weights",
+                        t->describe());
+      }
+    }
+  }
   check::present(op, "topk_ids", topk_ids);
   check::dtype_in(op, "topk_ids", topk_ids, {DType::i32});
   check::same_device(op, "topk_ids", topk_ids, p.device);

@@ -17,10 +17,14 @@ struct MoeProblem {
   int64_t tokens = 0, hidden = 0, inter = 0, k = 0, experts = 0, local_experts = 0;
   check::RowMatrix x, out;                   // [T, H]
   const void *w13 = nullptr, *w2 = nullptr;  // contiguous [E_local, (2)I, H], [E_local, H, I]
-  check::RowMatrix weights, ids;             // [T, k]
-  const int32_t* expert_map = nullptr;       // [E] contiguous, or null
-  int32_t* bad_ids = nullptr;                // [1] counter on the device
+  DType weight_dtype = DType::bf16;          // dtype, or f8e4m3 with the block scales below
+  const float *w13_scale = nullptr, *w2_scale = nullptr;  // [E_local, ceil(rows / 128), ...]
+  check::RowMatrix weights, ids;                          // [T, k]
+  const int32_t* expert_map = nullptr;                    // [E] contiguous, or null
+  int32_t* bad_ids = nullptr;                             // [1] counter on the device
   bool gated() const { return activation != MoeActivation::relu2; }
+  bool fp8_weights() const { return weight_dtype == DType::f8e4m3; }
+  int64_t rows13() const { return gated() ? 2 * inter : inter; }
   // The activation in the shared math's terms (ops/activation_math.h), for reference and kernel.
   act::Kind act_kind() const {
     switch (activation) {

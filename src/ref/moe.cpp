@@ -22,7 +22,20 @@ double rounded(DType dtype, double v) {
 void fused_moe(const MoeProblem& p) {
   using element::load;
   using element::store;
-  const int64_t rows13 = p.gated() ? 2 * p.inter : p.inter;
+  const int64_t rows13 = p.rows13();
+  // A weight as the math sees it: FP8 ones times their 128 x 128 block's scale.
+  const int64_t h_blocks = (p.hidden + 127) / 128, i_blocks = (p.inter + 127) / 128;
+  const int64_t r13_blocks = (rows13 + 127) / 128;
+  auto w13_at = [&](int64_t e, int64_t r, int64_t h) {
+    const double w = load(p.w13, p.weight_dtype, (e * rows13 + r) * p.hidden + h);
+    if (!p.fp8_weights()) return w;
+    return w * p.w13_scale[(e * r13_blocks + r / 128) * h_blocks + h / 128];
+  };
+  auto w2_at = [&](int64_t e, int64_t h, int64_t i) {
+    const double w = load(p.w2, p.weight_dtype, (e * p.hidden + h) * p.inter + i);
+    if (!p.fp8_weights()) return w;
+    return w * p.w2_scale[(e * h_blocks + h / 128) * i_blocks + i / 128];
+  };
   const act::Kind kind = p.act_kind();
   std::vector<double> act(p.inter), sum(p.hidden);
   for (int64_t t = 0; t < p.tokens; ++t) {
@@ -35,8 +48,7 @@ void fused_moe(const MoeProblem& p) {
       auto up_row = [&](int64_t r) {  // w13[e][r] · x[t]
         double dot = 0;
         for (int64_t h = 0; h < p.hidden; ++h) {
-          dot += load(p.w13, p.dtype, (e * rows13 + r) * p.hidden + h) *
-                 load(p.x.data, p.dtype, t * p.x.row_stride + h);
+          dot += w13_at(e, r, h) * load(p.x.data, p.dtype, t * p.x.row_stride + h);
         }
         return dot;
       };
@@ -47,7 +59,7 @@ void fused_moe(const MoeProblem& p) {
       for (int64_t h = 0; h < p.hidden; ++h) {
         double dot = 0;
         for (int64_t i = 0; i < p.inter; ++i) {
-          dot += load(p.w2, p.dtype, (e * p.hidden + h) * p.inter + i) * act[i];
+          dot += w2_at(e, h, i) * act[i];
         }
         sum[h] += w * dot;
       }

@@ -7,7 +7,8 @@
 // weights set to 0 (and their ids and map values made valid, since it checks them). Outputs
 // poisoned before each run, so an unwritten element is a NaN and fails. On Hopper, the small-T
 // cases also run with KILN_FUSED_MOE=grouped (the prefill path forced down to T = 1, x's rows
-// padded by 8 or by 3: the gather's 16-byte and element copies).
+// padded by 8 or by 3: the gather's 16-byte and element copies). FP8 weights (e4m3, random block
+// scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -46,15 +47,17 @@ struct Case {
   int64_t tokens, k, experts;
   bool vec_shape, mapped;
   bool grouped = false;  // KILN_FUSED_MOE=grouped
-  int64_t hidden() const { return vec_shape ? 128 : 100; }
-  int64_t inter() const { return vec_shape ? 64 : 36; }
+  bool fp8 = false;      // e4m3 weights with 128 x 128 block scales (w8a16)
+  // FP8 shapes span several scale blocks, the last ones partial.
+  int64_t hidden() const { return fp8 ? (vec_shape ? 256 : 200) : (vec_shape ? 128 : 100); }
+  int64_t inter() const { return fp8 ? (vec_shape ? 192 : 136) : (vec_shape ? 64 : 36); }
   // With a map: E global experts over E_local = E / 2 + 1 local ones.
   int64_t local_experts() const { return mapped ? experts / 2 + 1 : experts; }
   std::string name() const {
     return std::string(dtype_name(dtype)) + "_" + name_of(activation) + "_T" +
            std::to_string(tokens) + "_k" + std::to_string(k) + "_E" + std::to_string(experts) +
            (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "") +
-           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "");
+           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") + (fp8 ? "_fp8" : "");
   }
   int64_t x_pad() const { return vec_shape && !(grouped && tokens == 7) ? 8 : 3; }
 };
@@ -69,11 +72,22 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   const int64_t T = c.tokens, H = c.hidden(), I = c.inter(), E = c.experts;
   const int64_t EL = c.local_experts(), rows13 = c.activation == MoeActivation::relu2 ? I : 2 * I;
   std::mt19937_64 rng(T * 31 + c.k * 7 + E);
-  HostTensor x(c.dtype, {T, H}, H + c.x_pad()), w13(c.dtype, {EL, rows13, H}),
-      w2(c.dtype, {EL, H, I});
+  const DType wdtype = c.fp8 ? DType::f8e4m3 : c.dtype;
+  auto blocks = [](int64_t n) { return (n + 127) / 128; };
+  HostTensor x(c.dtype, {T, H}, H + c.x_pad()), w13(wdtype, {EL, rows13, H}),
+      w2(wdtype, {EL, H, I}), w13_scale(DType::f32, {EL, blocks(rows13), blocks(H)}),
+      w2_scale(DType::f32, {EL, blocks(H), blocks(I)});
   x.randn(rng);
-  w13.randn(rng, 0.0, 1.0 / std::sqrt(static_cast<double>(H)));  // outputs of order 1
-  w2.randn(rng, 0.0, 1.0 / std::sqrt(static_cast<double>(I)));
+  // Outputs of order 1: bf16/f16 weights of scale 1/sqrt(fan_in); FP8 ones of scale 1 with
+  // block scales around 1/sqrt(fan_in).
+  std::uniform_real_distribution<double> spread(0.5, 1.5);
+  w13.randn(rng, 0.0, c.fp8 ? 1.0 : 1.0 / std::sqrt(static_cast<double>(H)));
+  w2.randn(rng, 0.0, c.fp8 ? 1.0 : 1.0 / std::sqrt(static_cast<double>(I)));
+  for (auto [scale, fan_in] : {std::pair{&w13_scale, H}, std::pair{&w2_scale, I}}) {
+    for (int64_t r = 0; r < scale->rows(); ++r)
+      for (int64_t b = 0; b < scale->cols(); ++b)
+        scale->set(r, b, spread(rng) / std::sqrt(static_cast<double>(fan_in)));
+  }
   HostTensor weights(DType::f32, {T, c.k}), ids(DType::i32, {T, c.k}), map(DType::i32, {E});
   std::uniform_int_distribution<int64_t> pick(0, E - 1);
   std::uniform_real_distribution<double> unit(0.1, 1.0);
@@ -100,22 +114,27 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   HostTensor no_bad(DType::i32, {1});
   no_bad.set(0, 0, 0);
   Mirrored dx(x), dw13(w13), dw2(w2), dweights(weights), dids(ids), dmap(map),
-      dout(HostTensor(c.dtype, {T, H})), dbad(no_bad);
-  for (Mirrored* m : {&dx, &dw13, &dw2, &dweights, &dids, &dmap, &dbad}) m->upload();
+      dout(HostTensor(c.dtype, {T, H})), dbad(no_bad), dw13_scale(w13_scale), dw2_scale(w2_scale);
+  for (Mirrored* m : {&dx, &dw13, &dw2, &dweights, &dids, &dmap, &dbad, &dw13_scale, &dw2_scale}) {
+    m->upload();
+  }
   dout.poison();
+  const MoeWeightScales scales =
+      c.fp8 ? MoeWeightScales{dw13_scale.view(), dw2_scale.view()} : MoeWeightScales{};
   fused_moe(dout.view(), dx.view(), dw13.view(), dw2.view(), dweights.view(), dids.view(),
-            c.activation, c.mapped ? dmap.view() : TensorView(), dbad.view());
+            c.activation, c.mapped ? dmap.view() : TensorView(), dbad.view(), scales);
   EXPECT_EQ(last_receipt().backend, "cuda");
   const std::string variant = last_receipt().variant;
   // From kGroupedMinEntries picks on, shapes the grouped GEMM takes go the prefill path.
   if (c.grouped ||
-      (c.vec_shape && T * c.k >= cuda::kGroupedMinEntries && testing::gpu_major() == 9)) {
+      (c.vec_shape && !c.fp8 && T * c.k >= cuda::kGroupedMinEntries && testing::gpu_major() == 9)) {
     EXPECT_EQ(variant.rfind("fused_moe_grouped<", 0), 0u) << variant;
   } else {
     EXPECT_EQ(variant.rfind("fused_moe_gemv<", 0), 0u) << variant;
     EXPECT_NE(variant.find(c.vec_shape ? ",up_vec,down_vec>" : ",up_scalar,down_scalar>"),
               std::string::npos)
         << variant;
+    EXPECT_EQ(variant.find(",w8,") != std::string::npos, c.fp8) << variant;
   }
   testing::cuda_ok(cudaDeviceSynchronize(), "fused_moe");
   dout.download();
@@ -123,7 +142,8 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   EXPECT_EQ(dbad.host.at(0, 0), static_cast<double>(bad_picks)) << "bad picks counted";
   HostTensor want(c.dtype, {T, H}), ref_bad(no_bad);
   fused_moe(want.view(), x.view(), w13.view(), w2.view(), ref_weights.view(), ref_ids.view(),
-            c.activation, c.mapped ? ref_map.view() : TensorView(), ref_bad.view());
+            c.activation, c.mapped ? ref_map.view() : TensorView(), ref_bad.view(),
+            c.fp8 ? MoeWeightScales{w13_scale.view(), w2_scale.view()} : MoeWeightScales{});
   testing::expect_close(dout.host, want, c.dtype == DType::bf16 ? 2e-2 : 1e-2, "out");
 }
 
@@ -148,6 +168,25 @@ std::vector<Case> sweep() {
         }
       }
     }
+  }
+  // FP8 weights (w8a16): both activations' dtypes, a gated and the ungated activation, the
+  // 16-byte and element paths, with a map; T = 1 and 7 (the reference is float64), and one
+  // T = 80, k = 8 case past kGroupedMinEntries (FP8 weights stay on the GEMV kernels).
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (MoeActivation a : {MoeActivation::swiglu, MoeActivation::relu2}) {
+      for (int64_t tokens : {1, 7}) {
+        for (bool vec : {true, false}) {
+          Case c{dtype, a, tokens, 2, 13, vec, tokens == 7};
+          c.fp8 = true;
+          cases.push_back(c);
+        }
+      }
+    }
+  }
+  if (!testing::quick_sweep()) {
+    Case c{DType::bf16, MoeActivation::swiglu, 80, 8, 16, true, false};
+    c.fp8 = true;
+    cases.push_back(c);
   }
   return cases;
 }

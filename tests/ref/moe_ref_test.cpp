@@ -141,6 +141,51 @@ INSTANTIATE_TEST_SUITE_P(All, MoeRefCompose,
                                            Case{DType::f16, MoeActivation::swiglu}),
                          case_name);
 
+// FP8 weights whose dequantized values bf16 holds exactly (e4m3 values on a coarse grid times
+// power-of-two block scales) give the bf16 path's result to the bit; the shapes span several
+// scale blocks with partial last ones (H = 200, I = 136, rows13 = 272), so every block's scale is
+// used where it belongs.
+TEST(MoeRef, Fp8WeightsEqualTheirDequantizedBf16Weights) {
+  constexpr int64_t kT = 3, kH = 200, kI = 136, kE = 2, kK = 2, kR = 2 * kI;
+  auto blocks = [](int64_t n) { return (n + 127) / 128; };
+  std::mt19937_64 rng(5);
+  HostTensor x(DType::bf16, {kT, kH}), w13(DType::f8e4m3, {kE, kR, kH}),
+      w2(DType::f8e4m3, {kE, kH, kI}), w13_bf(DType::bf16, {kE, kR, kH}),
+      w2_bf(DType::bf16, {kE, kH, kI}), s13(DType::f32, {kE, blocks(kR), blocks(kH)}),
+      s2(DType::f32, {kE, blocks(kH), blocks(kI)}), out(DType::bf16, {kT, kH}),
+      out_bf(DType::bf16, {kT, kH});
+  x.randn(rng);
+  std::uniform_int_distribution<int> level(-8, 8), power(-6, -3);
+  for (HostTensor* scale : {&s13, &s2}) {
+    for (int64_t r = 0; r < scale->rows(); ++r)
+      for (int64_t b = 0; b < scale->cols(); ++b) scale->set(r, b, std::ldexp(1.0, power(rng)));
+  }
+  // Element (e, r, c) of a weight of `rows` x `cols` per expert and its scale tensor.
+  auto fill = [&](HostTensor& w8, HostTensor& wbf, const HostTensor& scale, int64_t rows) {
+    for (int64_t er = 0; er < w8.rows(); ++er) {
+      const int64_t e = er / rows, r = er % rows;
+      for (int64_t c = 0; c < w8.cols(); ++c) {
+        const double v = level(rng) * 0.25;  // exact in e4m3
+        w8.set(er, c, v);
+        wbf.set(er, c, v * scale.at(e * blocks(rows) + r / 128, c / 128));
+      }
+    }
+  };
+  fill(w13, w13_bf, s13, kR);
+  fill(w2, w2_bf, s2, kH);
+  std::vector<int32_t> ids{0, 1, 1, 0, 1, 1};
+  std::vector<float> weights{0.25f, 0.75f, 0.5f, 0.5f, 1.f, 0.125f};
+  fused_moe(out.view(), x.view(), w13.view(), w2.view(), f32(weights, {kT, kK}), i32(ids, {kT, kK}),
+            MoeActivation::swiglu, TensorView(), counter(), MoeWeightScales{s13.view(), s2.view()});
+  fused_moe(out_bf.view(), x.view(), w13_bf.view(), w2_bf.view(), f32(weights, {kT, kK}),
+            i32(ids, {kT, kK}), MoeActivation::swiglu, TensorView(), counter());
+  EXPECT_EQ(out.bytes, out_bf.bytes);
+  double norm = 0;
+  for (int64_t t = 0; t < kT; ++t)
+    for (int64_t h = 0; h < kH; ++h) norm += std::fabs(out.at(t, h));
+  EXPECT_GT(norm, 1.0);  // not all zeros
+}
+
 TEST(MoeRef, BadInput) {
   using testing::expect_error;
   HostTensor x(DType::bf16, {2, 8}), w13(DType::bf16, {3, 8, 8}), w2(DType::bf16, {3, 8, 4}),
@@ -187,6 +232,34 @@ TEST(MoeRef, BadInput) {
                   i32(ids, {2, 2}), MoeActivation::swiglu, TensorView(), TensorView());
       },
       "fused_moe: argument 'bad_ids'");
+  // FP8 weights: both FP8, with scales of the right shape; no scales for bf16 weights.
+  HostTensor w13_8(DType::f8e4m3, {3, 8, 8}), w2_8(DType::f8e4m3, {3, 8, 4}),
+      s13(DType::f32, {3, 1, 1}), s2(DType::f32, {3, 1, 1}), s2_bad(DType::f32, {3, 1, 2});
+  auto run8 = [&](const TensorView& w13v, const TensorView& w2v, const MoeWeightScales& s) {
+    fused_moe(out.view(), x.view(), w13v, w2v, f32(weights, {2, 2}), i32(ids, {2, 2}),
+              MoeActivation::swiglu, TensorView(), counter(), s);
+  };
+  run8(w13_8.view(), w2_8.view(), {s13.view(), s2.view()});  // valid
+  expect_error(
+      [&] {
+        run8(w13_8.view(), w2_8.view(), {s13.view(), TensorView()});
+      },
+      "fused_moe: argument 'w2_scale'");
+  expect_error(
+      [&] {
+        run8(w13_8.view(), w2_8.view(), {s13.view(), s2_bad.view()});
+      },
+      "fused_moe: argument 'w2_scale': expected shape [3, 1, 1], got [3, 1, 2]");
+  expect_error(
+      [&] {
+        run8(w13.view(), w2_8.view(), {s13.view(), s2.view()});
+      },
+      "fused_moe: argument 'w13'");
+  expect_error(
+      [&] {
+        run8(w13.view(), w2.view(), {s13.view(), s2.view()});
+      },
+      "fused_moe: argument 'w13_scale': expected absent with bf16 weights");
   EXPECT_EQ(bad_count[0], 0);
 }
 

@@ -72,6 +72,12 @@ def test_opcheck_and_compile():
     ids = torch.tensor([[0, 1], [1, 0], [1, 1]], dtype=torch.int32)
     weights = torch.full((3, 2), 0.5)
     torch.library.opcheck(torch.ops.kiln.fused_moe, (x, w13, w2, weights, ids, "swiglu", None))
+    w13_8, w2_8 = w13.to(torch.float8_e4m3fn), w2.to(torch.float8_e4m3fn)
+    scales = torch.full((2, 1, 1), 0.5), torch.full((2, 1, 1), 2.0)
+    # test_schema compares inputs with a multiply torch has no float8 kernel for.
+    torch.library.opcheck(torch.ops.kiln.fused_moe,
+                          (x, w13_8, w2_8, weights, ids, "swiglu", None, *scales),
+                          test_utils=("test_faketensor", "test_aot_dispatch_dynamic"))
     torch._dynamo.reset()
     fn = torch.compile(lambda x: kiln.fused_moe(x * 2, w13, w2, weights, ids), fullgraph=True)
     torch.testing.assert_close(fn(x), kiln.fused_moe(x * 2, w13, w2, weights, ids))
@@ -130,3 +136,49 @@ def test_cuda_counts_bad_picks_and_skips_them():
     want = kiln.fused_moe(x, w13, w2, torch.where(good, weights, 0.0), torch.where(good, ids, 0),
                           return_bad_count=False)
     torch.testing.assert_close(out, want, atol=0, rtol=0)
+
+
+def fp8_weights(shape, seed):
+    """(e4m3 weights, float32 128 x 128 block scales, the dequantized float64 weights)."""
+    g = torch.Generator().manual_seed(seed)
+    e, rows, cols = shape
+    w8 = torch.randn(shape, generator=g).to(torch.float8_e4m3fn)
+    rb, cb = -(-rows // 128), -(-cols // 128)
+    scale = (torch.rand(e, rb, cb, generator=g) + 0.5) / cols ** 0.5
+    full = scale.repeat_interleave(128, 1)[:, :rows].repeat_interleave(128, 2)[:, :, :cols]
+    return w8, scale, w8.double() * full.double()
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "relu2"])
+def test_fp8_weights_match_their_dequantized_math(activation):
+    t, h, i, e, k = 5, 200, 136, 3, 2
+    rows = i if activation == "relu2" else 2 * i
+    x = make((t, h), 31)
+    w13, s13, w13_f = fp8_weights((e, rows, h), 32)
+    w2, s2, w2_f = fp8_weights((e, h, i), 33)
+    ids = torch.tensor([[0, 1], [2, 0], [1, 1], [2, 2], [0, 2]], dtype=torch.int32)
+    weights = torch.rand(t, k, generator=torch.Generator().manual_seed(34))
+    out = kiln.fused_moe(x, w13, w2, weights, ids, activation=activation, w13_scale=s13,
+                         w2_scale=s2)
+    assert kiln.last_receipt().backend == "reference"
+    want = torch_moe(x, w13_f, w2_f, weights, ids, activation)
+    torch.testing.assert_close(out.double(), want, atol=1e-2, rtol=1e-2)
+    with pytest.raises(RuntimeError, match="w2_scale"):
+        kiln.fused_moe(x, w13, w2, weights, ids, activation=activation, w13_scale=s13)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("t", [1, 9, 100])
+def test_cuda_fp8_weights_match_the_cpu_reference(t):
+    h, i, e, k = 256, 192, 8, 8
+    x = make((t, h), 41)
+    w13, s13, _ = fp8_weights((e, 2 * i, h), 42)
+    w2, s2, _ = fp8_weights((e, h, i), 43)
+    g = torch.Generator().manual_seed(44)
+    ids = torch.randint(0, e, (t, k), generator=g, dtype=torch.int32)
+    weights = torch.rand(t, k, generator=g)
+    want = kiln.fused_moe(x, w13, w2, weights, ids, w13_scale=s13, w2_scale=s2)
+    got = kiln.fused_moe(x.cuda(), w13.cuda(), w2.cuda(), weights.cuda(), ids.cuda(),
+                         w13_scale=s13.cuda(), w2_scale=s2.cuda())
+    assert ",w8," in kiln.last_receipt().variant
+    torch.testing.assert_close(got.cpu(), want, atol=2e-2, rtol=2e-2)

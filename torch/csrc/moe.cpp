@@ -30,7 +30,9 @@ std::tuple<at::Tensor, at::Tensor> fused_moe_op(const at::Tensor& x, const at::T
                                                 const at::Tensor& topk_weights,
                                                 const at::Tensor& topk_ids,
                                                 const std::string& activation,
-                                                const OptTensor& expert_map) {
+                                                const OptTensor& expert_map,
+                                                const OptTensor& w13_scale,
+                                                const OptTensor& w2_scale) {
   return translate_errors([&] {
     constexpr std::string_view op = "fused_moe";
     const DeviceScope scope(x);
@@ -40,6 +42,8 @@ std::tuple<at::Tensor, at::Tensor> fused_moe_op(const at::Tensor& x, const at::T
                     to_view(op, "w2", w2), to_view(op, "topk_weights", topk_weights),
                     to_view(op, "topk_ids", topk_ids), activation_of(activation),
                     to_view(op, "expert_map", expert_map), to_view(op, "bad_ids", bad),
+                    MoeWeightScales{to_view(op, "w13_scale", w13_scale),
+                                    to_view(op, "w2_scale", w2_scale)},
                     scope.stream());
     return std::make_tuple(out, bad);
   });
@@ -51,10 +55,12 @@ std::tuple<at::Tensor, at::Tensor> fused_moe_op(const at::Tensor& x, const at::T
 TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.set_python_module("kiln._ops.moe");
   // (out [T, H] = sum over each token's picks of weight * w2[e] act(w13[e] x[t]), the count of
-  // picks skipped for bad ids or map values: int32 [1]).
+  // picks skipped for bad ids or map values: int32 [1]). FP8 (e4m3) w13/w2 take their 128 x 128
+  // block scales.
   m.def(
       "fused_moe(Tensor x, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, str "
-      "activation, Tensor? expert_map) -> (Tensor, Tensor)");
+      "activation, Tensor? expert_map, Tensor? w13_scale=None, Tensor? w2_scale=None) -> (Tensor, "
+      "Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kiln, CPU, m) {

@@ -4,7 +4,8 @@
 //
 // x [T, H] (bf16 or f16; rows may be strided, the last dim contiguous).
 // w13 [E_local, 2I, H] for the gated activations (rows 0..I-1 the gate, I..2I-1 the up
-// projection), [E_local, I, H] for relu2; w2 [E_local, H, I]; both of x's dtype, contiguous.
+// projection), [E_local, I, H] for relu2; w2 [E_local, H, I]; both contiguous, of x's dtype or
+// both f8e4m3 (below).
 // topk_weights f32 [T, k] and topk_ids int32 [T, k] (a router's outputs, ids in [0, E)).
 // expert_map int32 [E] maps global ids to local experts (-1: not held here, the pick is dropped:
 // expert parallelism), or absent (E = E_local, the identity).
@@ -14,6 +15,15 @@
 // gelu_residual); relu2 = relu(h)². The intermediate act(...) [I] is rounded to x's dtype (what
 // the two grouped GEMMs store between them); products accumulate in fp32 (float64 in the
 // reference); picks add in order j = 0 .. k-1.
+// FP8 weights (w8a16, the decode path): w13 and w2 of dtype f8e4m3 with DeepSeek-V3's 128 x 128
+// block scales, f32 and contiguous, in weight_scales: w13 [E_local, ceil(rows13 / 128),
+// ceil(H / 128)], w2 [E_local, ceil(H / 128), ceil(I / 128)] (rows13 = 2I gated, I for relu2):
+// weight element (e, r, c) stands for fp32(w[e, r, c]) * scale[e, r / 128, c / 128]. (For rows
+// that are multiples of 128, quantize_fp8's block granularity over the [E_local * rows, cols]
+// view writes exactly this layout.) x stays bf16/f16; the products are fp32 on the weights
+// dequantized as they are read; the intermediate is rounded to x's dtype. With bf16/f16 weights
+// the scales are absent. On CUDA, FP8 weights take the GEMV kernels at every T (an FP8 grouped
+// GEMM for prefill is still to come).
 // bad_ids: int32 [1] on x's device, a counter the caller zeroes and reads when it likes (ops never
 // synchronise; DESIGN.md "Errors").
 // CPU tensors run the float64 reference; their ids and map values are host data, checked before
@@ -31,9 +41,14 @@ namespace kiln {
 
 enum class MoeActivation { swiglu, gelu_tanh, gelu_erf, relu2 };
 
+// The block scales of FP8 expert weights (see above); absent for bf16/f16 weights.
+struct MoeWeightScales {
+  TensorView w13, w2;
+};
+
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
                const TensorView& w2, const TensorView& topk_weights, const TensorView& topk_ids,
                MoeActivation activation, const TensorView& expert_map, const TensorView& bad_ids,
-               Stream stream = nullptr);
+               const MoeWeightScales& weight_scales = {}, Stream stream = nullptr);
 
 }  // namespace kiln

@@ -10,6 +10,9 @@
 // outside [0, E) or whose map value is outside [-1, E_local) is skipped like a dropped pick (never
 // dereferenced, contributes 0) and counted once into bad_ids, by the down kernel's first block of
 // the token.
+// FP8 weights (w8a16): the same kernels read e4m3 weights, 16 a lane a step, convert them
+// exactly and scale each pack's partial dot product by its 128 x 128 block's scale; they halve
+// the bytes of the decode path. Every T takes these kernels with FP8 weights.
 // Napkin math, decode (T = 1, k = 8, H = 4096, I = 1536, swiglu, bf16): the 8 picked experts'
 // weights, 8 * (2 * 1536 + 1536) * 4096 * 2 B = 302 MB, read once: ~95 us at 3.2 TB/s if the
 // warps keep the memory busy. At large T every pick re-reads its expert's rows (from L2 at best):
@@ -21,10 +24,12 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/fp8_pack.cuh"
 #include "cuda/common/warp_reduce.cuh"
 #include "cuda/moe/fused_moe_launch.h"
 #include "ops/activation_math.h"
@@ -48,6 +53,11 @@ struct MoeArgs {
   int32_t* bad_ids;  // [1] counter
   int64_t hidden, inter, k;
   int64_t experts, local_experts;
+  // FP8 weights' 128 x 128 block scales (null for bf16/f16 weights; never read then):
+  // w13_scale [E_local, r13_blocks, h_blocks], w2_scale [E_local, h_blocks, i_blocks].
+  const float* w13_scale;
+  const float* w2_scale;
+  int64_t r13_blocks, h_blocks, i_blocks;
 };
 
 // The local expert of pick (t, j); -1 when the pick is dropped (map value -1) or bad (its id or
@@ -62,23 +72,56 @@ __device__ __forceinline__ int64_t local_expert(const MoeArgs& a, int64_t t, int
   return ok ? e : -1;
 }
 
-// u · v over n elements in fp32, by the whole warp (every lane gets the sum). kVec > 1 needs
-// n % kVec == 0 and both rows 16-byte aligned.
-template <typename T, int kVec>
-__device__ __forceinline__ float warp_dot(const T* u, const T* v, int64_t n, int lane) {
+// kVec weights as fp32: bf16/f16 widened, FP8 (e4m3 bytes) converted exactly (times its block
+// scale later, once a pack: a pack never straddles a 128-wide block).
+template <typename W, int kVec>
+__device__ __forceinline__ void load_weights(const W* u, float (&out)[kVec]) {
+  if constexpr (std::is_same_v<W, uint8_t>) {
+    from_fp8<__NV_E4M3, kVec>(*reinterpret_cast<const Pack<uint8_t, kVec>*>(u), out);
+  } else {
+    load_floats<W, kVec>(u, out);
+  }
+}
+
+// u · v over n elements in fp32, by the whole warp (every lane gets the sum): u a weight row (of
+// W), v an activation row (of T). FP8 rows carry their block scales: scales[c / 128] for element
+// c. kVec > 1 needs n % kVec == 0 and both rows 16-byte aligned.
+template <typename W, typename T, int kVec>
+__device__ __forceinline__ float warp_dot(const W* u, const float* scales, const T* v, int64_t n,
+                                          int lane) {
+  constexpr bool kFp8 = std::is_same_v<W, uint8_t>;
+  static_assert(!kFp8 || 128 % kVec == 0, "an FP8 pack stays within one scale block");
   float acc = 0.f;
   for (int64_t i = int64_t{lane} * kVec; i < n; i += 32 * kVec) {
     float a[kVec], b[kVec];
-    load_floats<T, kVec>(u + i, a);
+    load_weights<W, kVec>(u + i, a);
     load_floats<T, kVec>(v + i, b);
+    if constexpr (kFp8) {
+      float part = 0.f;
 #pragma unroll
-    for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
+      for (int m = 0; m < kVec; ++m) part = fmaf(a[m], b[m], part);
+      acc = fmaf(part, scales[i >> 7], acc);
+    } else {
+#pragma unroll
+      for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
+    }
   }
   return warp_sum(acc);
 }
 
+// Row r's scales in a [E_local, row_blocks, col_blocks] scale tensor; null for bf16/f16 weights.
+template <typename W>
+__device__ __forceinline__ const float* scale_row(const float* scales, int64_t e, int64_t r,
+                                                  int64_t row_blocks, int64_t col_blocks) {
+  if constexpr (std::is_same_v<W, uint8_t>) {
+    return scales + (e * row_blocks + (r >> 7)) * col_blocks;
+  } else {
+    return nullptr;
+  }
+}
+
 // A warp per intermediate value: block (x, y) = pick x, columns y * kFusedMoeWarps + warp.
-template <typename T, int kVec, act::Kind K>
+template <typename T, typename W, int kVec, act::Kind K>
 __global__ void __launch_bounds__(kFusedMoeWarps * 32)
     moe_up_kernel(const __grid_constant__ MoeArgs a) {
   constexpr bool kGated = K != act::Kind::relu2;
@@ -90,16 +133,21 @@ __global__ void __launch_bounds__(kFusedMoeWarps * 32)
   if (e < 0) return;  // the down kernel skips this pick too, so its act row is never read
   const T* x = static_cast<const T*>(a.x) + t * a.x_stride;
   const int64_t rows13 = kGated ? 2 * a.inter : a.inter;
-  const T* w = static_cast<const T*>(a.w13) + (e * rows13 + i) * a.hidden;
-  const float gate = warp_dot<T, kVec>(w, x, a.hidden, lane);
-  const float up = kGated ? warp_dot<T, kVec>(w + a.inter * a.hidden, x, a.hidden, lane) : 0.f;
+  const W* w = static_cast<const W*>(a.w13) + (e * rows13 + i) * a.hidden;
+  const float gate = warp_dot<W, T, kVec>(
+      w, scale_row<W>(a.w13_scale, e, i, a.r13_blocks, a.h_blocks), x, a.hidden, lane);
+  const float up = kGated ? warp_dot<W, T, kVec>(
+                                w + a.inter * a.hidden,
+                                scale_row<W>(a.w13_scale, e, a.inter + i, a.r13_blocks, a.h_blocks),
+                                x, a.hidden, lane)
+                          : 0.f;
   if (lane == 0) {
     static_cast<T*>(a.act)[row * a.inter + i] = from_float<T>(act::forward<float>(K, gate, up));
   }
 }
 
 // A warp per element of out: block (x, y) = token x, columns y * kFusedMoeWarps + warp.
-template <typename T, int kVec>
+template <typename T, typename W, int kVec>
 __global__ void __launch_bounds__(kFusedMoeWarps * 32)
     moe_down_kernel(const __grid_constant__ MoeArgs a) {
   const int lane = threadIdx.x % 32;
@@ -114,9 +162,11 @@ __global__ void __launch_bounds__(kFusedMoeWarps * 32)
     const int64_t e = local_expert(a, t, j, &bad);
     if (bad && counts) atomicAdd(a.bad_ids, 1);
     if (e < 0) continue;
-    const T* w = static_cast<const T*>(a.w2) + (e * a.hidden + h) * a.inter;
+    const W* w = static_cast<const W*>(a.w2) + (e * a.hidden + h) * a.inter;
+    const float* scales = scale_row<W>(a.w2_scale, e, h, a.h_blocks, a.i_blocks);
     const T* act = static_cast<const T*>(a.act) + (t * a.k + j) * a.inter;
-    sum = fmaf(a.weights[t * a.weights_stride + j], warp_dot<T, kVec>(w, act, a.inter, lane), sum);
+    sum = fmaf(a.weights[t * a.weights_stride + j],
+               warp_dot<W, T, kVec>(w, scales, act, a.inter, lane), sum);
   }
   if (lane == 0) static_cast<T*>(a.out)[t * a.out_stride + h] = from_float<T>(sum);
 }
@@ -125,11 +175,11 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// Runs both kernels with `act` as the scratch.
-template <typename T>
+// Runs both kernels with `act` as the scratch; W is T, or uint8_t for e4m3 weights.
+template <typename T, typename W>
 void launch(const MoeArgs& a, const FusedMoeGrid& g, act::Kind kind, bool up_vec, bool down_vec,
             cudaStream_t s) {
-  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kVec = 16 / sizeof(W);  // a 16-byte access of weights
   const dim3 block(kFusedMoeWarps * 32);
   if (g.up_y > 0) {  // I = 0: nothing to compute, and the down kernel's dots are empty
     const dim3 grid(static_cast<unsigned>(g.up_x), static_cast<unsigned>(g.up_y));
@@ -137,7 +187,7 @@ void launch(const MoeArgs& a, const FusedMoeGrid& g, act::Kind kind, bool up_vec
         kind, "fused_moe activation", [&](auto k) {
           dispatch_bool(up_vec, [&](auto vec) {
             constexpr int kV = decltype(vec)::value ? kVec : 1;
-            moe_up_kernel<T, kV, decltype(k)::value><<<grid, block, 0, s>>>(a);
+            moe_up_kernel<T, W, kV, decltype(k)::value><<<grid, block, 0, s>>>(a);
           });
         });
     KILN_CUDA_CHECK(cudaGetLastError());
@@ -145,7 +195,7 @@ void launch(const MoeArgs& a, const FusedMoeGrid& g, act::Kind kind, bool up_vec
   const dim3 grid(static_cast<unsigned>(g.down_x), static_cast<unsigned>(g.down_y));
   dispatch_bool(down_vec, [&](auto vec) {
     constexpr int kV = decltype(vec)::value ? kVec : 1;
-    moe_down_kernel<T, kV><<<grid, block, 0, s>>>(a);
+    moe_down_kernel<T, W, kV><<<grid, block, 0, s>>>(a);
   });
   KILN_CUDA_CHECK(cudaGetLastError());
 }
@@ -161,8 +211,8 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
     if (!grouped_fits) {
       throw Error(p.op +
                   ": KILN_FUSED_MOE=grouped, but the grouped GEMM path does not take this problem "
-                  "(it needs a Hopper GPU, I > 0, H a multiple of 8, I a multiple of 64 when gated "
-                  "and 16-byte aligned weights)");
+                  "(it needs bf16/f16 weights, a Hopper GPU, I > 0, H a multiple of 8, I a "
+                  "multiple of 64 when gated and 16-byte aligned weights)");
     }
     return fused_moe_grouped(p, stream);
   }
@@ -189,12 +239,19 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
             p.inter,
             p.k,
             p.experts,
-            p.local_experts};
-  // 16-byte packs: whole packs per row, every row start 16-byte aligned (the scratch is, from
-  // cudaMallocAsync, and its rows are I elements apart).
+            p.local_experts,
+            p.w13_scale,
+            p.w2_scale,
+            (p.rows13() + 127) / 128,
+            (p.hidden + 127) / 128,
+            (p.inter + 127) / 128};
+  // 16-byte packs of weights (8 bf16/f16 elements, 16 FP8 ones; x and the scratch read as many
+  // elements, 16 or 32 bytes): whole packs per row, every row start 16-byte aligned (the scratch
+  // is, from cudaMallocAsync, and its rows are I elements apart).
+  const int64_t wvec = p.fp8_weights() ? 16 : vec;
   const bool up_vec =
-      p.hidden % vec == 0 && p.x.row_stride % vec == 0 && aligned16(p.x.data) && aligned16(p.w13);
-  const bool down_vec = p.inter % vec == 0 && aligned16(p.w2);
+      p.hidden % wvec == 0 && p.x.row_stride % vec == 0 && aligned16(p.x.data) && aligned16(p.w13);
+  const bool down_vec = p.inter % wvec == 0 && aligned16(p.w2);
   // Stream-ordered scratch: no sync, and capturable in a CUDA graph.
   const size_t bytes = static_cast<size_t>(p.tokens * p.k * p.inter * elem);
   void* scratch = nullptr;
@@ -202,15 +259,20 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
   a.act = scratch;
   try {
     dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
-      launch<typename CudaType<decltype(dt)::value>::type>(a, g, p.act_kind(), up_vec, down_vec, s);
+      using T = typename CudaType<decltype(dt)::value>::type;
+      dispatch_bool(p.fp8_weights(), [&](auto fp8) {
+        using W = std::conditional_t<decltype(fp8)::value, uint8_t, T>;
+        launch<T, W>(a, g, p.act_kind(), up_vec, down_vec, s);
+      });
     });
   } catch (...) {
     cudaFreeAsync(scratch, s);  // the launch error is the one to report
     throw;
   }
   KILN_CUDA_CHECK(cudaFreeAsync(scratch, s));
-  return "fused_moe_gemv<" + std::string(dtype_name(p.dtype)) + "," + act::kind_name(p.act_kind()) +
-         (up_vec ? ",up_vec" : ",up_scalar") + (down_vec ? ",down_vec" : ",down_scalar") + ">";
+  return "fused_moe_gemv<" + std::string(dtype_name(p.dtype)) + (p.fp8_weights() ? ",w8" : "") +
+         "," + act::kind_name(p.act_kind()) + (up_vec ? ",up_vec" : ",up_scalar") +
+         (down_vec ? ",down_vec" : ",down_scalar") + ">";
 }
 
 }  // namespace kiln::cuda

@@ -98,8 +98,9 @@ bool aligned16(const void* p) {
 
 bool fused_moe_grouped_fits(const MoeProblem& p) {
   const int64_t up_rows = p.gated() ? 2 * p.inter : p.inter;
-  return on_hopper() && p.hidden % 8 == 0 && p.inter % (p.gated() ? 64 : 8) == 0 &&
-         up_rows % 2 == 0 && aligned16(p.w13) && aligned16(p.w2) && p.tokens * p.k > 0;
+  return !p.fp8_weights() && on_hopper() && p.hidden % 8 == 0 &&
+         p.inter % (p.gated() ? 64 : 8) == 0 && up_rows % 2 == 0 && aligned16(p.w13) &&
+         aligned16(p.w2) && p.tokens * p.k > 0;
 }
 
 std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {

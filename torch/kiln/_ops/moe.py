@@ -18,7 +18,8 @@ from ._grad import rows as _rows
 
 
 @register_fake("kiln::fused_moe")
-def _fused_moe_fake(x, w13, w2, topk_weights, topk_ids, activation, expert_map):
+def _fused_moe_fake(x, w13, w2, topk_weights, topk_ids, activation, expert_map, w13_scale=None,
+                    w2_scale=None):
     torch._check(x.dim() == 2, lambda: "fused_moe: argument 'x': expected rank 2 [T, H]")
     return x.new_empty(x.shape), x.new_empty((1,), dtype=torch.int32)
 
@@ -61,16 +62,16 @@ def expert_path(x, w13, w2, topk_weights, topk_ids, activation, expert_map):
 
 
 def _setup_fused_moe(ctx, inputs, output):
-    x, w13, w2, topk_weights, topk_ids, activation, expert_map = inputs
+    x, w13, w2, topk_weights, topk_ids, activation, expert_map = inputs[:7]
     ctx.save_for_backward(x, w13, w2, topk_weights, topk_ids, expert_map)
     ctx.activation = activation
 
 
 def _fused_moe_backward(ctx, grad_out, _grad_bad):
     x, w13, w2, topk_weights, topk_ids, expert_map = ctx.saved_tensors
-    if x.dtype != torch.bfloat16:
+    if x.dtype != torch.bfloat16 or w13.dtype != torch.bfloat16:
         raise RuntimeError("fused_moe backward: expected x, w13, w2 in bfloat16 (the training "
-                           f"path), got {x.dtype}")
+                           f"path), got x {x.dtype}, weights {w13.dtype}")
     needs = ctx.needs_input_grad[:4]
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(n) for t, n in zip((x, w13, w2, topk_weights), needs)]
@@ -80,7 +81,7 @@ def _fused_moe_backward(ctx, grad_out, _grad_bad):
     result = [next(grads) if n else None for n in needs]
     result = [g if g is not None or not n else torch.zeros_like(t)
               for g, n, t in zip(result, needs, (x, w13, w2, topk_weights))]
-    return (*result, None, None, None)
+    return (*result, None, None, None, None, None)
 
 
 register_autograd("kiln::fused_moe", _fused_moe_backward, setup_context=_setup_fused_moe)

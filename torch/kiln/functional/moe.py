@@ -15,13 +15,18 @@ _CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, *, activation: str = "swiglu",
-              expert_map: torch.Tensor | None = None, return_bad_count: bool = False):
+              expert_map: torch.Tensor | None = None, w13_scale: torch.Tensor | None = None,
+              w2_scale: torch.Tensor | None = None, return_bad_count: bool = False):
     """out [T, H] = sum_j topk_weights[t, j] * w2[e] @ act(w13[e] @ x[t]), e = the local expert
     of pick j (expert_map int32 [E] maps global ids to local ones, -1 drops the pick).
 
     x [T, H] bf16/f16; w13 [E_local, 2I, H] (gate rows, then up rows) for "swiglu", "gelu_tanh"
     and "gelu_erf" (GELU(gate) * (up + 1)), [E_local, I, H] for "relu2"; w2 [E_local, H, I];
     topk_weights f32 [T, k]; topk_ids int32 [T, k]. The intermediate is rounded to x's dtype.
+    FP8 weights (w8a16): w13 and w2 as torch.float8_e4m3fn with float32 128 x 128 block scales
+    w13_scale [E_local, ceil(rows13 / 128), ceil(H / 128)] and w2_scale [E_local, ceil(H / 128),
+    ceil(I / 128)] (an element stands for w * its block's scale); on CUDA they take the GEMV
+    kernels at every T. Inference only (no gradient).
     CPU tensors run the float64 reference and raise on a bad id or map value. On CUDA, below 512
     picks one-warp-per-output kernels run; from 512 on a Hopper GPU (H % 8 == 0, I % 64 == 0) the
     grouped wgmma path (align, gather, two grouped GEMMs, combine). Both skip a pick whose id is
@@ -29,7 +34,8 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     return_bad_count=True returns (out, count) with count int32 [1] on x's device. The receipt
     names the path. Gradients: kiln.nn.MoE.
     """
-    out, bad = _ops.fused_moe(x, w13, w2, topk_weights, topk_ids, activation, expert_map)
+    out, bad = _ops.fused_moe(x, w13, w2, topk_weights, topk_ids, activation, expert_map,
+                              w13_scale, w2_scale)
     if _CHECK and int(bad.item()) != 0:
         raise IndexError(f"fused_moe: {int(bad.item())} pick(s) with a bad id or map value skipped")
     return (out, bad) if return_bad_count else out
