@@ -69,6 +69,8 @@ constexpr OpInfo kOps[] = {
     {"fused_moe", "moe", "bf16 f16 (+ f32 routing weights)",
      "experts' up (activation fused), down x weight, sum over k; GEMV kernels below 512 picks, "
      "grouped wgmma GEMMs from there (Hopper); bad ids counted"},
+    {"dense_router", "moe", "f32 bf16 f16 x and gate -> f32 + i32 (+ f32 logits)",
+     "logits = x gate^T in fp32, then a router; T <= 16 one fused kernel, else cuBLAS + router"},
     {"hash_router", "moe", "i64 token ids, i32 table -> f32 + i32",
      "ids from a [vocab, k] table, weights 1/k; bad token ids counted"},
     {"attention_varlen", "attention", "bf16 f16 (lse f32)",

@@ -125,7 +125,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activation_peers import REPO, Timer  # noqa: E402
 
 OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "mhc_mix", "gather_rows", "kv_cache_write",
-       "tau_tail", "rope", "topk", "router"]
+       "tau_tail", "rope", "topk", "router", "dense_router"]
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
 
 
@@ -552,6 +552,21 @@ def op_topk(env):
                    scores.numel() * 4 + t * 8 * 8, check)
 
 
+def deepseek_route(logits, b):
+    """DeepSeek-V3's routing as a PyTorch user writes it: sigmoid, biased group top-2 sums, 4 of 8
+    groups kept, masked top-8, gather, renormalise, scale 2.5 (256 experts)."""
+    score = torch.sigmoid(logits)
+    sel = score + b
+    groups = sel.view(logits.shape[0], 8, 32)
+    keep = groups.topk(2, dim=2).values.sum(2).topk(4, dim=1).indices
+    mask = torch.zeros(logits.shape[0], 8, dtype=torch.bool, device=logits.device)
+    mask.scatter_(1, keep, True)
+    sel = sel.masked_fill(~mask.repeat_interleave(32, dim=1), -float("inf"))
+    ids = sel.topk(8, dim=1).indices
+    w = score.gather(1, ids)
+    return w / w.sum(1, keepdim=True) * 2.5, ids.int()
+
+
 def op_router(env):
     """DeepSeek-V3's router, f32 logits [T, 256], k = 8, 8 groups with 4 kept, bias, scaling 2.5;
     T = 16384 and 64; then the softmax router (renormalised) and MegaMoE's activation router
@@ -565,16 +580,7 @@ def op_router(env):
         bias = (torch.randint(0, 3, (256,), generator=g) * 2.0).to(env.device)
 
         def math(x, b):
-            score = torch.sigmoid(x)
-            sel = score + b
-            groups = sel.view(x.shape[0], 8, 32)
-            keep = groups.topk(2, dim=2).values.sum(2).topk(4, dim=1).indices
-            mask = torch.zeros(x.shape[0], 8, dtype=torch.bool, device=x.device)
-            mask.scatter_(1, keep, True)
-            sel = sel.masked_fill(~mask.repeat_interleave(32, dim=1), -float("inf"))
-            ids = sel.topk(8, dim=1).indices
-            w = score.gather(1, ids)
-            return w / w.sum(1, keepdim=True) * 2.5, ids.int()
+            return deepseek_route(x, b)
 
         def check(fn):
             return compare(["weights", "ids"], fn(logits, bias), math(logits, bias), 1e-5)
@@ -610,6 +616,39 @@ def op_router(env):
                      "kiln": env.kiln_fn("router", ["router"], kiln_kind)}
             yield case("router", f"{kind} [{t}, 256] f32 k=8", impls, (logits, bias),
                        logits.numel() * 4 + t * 8 * 8, check_kind)
+
+
+def op_dense_router(env):
+    """The dense router from hidden states at DeepSeek-V3's shape: x bf16 [T, 7168], gate bf16
+    [256, 7168], the deepseek_v3 routing (8 groups, 4 kept, bias, scaling 2.5), k = 8; T = 1 and
+    16 (kiln's fused kernel) and 64, 16384 (cuBLAS + the router kernel). Peers: F.linear in fp32
+    then the eager routing, and torch.compile of both. x's first 256 columns hold separated levels
+    and the gate is the identity there (zero past it), so the logits are exact and the ids must
+    agree. Bytes: x and gate read, weights and ids written."""
+    for t in env.pick((1, 16, 64, 16384), (1, 16, 64, 16384), (2,)):
+        g = torch.Generator().manual_seed(t)
+        levels = torch.stack([torch.randperm(256, generator=g) for _ in range(t)]).float() / 64 - 2
+        x = torch.cat([levels, torch.randn(t, 7168 - 256, generator=g)], 1).to(env.device,
+                                                                                torch.bfloat16)
+        gate = torch.cat([torch.eye(256), torch.zeros(256, 7168 - 256)], 1).to(env.device,
+                                                                               torch.bfloat16)
+        bias = (torch.randint(0, 3, (256,), generator=g) * 2.0).to(env.device)
+
+        def math(x, gate, b):
+            return deepseek_route(F.linear(x.float(), gate.float()), b)
+
+        def kiln_dense(kl):
+            return lambda x, gate, b: kl.dense_router(
+                x, gate, 8, kind="deepseek_v3", bias=b, n_group=8, topk_group=4,
+                routed_scaling_factor=2.5)[:2]
+
+        def check(fn):
+            return compare(["weights", "ids"], fn(x, gate, bias), math(x, gate, bias), 1e-5)
+
+        impls = {"eager": math, "compile": env.compiled(math),
+                 "kiln": env.kiln_fn("dense_router", ["dense_router"], kiln_dense)}
+        yield case("dense_router", f"deepseek_v3 x [{t}, 7168] bf16 gate [256, 7168] k=8", impls,
+                   (x, gate, bias), x.numel() * 2 + gate.numel() * 2 + t * 8 * 8, check)
 
 
 def rope_cache(max_position, rotary_dim, device, base=10000.0):
@@ -763,7 +802,7 @@ OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
             "sinkhorn_knopp": op_sinkhorn_knopp, "mhc_mix": op_mhc_mix,
             "gather_rows": op_gather_rows, "kv_cache_write": op_kv_cache_write,
             "tau_tail": op_tau_tail, "rope": op_rope, "topk": op_topk,
-            "router": op_router}
+            "router": op_router, "dense_router": op_dense_router}
 
 
 # ---- timing ----

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "kiln/core/workspace.h"
 #include "kiln/ops/router.h"
 
 namespace kiln {
@@ -19,6 +20,19 @@ struct RouterProblem {
   int64_t n_group = 1, topk_group = 1;
   double scale = 1.0;  // routed_scaling_factor
   check::RowMatrix logits, weights, ids;
+};
+
+// A validated dense_router call: the router's problem (its logits: logits_out when given, else
+// filled in by the backend with its scratch), and the gate GEMM's operands.
+struct DenseRouterProblem {
+  std::string op;
+  Device device;
+  RouterProblem router;
+  check::RowMatrix x;          // [T, H]
+  const void* gate = nullptr;  // [E, H] contiguous, x's dtype
+  int64_t hidden = 0;
+  bool logits_given = false;  // router.logits is the caller's logits_out
+  Workspace workspace;        // CUDA: dense_router_workspace_size bytes
 };
 
 // A validated hash_router call: element strides, since every tensor may be a view.

@@ -86,6 +86,27 @@ void router(const RouterProblem& p) {
   }
 }
 
+void dense_router(const DenseRouterProblem& p) {
+  const int64_t tokens = p.router.rows, experts = p.router.experts;
+  std::vector<float> scratch;
+  RouterProblem r = p.router;
+  if (!p.logits_given) {
+    scratch.resize(static_cast<size_t>(tokens * experts));
+    r.logits = {scratch.data(), DType::f32, tokens, experts, experts};
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t e = 0; e < experts; ++e) {
+      double dot = 0;
+      for (int64_t h = 0; h < p.hidden; ++h) {
+        dot += element::load(p.x.data, p.x.dtype, t * p.x.row_stride + h) *
+               element::load(p.gate, p.x.dtype, e * p.hidden + h);
+      }
+      static_cast<float*>(r.logits.data)[t * r.logits.row_stride + e] = static_cast<float>(dot);
+    }
+  }
+  router(r);
+}
+
 void hash_router(const HashRouterProblem& p) {
   for (int64_t t = 0; t < p.rows; ++t) {
     const int64_t tok = p.token_ids[t * p.token_stride];

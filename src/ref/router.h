@@ -7,6 +7,9 @@ namespace kiln::ref {
 // top-k in topk's order, the weights.
 void router(const RouterProblem& p);
 
+// logits = x gate^T in float64, rounded to fp32 (into logits_out, or a host buffer), then router.
+void dense_router(const DenseRouterProblem& p);
+
 // ids[t] = table[token_ids[t]], weights 1 / k; a token id outside [0, vocab) gives ids -1,
 // weights 0, and one count.
 void hash_router(const HashRouterProblem& p);

@@ -110,6 +110,124 @@ INSTANTIATE_TEST_SUITE_P(Sweep, RouterCuda, ::testing::ValuesIn(sweep()),
                            return info.param.name();
                          });
 
+// The dense router, both paths (fused up to 16 tokens, cuBLAS + router above): (A) on random x
+// and gate, logits_out against the float64 products (tolerance: fp32 sums in another order);
+// (B) on x and gate built so the logits are exact in any summation order and distinct
+// (x[t, e] a permutation of levels, gate the identity on the first E columns and zero past them,
+// x random there), ids exactly and weights to fp32 rounding against the reference.
+struct DenseCase {
+  RouterKind kind;
+  DType dtype;
+  int64_t rows, experts, hidden;
+  std::string name() const {
+    const char* k = kind == RouterKind::softmax       ? "softmax"
+                    : kind == RouterKind::deepseek_v3 ? "deepseek"
+                                                      : "activation";
+    return std::string(k) + "_" + std::string(dtype_name(dtype)) + "_T" + std::to_string(rows) +
+           "_E" + std::to_string(experts) + "_H" + std::to_string(hidden);
+  }
+};
+
+class DenseRouterCuda : public ::testing::TestWithParam<DenseCase> {};
+
+TEST_P(DenseRouterCuda, MatchesReference) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  const DenseCase c = GetParam();
+  const int64_t T = c.rows, E = c.experts, H = c.hidden, k = std::min<int64_t>(8, E);
+  const int64_t pitch = H + 8;  // x's rows strided
+  RouterConfig cfg;
+  cfg.kind = c.kind;
+  cfg.k = k;
+  cfg.renormalize = true;
+  std::vector<float> bias(E, 0.f);
+  DeviceBuffer bias_d(Device::cuda(0), E * 4);
+  bias_d.upload(bias.data(), bias_d.bytes());
+  if (c.kind == RouterKind::deepseek_v3) {
+    cfg.n_group = E >= 64 ? 8 : 1;
+    cfg.topk_group = E >= 64 ? 4 : 1;
+    cfg.routed_scaling_factor = 2.5;
+  }
+  std::mt19937_64 rng(static_cast<uint64_t>(T * 7 + E + H));
+  const Device gpu = Device::cuda(0);
+  DeviceBuffer ws(gpu, std::max<size_t>(16, dense_router_workspace_size(T, E, H, gpu)));
+  for (const bool structured : {false, true}) {
+    SCOPED_TRACE(structured ? "structured (exact, distinct logits)" : "random");
+    HostTensor x(c.dtype, {T, H}, pitch), gate(c.dtype, {E, H});
+    x.randn(rng);
+    gate.randn(rng, 0.0, 1.0 / std::sqrt(static_cast<double>(H)));
+    if (structured) {
+      // Levels 1/64 apart in [-2, 2) (1/256 apart for E > 256, f32 only): exact in bf16.
+      const double step = E > 256 ? 1.0 / 256 : 1.0 / 64;
+      std::vector<int> order(E);
+      for (int64_t t = 0; t < T; ++t) {
+        std::iota(order.begin(), order.end(), 0);
+        std::shuffle(order.begin(), order.end(), rng);
+        for (int64_t e = 0; e < E; ++e) x.set(t, e, order[e] * step - 2.0);
+      }
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t h = 0; h < H; ++h) gate.set(e, h, h == e ? 1.0 : 0.0);
+    }
+    Mirrored dx(x), dgate(gate), w(HostTensor(DType::f32, {T, k})),
+        ids(HostTensor(DType::i32, {T, k})), logits(HostTensor(DType::f32, {T, E}));
+    dx.upload();
+    dgate.upload();
+    w.poison();
+    ids.poison();
+    logits.poison();
+    RouterConfig dcfg = cfg;
+    if (c.kind == RouterKind::deepseek_v3)
+      dcfg.bias = TensorView(bias_d.data(), DType::f32, gpu, {E});
+    dense_router(w.view(), ids.view(), logits.view(), dx.view(), dgate.view(), dcfg,
+                 Workspace{ws.data(), ws.bytes()});
+    const std::string variant = last_receipt().variant;
+    EXPECT_EQ(
+        variant.rfind(T <= 16 ? "dense_router<fused_gemv," : "dense_router<cublas_gemm_f32,", 0),
+        0u)
+        << variant;
+    testing::cuda_ok(cudaDeviceSynchronize(), "dense_router");
+    w.download();
+    ids.download();
+    logits.download();
+    HostTensor w_ref(DType::f32, {T, k}), ids_ref(DType::i32, {T, k}),
+        logits_ref(DType::f32, {T, E});
+    RouterConfig hcfg = cfg;
+    if (c.kind == RouterKind::deepseek_v3)
+      hcfg.bias = TensorView(bias.data(), DType::f32, Device::cpu(), {E});
+    dense_router(w_ref.view(), ids_ref.view(), logits_ref.view(), x.view(), gate.view(), hcfg,
+                 Workspace{});
+    testing::expect_close(logits.host, logits_ref, 1e-5, "logits");
+    if (structured) {
+      EXPECT_EQ(logits.host.bytes, logits_ref.bytes) << "exact logits";
+      EXPECT_EQ(ids.host.bytes, ids_ref.bytes) << "ids";
+      testing::expect_close(w.host, w_ref, 2e-5, "weights");
+    }
+  }
+}
+
+std::vector<DenseCase> dense_sweep() {
+  std::vector<DenseCase> cases;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (int64_t rows : {1, 5, 16, 17, 300}) {
+      for (auto [e, h] :
+           {std::pair{8, 100}, std::pair{64, 1024}, std::pair{256, 7168}, std::pair{256, 1000}}) {
+        for (RouterKind kind : {RouterKind::softmax, RouterKind::deepseek_v3}) {
+          cases.push_back({kind, dtype, rows, e, h});
+        }
+      }
+      cases.push_back({RouterKind::activation, dtype, rows, 64, 1027});
+    }
+  }
+  // E = 1000 (32 candidates a lane), f32: both paths.
+  cases.push_back({RouterKind::softmax, DType::f32, 3, 1000, 1024});
+  cases.push_back({RouterKind::activation, DType::f32, 40, 1000, 1024});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, DenseRouterCuda, ::testing::ValuesIn(dense_sweep()),
+                         [](const ::testing::TestParamInfo<DenseCase>& info) {
+                           return info.param.name();
+                         });
+
 // The hash router: exact ids and weights, and the bad token count, against the reference; token
 // ids include negatives and ids past the table; the table and the outputs are strided views (a
 // transposed table, output rows with a pad) in the second layout.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/expect_error.h"
+#include "kiln/core/receipt.h"
 #include "kiln/ops/router.h"
 
 namespace kiln {
@@ -98,6 +99,87 @@ TEST(Router, HashRouter) {
   EXPECT_EQ(ids, (std::vector<int32_t>{2, 2, -1, -1, 3, 1}));
   EXPECT_EQ(w, (std::vector<float>{0.5f, 0.5f, 0.f, 0.f, 0.5f, 0.5f}));
   EXPECT_EQ(bad, 1);
+}
+
+// The dense router: the logits are x gate^T (written to logits_out, through its strides), and the
+// picks are the router's on those logits. x has strided rows.
+TEST(DenseRouter, IsTheGateProductThenTheRouter) {
+  constexpr int64_t kT = 3, kH = 5, kE = 4, kPitch = 7;
+  std::vector<float> x(kT * kPitch, NAN), gate(kE * kH);
+  for (int64_t t = 0; t < kT; ++t)
+    for (int64_t h = 0; h < kH; ++h) x[t * kPitch + h] = static_cast<float>((t + 1) * (h - 2)) / 4;
+  for (int64_t e = 0; e < kE; ++e)
+    for (int64_t h = 0; h < kH; ++h) gate[e * kH + h] = static_cast<float>((e * 3 + h) % 5) - 2;
+  const std::vector<int64_t> xs{kT, kH}, xst{kPitch, 1}, ls{kT, kE}, lst{kE + 1, 1};
+  std::vector<float> logits(kT * (kE + 1), NAN), w(kT * 2, NAN);
+  std::vector<int32_t> ids(kT * 2, -7);
+  RouterConfig c;
+  c.k = 2;
+  c.renormalize = true;
+  const Device cpu = Device::cpu();
+  dense_router(TensorView(w.data(), DType::f32, cpu, {kT, 2}),
+               TensorView(ids.data(), DType::i32, cpu, {kT, 2}),
+               TensorView(logits.data(), DType::f32, cpu, ls, lst),
+               TensorView(x.data(), DType::f32, cpu, xs, xst),
+               TensorView(gate.data(), DType::f32, cpu, {kE, kH}), c, Workspace{});
+  EXPECT_EQ(last_receipt().op, "dense_router");
+  for (int64_t t = 0; t < kT; ++t) {
+    std::vector<float> row(kE);
+    for (int64_t e = 0; e < kE; ++e) {
+      double dot = 0;
+      for (int64_t h = 0; h < kH; ++h) dot += double{x[t * kPitch + h]} * gate[e * kH + h];
+      row[e] = static_cast<float>(dot);
+      EXPECT_EQ(logits[t * (kE + 1) + e], row[e]) << t << " " << e;
+    }
+    const Routed want = route(row, c);
+    EXPECT_EQ(ids[t * 2], want.ids[0]);
+    EXPECT_EQ(ids[t * 2 + 1], want.ids[1]);
+    EXPECT_EQ(w[t * 2], want.weights[0]);
+    EXPECT_EQ(w[t * 2 + 1], want.weights[1]);
+  }
+  // Without logits_out the same picks.
+  std::vector<int32_t> ids2(kT * 2, -7);
+  dense_router(TensorView(w.data(), DType::f32, cpu, {kT, 2}),
+               TensorView(ids2.data(), DType::i32, cpu, {kT, 2}), TensorView(),
+               TensorView(x.data(), DType::f32, cpu, xs, xst),
+               TensorView(gate.data(), DType::f32, cpu, {kE, kH}), c, Workspace{});
+  EXPECT_EQ(ids2, ids);
+}
+
+TEST(DenseRouter, BadInput) {
+  std::vector<float> x(2 * 8), gate(4 * 8), w(4), logits(8);
+  std::vector<int32_t> ids(4);
+  std::vector<uint16_t> gate16(4 * 8);
+  RouterConfig c;
+  c.k = 2;
+  const Device cpu = Device::cpu();
+  auto run = [&](const TensorView& g, const TensorView& l) {
+    dense_router(TensorView(w.data(), DType::f32, cpu, {2, 2}),
+                 TensorView(ids.data(), DType::i32, cpu, {2, 2}), l,
+                 TensorView(x.data(), DType::f32, cpu, {2, 8}), g, c, Workspace{});
+  };
+  testing::expect_error(
+      [&] {
+        run(TensorView(gate.data(), DType::f32, cpu, {4, 7}), {});
+      },
+      "dense_router: argument 'gate': expected [E, H = 8], got [4, 7]");
+  testing::expect_error(
+      [&] {
+        run(TensorView(gate16.data(), DType::bf16, cpu, {4, 8}), {});
+      },
+      "dense_router: argument 'gate'");
+  testing::expect_error(
+      [&] {
+        run(TensorView(gate.data(), DType::f32, cpu, {4, 8}),
+            TensorView(logits.data(), DType::f32, cpu, {2, 3}));
+      },
+      "dense_router: argument 'logits_out': expected f32 [2, 4]");
+  c.k = 5;
+  testing::expect_error(
+      [&] {
+        run(TensorView(gate.data(), DType::f32, cpu, {4, 8}), {});
+      },
+      "dense_router: argument 'k'");
 }
 
 TEST(Router, BadInput) {

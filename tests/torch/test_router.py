@@ -118,3 +118,51 @@ def test_errors():
     with pytest.raises(RuntimeError, match="argument 'bias': expected f32 \\[E\\] for the "
                                            "deepseek_v3 router"):
         kiln.router(torch.zeros(2, 8), 2, kind="deepseek_v3", n_group=2, topk_group=1)
+
+
+@pytest.mark.parametrize("kind,kw", [("softmax", {"renormalize": True}),
+                                     ("deepseek_v3", {"bias": torch.zeros(16), "n_group": 4,
+                                                      "topk_group": 2,
+                                                      "routed_scaling_factor": 2.5})])
+def test_dense_router_is_the_gate_product_then_the_router(kind, kw):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 40, generator=g)
+    gate = torch.randn(16, 40, generator=g)
+    w, ids, logits = kiln.dense_router(x, gate, 3, kind=kind, **kw)
+    assert kiln.last_receipt().op == "dense_router"
+    torch.testing.assert_close(logits, (x.double() @ gate.double().t()).float())
+    want_w, want_ids = kiln.router(logits, 3, kind=kind, **kw)
+    assert torch.equal(ids, want_ids) and torch.equal(w, want_w)
+
+
+def test_dense_router_gradients_and_opcheck():
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(5, 24, generator=g, dtype=torch.float64).float().requires_grad_()
+    gate = torch.randn(8, 24, generator=g).requires_grad_()
+    w, ids, logits = kiln.dense_router(x, gate, 2, kind="activation")
+    gw, gl = torch.randn_like(w), torch.randn_like(logits)
+    (w * gw).sum().add((logits * gl).sum()).backward()
+    xr, gr = x.detach().double().requires_grad_(), gate.detach().double().requires_grad_()
+    lr = xr @ gr.t()
+    s = torch.sqrt(torch.nn.functional.softplus(lr)).gather(1, ids.long())
+    wr = s / s.sum(1, keepdim=True)
+    (wr * gw.double()).sum().add((lr * gl.double()).sum()).backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gate.grad.double(), gr.grad, atol=1e-5, rtol=1e-5)
+    torch.library.opcheck(torch.ops.kiln.dense_router,
+                          (x, gate, "softmax", 2, True, None, 1, 1, 1.0))
+
+
+@requires_cuda
+@pytest.mark.parametrize("t", [1, 16, 17, 200])
+def test_dense_router_cuda_matches_cpu(t):
+    g = torch.Generator().manual_seed(11)
+    levels = torch.stack([torch.randperm(64, generator=g) for _ in range(t)]).float() / 64 - 0.5
+    x = torch.cat([levels, torch.randn(t, 192, generator=g)], 1).bfloat16()
+    gate = torch.cat([torch.eye(64), torch.zeros(64, 192)], 1).bfloat16()  # exact, distinct logits
+    want = kiln.dense_router(x, gate, 8, kind="softmax", renormalize=True)
+    got = kiln.dense_router(x.cuda(), gate.cuda(), 8, kind="softmax", renormalize=True)
+    path = "fused_gemv" if t <= 16 else "cublas_gemm_f32"
+    assert kiln.last_receipt().variant.startswith(f"dense_router<{path}")
+    assert torch.equal(got[1].cpu(), want[1]) and torch.equal(got[2].cpu(), want[2])
+    torch.testing.assert_close(got[0].cpu(), want[0], atol=1e-6, rtol=1e-5)

@@ -1,5 +1,5 @@
-// torch.ops.kiln.router and hash_router (include/kiln/ops/router.h): schemas, and CPU and CUDA
-// impls over the kiln entry points. Fake impls: torch/kiln/_ops/router.py.
+// torch.ops.kiln.router, dense_router and hash_router (include/kiln/ops/router.h): schemas, and CPU
+// and CUDA impls over the kiln entry points. Fake impls: torch/kiln/_ops/router.py.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -23,6 +23,20 @@ RouterKind kind_of(const std::string& name) {
   throw_arg_error("router", "kind", "one of softmax, deepseek_v3, activation", name);
 }
 
+RouterConfig config_of(std::string_view op, const std::string& kind, int64_t k, bool renormalize,
+                       const OptTensor& bias, int64_t n_group, int64_t topk_group,
+                       double routed_scaling_factor) {
+  RouterConfig c;
+  c.kind = kind_of(kind);
+  c.k = k;
+  c.renormalize = renormalize;
+  c.bias = to_view(op, "bias", bias);
+  c.n_group = n_group;
+  c.topk_group = topk_group;
+  c.routed_scaling_factor = routed_scaling_factor;
+  return c;
+}
+
 std::tuple<at::Tensor, at::Tensor> router_op(const at::Tensor& logits, const std::string& kind,
                                              int64_t k, bool renormalize, const OptTensor& bias,
                                              int64_t n_group, int64_t topk_group,
@@ -33,17 +47,38 @@ std::tuple<at::Tensor, at::Tensor> router_op(const at::Tensor& logits, const std
     const int64_t rows = logits.dim() == 2 ? logits.size(0) : 0, kk = k > 0 ? k : 0;
     at::Tensor weights = at::empty({rows, kk}, logits.options().dtype(at::kFloat));
     at::Tensor ids = at::empty({rows, kk}, logits.options().dtype(at::kInt));
-    RouterConfig c;
-    c.kind = kind_of(kind);
-    c.k = k;
-    c.renormalize = renormalize;
-    c.bias = to_view(op, "bias", bias);
-    c.n_group = n_group;
-    c.topk_group = topk_group;
-    c.routed_scaling_factor = routed_scaling_factor;
+    const RouterConfig c =
+        config_of(op, kind, k, renormalize, bias, n_group, topk_group, routed_scaling_factor);
     kiln::router(to_view(op, "weights", weights), to_view(op, "ids", ids),
                  to_view(op, "logits", logits), c, scope.stream());
     return std::make_tuple(weights, ids);
+  });
+}
+
+// (weights, ids, logits f32 [T, E]) from x [T, H] and gate [E, H]; the scratch is a torch byte
+// tensor on x's device (the caching allocator: no sync, capture-safe).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_router_op(
+    const at::Tensor& x, const at::Tensor& gate, const std::string& kind, int64_t k,
+    bool renormalize, const OptTensor& bias, int64_t n_group, int64_t topk_group,
+    double routed_scaling_factor) {
+  return translate_errors([&] {
+    constexpr std::string_view op = "dense_router";
+    const DeviceScope scope(x);
+    const int64_t rows = x.dim() == 2 ? x.size(0) : 0, kk = k > 0 ? k : 0;
+    const int64_t experts = gate.dim() == 2 ? gate.size(0) : 0;
+    const int64_t hidden = x.dim() == 2 ? x.size(1) : 0;
+    at::Tensor weights = at::empty({rows, kk}, x.options().dtype(at::kFloat));
+    at::Tensor ids = at::empty({rows, kk}, x.options().dtype(at::kInt));
+    at::Tensor logits = at::empty({rows, experts}, x.options().dtype(at::kFloat));
+    const TensorView xv = to_view(op, "x", x);
+    const size_t bytes = dense_router_workspace_size(rows, experts, hidden, xv.device);
+    at::Tensor scratch = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+    const RouterConfig c =
+        config_of(op, kind, k, renormalize, bias, n_group, topk_group, routed_scaling_factor);
+    kiln::dense_router(to_view(op, "weights", weights), to_view(op, "ids", ids),
+                       to_view(op, "logits_out", logits), xv, to_view(op, "gate", gate), c,
+                       Workspace{scratch.data_ptr(), bytes}, scope.stream());
+    return std::make_tuple(weights, ids, logits);
   });
 }
 
@@ -67,6 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_router_op(const at::Tensor& 
 void impl_router_ops(torch::Library& m) {
   m.impl("router", &router_op);
   m.impl("hash_router", &hash_router_op);
+  m.impl("dense_router", &dense_router_op);
 }
 
 }  // namespace
@@ -78,6 +114,10 @@ TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.def(
       "router(Tensor logits, str kind, int k, bool renormalize, Tensor? bias, int n_group, int "
       "topk_group, float routed_scaling_factor) -> (Tensor, Tensor)");
+  // (weights f32 [T, k], ids int32 [T, k], logits f32 [T, E]) from x [T, H] and gate [E, H].
+  m.def(
+      "dense_router(Tensor x, Tensor gate, str kind, int k, bool renormalize, Tensor? bias, int "
+      "n_group, int topk_group, float routed_scaling_factor) -> (Tensor, Tensor, Tensor)");
   // (weights, ids, bad token id count int32 [1]).
   m.def("hash_router(Tensor token_ids, Tensor table) -> (Tensor, Tensor, Tensor)");
 }

@@ -25,6 +25,14 @@ def _router_fake(logits, kind, k, renormalize, bias, n_group, topk_group, scalin
             logits.new_empty((logits.shape[0], k), dtype=torch.int32))
 
 
+@register_fake("kiln::dense_router")
+def _dense_router_fake(x, gate, kind, k, renormalize, bias, n_group, topk_group, scaling):
+    torch._check(x.dim() == 2, lambda: "dense_router: argument 'x': expected rank 2 [T, H]")
+    rows = x.shape[0]
+    return (x.new_empty((rows, k), dtype=torch.float32), x.new_empty((rows, k), dtype=torch.int32),
+            x.new_empty((rows, gate.shape[0]), dtype=torch.float32))
+
+
 @register_fake("kiln::hash_router")
 def _hash_router_fake(token_ids, table):
     rows, k = token_ids.shape[0], table.shape[1]
@@ -62,3 +70,29 @@ def _router_backward(ctx, grad_weights, _grad_ids):
 
 
 register_autograd("kiln::router", _router_backward, setup_context=_setup_router)
+
+
+# The dense router: the weights' gradient reaches the logits as the router's does, the logits'
+# own gradient (an auxiliary loss on them) is added, and the logits = x gate^T product gives
+# dx = g gate and dgate = g^T x (fp32 matmuls in torch).
+def _setup_dense_router(ctx, inputs, output):
+    x, gate, kind, _k, renormalize, _bias, _n_group, _topk_group, scaling = inputs
+    ctx.save_for_backward(x, gate, output[1], output[2])
+    ctx.kind, ctx.renormalize, ctx.scaling = kind, renormalize, scaling
+
+
+def _dense_router_backward(ctx, grad_weights, _grad_ids, grad_logits):
+    x, gate, ids, logits = ctx.saved_tensors
+    g = torch.zeros_like(logits) if grad_logits is None else _rows(grad_logits).float()
+    if grad_weights is not None:
+        with torch.enable_grad():
+            wide = logits.detach().double().requires_grad_()
+            w = router_weights(wide, ids, ctx.kind, ctx.renormalize, ctx.scaling)
+            (dl,) = torch.autograd.grad(w, wide, _rows(grad_weights).double())
+        g = g + dl.float()
+    dx = (g @ gate.float()).to(x.dtype) if ctx.needs_input_grad[0] else None
+    dgate = (g.t() @ x.float()).to(gate.dtype) if ctx.needs_input_grad[1] else None
+    return dx, dgate, None, None, None, None, None, None, None
+
+
+register_autograd("kiln::dense_router", _dense_router_backward, setup_context=_setup_dense_router)

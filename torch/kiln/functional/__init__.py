@@ -14,7 +14,7 @@ from .moe_sum import moe_sum
 from .norm import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .quantize import dequantize_fp8, quantize_fp8
 from .rope import rope, rope_
-from .router import hash_router, router
+from .router import dense_router, hash_router, router
 from .tau_tail import tau_tail_
 from .topk import topk
 
@@ -30,6 +30,7 @@ __all__ = [
     "gather_rows",
     "gather_rows_pair",
     "gelu_residual",
+    "dense_router",
     "hash_router",
     "kv_cache_write_",
     "layer_norm",

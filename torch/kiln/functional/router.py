@@ -22,6 +22,18 @@ def router(logits: torch.Tensor, k: int, *, kind: str = "softmax", renormalize: 
                        routed_scaling_factor)
 
 
+def dense_router(x: torch.Tensor, gate: torch.Tensor, k: int, *, kind: str = "softmax",
+                 renormalize: bool = False, bias: torch.Tensor | None = None, n_group: int = 1,
+                 topk_group: int = 1, routed_scaling_factor: float = 1.0):
+    """(weights float32 [T, k], ids int32 [T, k], logits float32 [T, E]) from hidden states x
+    [T, H] and the gate weight [E, H] (x's dtype): logits = x @ gate.T in fp32, then ``router``.
+    One call: up to 16 tokens a fused kernel (the gate GEMV and the routing in one launch), above
+    that a cuBLAS GEMM and the router kernel; the receipt says which. Differentiable in x and gate
+    (through the weights and the logits)."""
+    return _ops.dense_router(x, gate, kind, k, renormalize, bias, n_group, topk_group,
+                             routed_scaling_factor)
+
+
 def hash_router(token_ids: torch.Tensor, table: torch.Tensor):
     """(weights 1/k, ids = table[token_ids], bad token id count int32 [1]); token ids outside the
     table are never read: their ids are -1 and weights 0. token_ids int64 [T], table int32

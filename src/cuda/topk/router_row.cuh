@@ -1,0 +1,164 @@
+#pragma once
+// One router row as a warp's device function: the routers' kernel (router.cu) runs it a warp a
+// row, and the dense router's fused kernel (dense_router.cu) runs it in its last block on the
+// logits it has just computed. See router.cu for the method.
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common/elements.cuh"
+#include "cuda/common/warp_reduce.cuh"
+#include "cuda/topk/warp_topk.cuh"
+#include "kiln/ops/router.h"
+#include "ops/router_problem.h"
+
+namespace kiln::cuda {
+
+struct RouterArgs {
+  const void* logits;
+  const float* bias;
+  float* weights;
+  int32_t* ids;
+  int64_t rows, logits_stride, weights_stride, ids_stride;
+  int experts, k, n_group, topk_group;
+  int group_lanes;          // lanes a group's top two is shared over: a power of two
+  int per;                  // experts a group
+  uint32_t per_reciprocal;  // ceil(2^32 / per) for per >= 2: e / per = umulhi(e, it) for e < 1024
+  bool renormalize;
+  float scale;
+};
+
+// The kernel arguments of a validated problem.
+inline RouterArgs router_args(const RouterProblem& p) {
+  const int per = static_cast<int>(p.experts / p.n_group);
+  int group_lanes = 1;
+  while (2 * group_lanes * p.n_group <= 32) group_lanes *= 2;
+  return RouterArgs{p.logits.data,
+                    p.bias,
+                    static_cast<float*>(p.weights.data),
+                    static_cast<int32_t*>(p.ids.data),
+                    p.rows,
+                    p.logits.row_stride,
+                    p.weights.row_stride,
+                    p.ids.row_stride,
+                    static_cast<int>(p.experts),
+                    static_cast<int>(p.k),
+                    static_cast<int>(p.n_group),
+                    static_cast<int>(p.topk_group),
+                    group_lanes,
+                    per,
+                    per >= 2 ? static_cast<uint32_t>(((uint64_t{1} << 32) + per - 1) / per) : 0u,
+                    p.renormalize,
+                    static_cast<float>(p.scale)};
+}
+
+// Candidates a lane holds: a power of two with 32 of them covering E.
+inline int router_per_lane(int64_t experts) {
+  int per_lane = 1;
+  while (32 * per_lane < experts) per_lane *= 2;
+  return per_lane;
+}
+
+// DeepSeek-V3's group filter: zeroes the keys of the candidates in groups not kept. A group's
+// score is the sum of its two best selections (its best when it has one expert); groups are
+// ranked in topk order (lower group first on ties).
+template <Layout L, int kPerLane>
+__device__ __forceinline__ void drop_groups(uint32_t (&key)[kPerLane], const RouterArgs& a,
+                                            uint32_t* row_key) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < kPerLane; ++m) {
+    const int e = candidate_index<L, kPerLane>(lane, m);
+    if (e < a.experts) row_key[e] = key[m];
+  }
+  __syncwarp();
+  const int group = lane / a.group_lanes, part = lane % a.group_lanes;
+  uint32_t first = 0, second = 0;  // the top two keys as a multiset (0 = none yet)
+  if (group < a.n_group) {
+    for (int e = group * a.per + part; e < (group + 1) * a.per; e += a.group_lanes) {
+      const uint32_t x = row_key[e];
+      second = max(second, min(first, x));
+      first = max(first, x);
+    }
+  }
+  for (int o = 1; o < a.group_lanes; o *= 2) {  // stays inside the group's aligned lanes
+    const uint32_t other_first = __shfl_xor_sync(~0u, first, o);
+    const uint32_t other_second = __shfl_xor_sync(~0u, second, o);
+    second = max(max(second, other_second), min(first, other_first));
+    first = max(first, other_first);
+  }
+  __syncwarp();  // row_key is rewritten by this warp's next row
+  const float score = a.per >= 2 ? topk_value(first) + topk_value(second) : topk_value(first);
+  uint32_t group_key = group < a.n_group && part == 0 ? topk_key(score) : 0u;
+  uint32_t keep = 0;  // bit g: group g kept
+  for (int r = 0; r < a.topk_group; ++r) {
+    const uint32_t best = __reduce_max_sync(~0u, group_key);
+    const uint32_t g =
+        __reduce_min_sync(~0u, group_key == best ? static_cast<uint32_t>(group) : ~0u);
+    keep |= 1u << g;
+    if (static_cast<uint32_t>(group) == g) group_key = 0;
+  }
+#pragma unroll
+  for (int m = 0; m < kPerLane; ++m) {
+    const auto e = static_cast<uint32_t>(candidate_index<L, kPerLane>(lane, m));
+    const uint32_t g = a.per == 1 ? e : __umulhi(e, a.per_reciprocal);
+    if (g < 32 && !(keep & (1u << g))) key[m] = 0;  // g >= 32: past E, already 0
+  }
+}
+
+// Routes row `row` of logits `in` (E values of T): writes its k weights and ids. The whole warp
+// calls it; row_key (32 * kPerLane keys, DeepSeek-V3 only) and slots (32) are this warp's shared
+// scratch.
+template <typename T, int kPerLane, RouterKind kKind, Layout L>
+__device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int64_t row,
+                                          uint32_t* row_key, TopkSlot* slots) {
+  const int lane = threadIdx.x % 32;
+  float score[kPerLane];
+  load_candidates<T, L, kPerLane>(in, a.experts, -INFINITY, score);
+  // Whether slot m is an expert (recomputed where needed: an array of it spilled at 32 a lane).
+  auto valid = [&](int m) { return candidate_index<L, kPerLane>(lane, m) < a.experts; };
+  uint32_t key[kPerLane];
+  if constexpr (kKind == RouterKind::softmax) {
+    float top = -INFINITY;  // fmaxf passes over NaN logits, as the reference's max does
+#pragma unroll
+    for (int m = 0; m < kPerLane; ++m) top = fmaxf(top, score[m]);
+    top = topk_value(__reduce_max_sync(~0u, topk_key(top)));
+    float sum = 0.f;
+#pragma unroll
+    for (int m = 0; m < kPerLane; ++m) {
+      score[m] = valid(m) ? __expf(score[m] - top) : 0.f;
+      sum += score[m];
+    }
+    sum = warp_sum(sum);
+#pragma unroll
+    for (int m = 0; m < kPerLane; ++m) {
+      score[m] = score[m] / sum;
+      key[m] = valid(m) ? topk_key(score[m]) : 0u;
+    }
+  } else {
+#pragma unroll
+    for (int m = 0; m < kPerLane; ++m) {
+      const float x = score[m];
+      if constexpr (kKind == RouterKind::deepseek_v3) {
+        score[m] = 1.f / (1.f + __expf(-x));
+      } else {
+        score[m] = sqrtf(fmaxf(x, 0.f) + log1pf(__expf(-fabsf(x))));
+      }
+      const int e = candidate_index<L, kPerLane>(lane, m);
+      const float sel = score[m] + (a.bias && valid(m) ? a.bias[e] : 0.f);
+      key[m] = valid(m) ? topk_key(sel) : 0u;
+    }
+  }
+  if constexpr (kKind == RouterKind::deepseek_v3) drop_groups<L, kPerLane>(key, a, row_key);
+  const Pick mine = warp_topk<L, kPerLane>(key, score, a.k, slots);
+  float norm = 1.f;
+  if (kKind != RouterKind::softmax || a.renormalize) {
+    norm = warp_sum(lane < a.k ? mine.payload : 0.f);
+  }
+  if (lane < a.k) {
+    const float scale = kKind == RouterKind::deepseek_v3 ? a.scale : 1.f;
+    a.weights[row * a.weights_stride + lane] = mine.payload / norm * scale;
+    a.ids[row * a.ids_stride + lane] = mine.index;
+  }
+}
+
+}  // namespace kiln::cuda
