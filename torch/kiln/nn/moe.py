@@ -29,11 +29,11 @@ class MoE(torch.nn.Module):
     Parameters: gate [E, H] (float32), w13 [E, 2I, H] (gate rows, then up rows; [E, I, H] for
     relu2), w2 [E, H, I].
 
-    forward(x [..., H]) -> [..., H] of x's dtype (x in the experts' dtype). The logits are a torch
-    matmul; the router and the expert path are kiln ops (kiln.router, kiln.fused_moe: their
-    receipts say which kernels ran). Backward: the router's weights to the logits, and the expert
-    path to x, w13, w2 and the weights, both by recomputation in torch ops (see
-    kiln/_ops/router.py and kiln/_ops/moe.py).
+    forward(x [..., H]) -> [..., H] of x's dtype (x in the experts' dtype). Two kiln ops:
+    kiln.dense_router (fp32 logits of x and the gate, and the routing: one fused kernel up to 16
+    tokens) and kiln.fused_moe; their receipts say which kernels ran. Backward: the router's
+    weights to the logits and on to x and the gate, and the expert path to x, w13, w2 and the
+    weights, both by recomputation in torch ops (kiln/_ops/router.py, kiln/_ops/moe.py).
     """
 
     def __init__(
@@ -88,10 +88,11 @@ class MoE(torch.nn.Module):
 
     def route(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weights float32 [T, k], ids int32 [T, k]) for tokens x2 [T, H]."""
-        logits = torch.nn.functional.linear(x2.float(), self.gate)
-        return F.router(logits, self.top_k, kind=self.router, renormalize=self.renormalize,
-                        bias=self.expert_bias, n_group=self.n_group, topk_group=self.topk_group,
-                        routed_scaling_factor=self.routed_scaling_factor)
+        weights, ids, _logits = F.dense_router(
+            x2.float(), self.gate, self.top_k, kind=self.router, renormalize=self.renormalize,
+            bias=self.expert_bias, n_group=self.n_group, topk_group=self.topk_group,
+            routed_scaling_factor=self.routed_scaling_factor)
+        return weights, ids
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.hidden)
