@@ -11,8 +11,10 @@
 // scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -48,6 +50,9 @@ struct Case {
   bool vec_shape, mapped;
   bool grouped = false;  // KILN_FUSED_MOE=grouped
   bool fp8 = false;      // e4m3 weights with 128 x 128 block scales (w8a16)
+  // Routing: random picks; every expert once a token (k = E, a permutation); or every pick to
+  // expert 2 (all tokens to one expert, the others idle).
+  enum class Routing { random, every_expert, one_expert } routing = Routing::random;
   // FP8 shapes span several scale blocks, the last ones partial.
   int64_t hidden() const { return fp8 ? (vec_shape ? 256 : 200) : (vec_shape ? 128 : 100); }
   int64_t inter() const { return fp8 ? (vec_shape ? 192 : 136) : (vec_shape ? 64 : 36); }
@@ -57,7 +62,10 @@ struct Case {
     return std::string(dtype_name(dtype)) + "_" + name_of(activation) + "_T" +
            std::to_string(tokens) + "_k" + std::to_string(k) + "_E" + std::to_string(experts) +
            (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "") +
-           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") + (fp8 ? "_fp8" : "");
+           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") + (fp8 ? "_fp8" : "") +
+           (routing == Routing::every_expert ? "_every_expert"
+            : routing == Routing::one_expert ? "_one_expert"
+                                             : "");
   }
   int64_t x_pad() const { return vec_shape && !(grouped && tokens == 7) ? 8 : 3; }
 };
@@ -97,9 +105,14 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   // The reference's inputs: bad picks made valid, with weight 0.
   HostTensor ref_weights = weights, ref_ids = ids, ref_map = map;
   int64_t bad_picks = 0;
+  std::vector<int64_t> perm(E);
   for (int64_t t = 0; t < T; ++t) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
     for (int64_t j = 0; j < c.k; ++j) {
-      int64_t id = pick(rng);
+      int64_t id = c.routing == Case::Routing::every_expert ? perm[j]
+                   : c.routing == Case::Routing::one_expert ? 2
+                                                            : pick(rng);
       if ((t * c.k + j) % 5 == 3) id = (t + j) % 2 ? E : -3;  // outside [0, E)
       const double w = unit(rng);
       ids.set(t, j, static_cast<double>(id));
@@ -181,6 +194,17 @@ std::vector<Case> sweep() {
           cases.push_back(c);
         }
       }
+    }
+  }
+  // k = E (each token through every expert) and all tokens to one expert, both paths: the GEMV
+  // kernels and (Hopper) the grouped GEMMs, where one expert holds every row block and the
+  // others none.
+  for (auto routing : {Case::Routing::every_expert, Case::Routing::one_expert}) {
+    for (bool grouped : {false, true}) {
+      if (grouped && testing::gpu_major() != 9) continue;
+      Case c{DType::bf16, MoeActivation::swiglu, 37, 8, 8, true, false, grouped};
+      c.routing = routing;
+      cases.push_back(c);
     }
   }
   if (!testing::quick_sweep()) {
