@@ -5,7 +5,8 @@
 // ran); row blocks of every expert in runs of 1, 2 and 10 blocks, one block skipped (expert -1,
 // its rows must stay untouched), a rows_used limit that skips the last block, and per-block row
 // counts (blocks of 50, 64 (the second warpgroup idles) and 100 rows). Outputs poisoned first: the
-// rows not to be written must still be NaN.
+// rows not to be written must still be NaN. FP8 (e4m3 A and B with 1 x 128 and 128 x 128 scales,
+// bf16 out) against the float64 loop over the dequantized values, on the 128 x 128 tiles.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -55,12 +56,27 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
                                            128, 128, 128, 128, 128, 100, 128};
   const int64_t experts = 3, blocks = 15, rows = 128 * blocks - 37;
   const int32_t rows_used = 128 * 14;
-  HostTensor a(c.dtype, {rows, c.k}), b(c.dtype, {experts * c.n, c.k}), scale(DType::f32, {rows});
-  a.randn(rng, 0.0, 0.5);
-  b.randn(rng, 0.0, 0.5);
+  const bool fp8 = c.dtype == DType::f8e4m3;
+  const DType out_dtype = fp8 ? DType::bf16 : c.dtype;
+  const int64_t kb = (c.k + 127) / 128, nb = (c.n + 127) / 128;
+  HostTensor a(c.dtype, {rows, c.k}), b(c.dtype, {experts * c.n, c.k}), scale(DType::f32, {rows}),
+      a_scale(DType::f32, {rows, kb}), b_scale(DType::f32, {experts * nb, kb});
+  // FP8: values of order 1 and scales that keep the sums of order 1 (1 x 128 for A, 128 x 128
+  // for B, every block its own).
+  a.randn(rng, 0.0, fp8 ? 1.0 : 0.5);
+  b.randn(rng, 0.0, fp8 ? 1.0 : 0.5);
   scale.randn(rng, 1.0, 0.5);
+  std::uniform_real_distribution<double> spread(0.5, 1.5);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < kb; ++j) a_scale.set(r, j, spread(rng));
+  for (int64_t r = 0; r < experts * nb; ++r)
+    for (int64_t j = 0; j < kb; ++j)
+      b_scale.set(r, j, spread(rng) / std::sqrt(static_cast<double>(c.k)));
   const int64_t width = c.gated ? c.n / 2 : c.n;
-  Mirrored da(a), db(b), ds(scale), out(HostTensor(c.dtype, {rows, width}));
+  Mirrored da(a), db(b), ds(scale), das(a_scale), dbs(b_scale),
+      out(HostTensor(out_dtype, {rows, width}));
+  das.upload();
+  dbs.upload();
   HostTensor ids(DType::i32, {blocks}), counts(DType::i32, {blocks}), used(DType::i32, {1});
   std::memcpy(ids.bytes.data(), block_expert.data(), blocks * 4);
   std::memcpy(counts.bytes.data(), block_rows.data(), blocks * 4);
@@ -87,6 +103,12 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
   p.gated = c.gated;
   p.activate = c.activate;
   p.kind = c.kind;
+  if (fp8) {
+    p.out_dtype = out_dtype;
+    p.a_scale = static_cast<const float*>(das.dev.data());
+    p.a_scale_stride = kb;
+    p.b_scale = static_cast<const float*>(dbs.dev.data());
+  }
   std::string variant;
   {
     const testing::ScopedEnv force("KILN_GROUPED_GEMM_TILE",
@@ -94,23 +116,28 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
     variant = cuda::grouped_gemm_sm90(p, nullptr);
   }
   ASSERT_NE(variant, "") << "the kernel refused the problem";
-  const bool wide_ok = c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256;
+  const bool wide_ok = !fp8 && (c.gated ? (c.n / 2) % 128 == 0 : c.n >= 256);
   // The default: gated wide where it can, plain two CTAs per SM; a forced wide tile the columns
   // do not allow gets the default.
-  const std::string narrow = ",n128,k64,stages4", narrow2 = ",n128,k64,stages3,ctas2";
+  // FP8 takes the n128 tile with 128-element K slices, whatever is forced.
+  const std::string k_slice = fp8 ? ",k128" : ",k64";
+  const std::string narrow = ",n128" + k_slice + ",stages4",
+                    narrow2 = ",n128" + k_slice + ",stages3,ctas2";
   const std::string fallback = !c.gated ? narrow2 : (wide_ok ? ",n256,k64,stages4" : narrow);
   std::string shape = fallback;
   if (c.tile == "n128") shape = narrow;
   if (c.tile == "n128x2") shape = narrow2;
   if (c.tile == "n256" && wide_ok) shape = ",n256,k64,stages4";
   if (c.tile == "n256pair" && wide_ok) shape = ",n256,k64,stages4,pairs";
+  if (fp8) shape = narrow;  // whatever was asked for
   EXPECT_NE(variant.find(shape), std::string::npos) << variant;
   EXPECT_EQ(variant.find(",pairs") != std::string::npos, c.tile == "n256pair" && wide_ok)
       << variant;
+  EXPECT_EQ(variant.find("<e4m3->bf16,") != std::string::npos, fp8) << variant;
   testing::cuda_ok(cudaDeviceSynchronize(), "grouped_gemm_sm90");
   out.download();
 
-  const double tol = c.dtype == DType::bf16 ? 2e-2 : 4e-3;
+  const double tol = out_dtype == DType::bf16 ? 2e-2 : 4e-3;
   int misses = 0;
   for (int64_t r = 0; r < rows && misses < 5; ++r) {
     const int expert = block_expert[r / 128];
@@ -118,7 +145,14 @@ TEST_P(GroupedGemmCuda, MatchesFloat64Loop) {
     const double s = c.scaled ? scale.at(0, r) : 1.0;
     auto dot = [&](int64_t col) {
       double sum = 0;
-      for (int64_t i = 0; i < c.k; ++i) sum += a.at(r, i) * b.at(expert * c.n + col, i);
+      if (!fp8) {
+        for (int64_t i = 0; i < c.k; ++i) sum += a.at(r, i) * b.at(expert * c.n + col, i);
+        return sum;
+      }
+      for (int64_t i = 0; i < c.k; ++i) {
+        sum += a.at(r, i) * a_scale.at(r, i / 128) * b.at(expert * c.n + col, i) *
+               b_scale.at(expert * nb + col / 128, i / 128);
+      }
       return sum;
     };
     for (int64_t col = 0; col < width && misses < 5; ++col) {
@@ -156,6 +190,17 @@ std::vector<Case> cases() {
       all.push_back({dt, false, false, true, act::Kind::swiglu, 192, 600, tile});  // N tail
       all.push_back({dt, true, false, true, act::Kind::swiglu, 448, 512, tile});
     }
+  }
+  // FP8 (e4m3 in, bf16 out): K a multiple of 16 (208: a partial last 128-slice), N tails, gated
+  // and plain; every forced tile must run n128.
+  for (const char* tile : {"default", "n128", "n128x2", "n256"}) {
+    const DType f8 = DType::f8e4m3;
+    all.push_back({f8, false, false, false, act::Kind::swiglu, 256, 256, tile});
+    all.push_back({f8, false, false, true, act::Kind::swiglu, 208, 200, tile});
+    all.push_back({f8, false, true, true, act::Kind::relu2, 320, 128, tile});
+    all.push_back({f8, true, false, false, act::Kind::swiglu, 256, 256, tile});
+    all.push_back({f8, true, false, true, act::Kind::gelu_tanh, 448, 384, tile});
+    all.push_back({f8, true, false, true, act::Kind::swiglu, 192, 640, tile});
   }
   return all;
 }

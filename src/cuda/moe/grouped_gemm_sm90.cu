@@ -59,9 +59,73 @@ void with_tile(TileChoice tile, F&& f) {
 
 // The receipt's name of a tile configuration.
 template <typename Cfg>
-std::string tile_name() {
-  return ",m128,n" + std::to_string(Cfg::kBlockN) + ",k64,stages" + std::to_string(Cfg::kStages) +
-         (Cfg::kCtasPerSm > 1 ? ",ctas2" : "") + (Cfg::kPair ? ",pairs" : "");
+std::string tile_name(int slice_k) {
+  return ",m128,n" + std::to_string(Cfg::kBlockN) + ",k" + std::to_string(slice_k) + ",stages" +
+         std::to_string(Cfg::kStages) + (Cfg::kCtasPerSm > 1 ? ",ctas2" : "") +
+         (Cfg::kPair ? ",pairs" : "");
+}
+
+// Encodes the tensor maps and launches one tile configuration; sets `name` (left empty when TMA
+// cannot describe a view).
+template <typename Cfg>
+void launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, bool fp8, Stream stream,
+                 std::string& name) {
+  using namespace grouped_gemm;  // NOLINT: the kernel's constants
+  // A stage's K slice: one 128-byte swizzled row, 64 two-byte or 128 FP8 elements.
+  const uint32_t slice = fp8 ? 128 : kBlockK;
+  const int element_bytes = fp8 ? 1 : 2;
+  const uint64_t a_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.rows), 1};
+  const int64_t a_strides[2] = {p.a_stride, p.a_stride * p.rows};
+  const uint32_t a_box[3] = {slice, kBlockM, 1};
+  const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
+                              static_cast<uint64_t>(p.experts)};
+  const int64_t b_strides[2] = {p.k, p.k * p.n};
+  const uint32_t b_box[3] = {slice, Cfg::kBlockN / 2, 1};  // two boxes a tile
+  if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box, element_bytes).empty() ||
+      !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box, element_bytes).empty()) {
+    return;
+  }
+
+  const int64_t n_tiles = p.gated ? p.n / Cfg::kBlockN : (p.n + Cfg::kBlockN - 1) / Cfg::kBlockN;
+  g.n_tiles = static_cast<int>(n_tiles);
+  // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
+  constexpr int kCluster = Cfg::kPair ? 2 : 1;
+  const int64_t ctas = (int64_t{g.m_blocks} * n_tiles + kCluster - 1) / kCluster * kCluster;
+  if (ctas > INT32_MAX) return;
+  cudaLaunchAttribute cluster = {};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim = {kCluster, 1, 1};
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(ctas));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = static_cast<size_t>(Cfg::kSmemBytes);
+  config.stream = static_cast<cudaStream_t>(stream);
+  config.attrs = &cluster;
+  config.numAttrs = Cfg::kPair ? 1 : 0;
+  // T: of a, b and out; FP8: of out (a and b are e4m3 bytes).
+  dispatch_value<DType::bf16, DType::f16>(
+      fp8 ? p.out_dtype : p.dtype, "grouped_gemm", [&](auto dt) {
+        using T = typename CudaType<decltype(dt)::value>::type;
+        dispatch_bool(p.gated, [&](auto gated) {
+          auto launch = [&](auto kernel) {
+            KILN_CUDA_CHECK(cudaFuncSetAttribute(
+                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+            KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
+          };
+          constexpr bool kGated = decltype(gated)::value;
+          if constexpr (Cfg::kBlockN == 128 && !Cfg::kPair && Cfg::kCtasPerSm == 1) {
+            if (fp8) return launch(grouped_gemm_kernel<T, kGated, Cfg, true>);
+          }
+          launch(grouped_gemm_kernel<T, kGated, Cfg>);
+        });
+      });
+  name =
+      std::string("grouped_gemm_wgmma_tma<") +
+      (fp8 ? "e4m3->" + std::string(dtype_name(p.out_dtype)) : std::string(dtype_name(p.dtype))) +
+      tile_name<Cfg>(static_cast<int>(slice)) +
+      (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
+      (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
+      (p.row_scale ? ",row_scale" : "") + ">";
 }
 
 }  // namespace
@@ -70,7 +134,12 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   using namespace grouped_gemm;  // NOLINT: the kernel's constants
   if (p.rows == 0 || p.k == 0 || p.n == 0 || p.experts == 0) return "";
   if (p.n % 2 != 0 || p.out_stride % 2 != 0 || (p.gated && (p.n / 2) % 64 != 0)) return "";
-  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "";
+  const bool fp8 = p.dtype == DType::f8e4m3;
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16 && !fp8) return "";
+  if (fp8 && (p.a_scale == nullptr || p.b_scale == nullptr || p.k % 16 != 0 ||
+              (p.out_dtype != DType::bf16 && p.out_dtype != DType::f16))) {
+    return "";
+  }
   if (!on_hopper()) return "";
   GroupedGemmArgs g;
   g.block_expert = p.block_expert;
@@ -84,51 +153,16 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   g.k = p.k;
   g.kind = p.kind;
   g.activate = p.activate;
+  g.a_scale = p.a_scale;
+  g.a_scale_stride = p.a_scale_stride;
+  g.b_scale = p.b_scale;
   g.m_blocks = static_cast<int>((p.rows + kBlockM - 1) / kBlockM);
   std::string name;
-  with_tile(pick_tile(p), [&](auto cfg) {
-    using Cfg = decltype(cfg);
-    const uint64_t a_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.rows), 1};
-    const int64_t a_strides[2] = {p.a_stride, p.a_stride * p.rows};
-    const uint32_t a_box[3] = {kBlockK, kBlockM, 1};
-    const uint64_t b_dims[3] = {static_cast<uint64_t>(p.k), static_cast<uint64_t>(p.n),
-                                static_cast<uint64_t>(p.experts)};
-    const int64_t b_strides[2] = {p.k, p.k * p.n};
-    const uint32_t b_box[3] = {kBlockK, Cfg::kBlockN / 2, 1};  // two boxes a tile
-    if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box).empty() ||
-        !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box).empty()) {
-      return;
-    }
-    const int64_t n_tiles = p.gated ? p.n / Cfg::kBlockN : (p.n + Cfg::kBlockN - 1) / Cfg::kBlockN;
-    g.n_tiles = static_cast<int>(n_tiles);
-    // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
-    constexpr int kCluster = Cfg::kPair ? 2 : 1;
-    const int64_t ctas = (int64_t{g.m_blocks} * n_tiles + kCluster - 1) / kCluster * kCluster;
-    if (ctas > INT32_MAX) return;
-    cudaLaunchAttribute cluster = {};
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim = {kCluster, 1, 1};
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(static_cast<unsigned>(ctas));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = static_cast<size_t>(Cfg::kSmemBytes);
-    config.stream = static_cast<cudaStream_t>(stream);
-    config.attrs = &cluster;
-    config.numAttrs = Cfg::kPair ? 1 : 0;
-    dispatch_value<DType::bf16, DType::f16>(p.dtype, "grouped_gemm", [&](auto dt) {
-      using T = typename CudaType<decltype(dt)::value>::type;
-      dispatch_bool(p.gated, [&](auto gated) {
-        const auto kernel = grouped_gemm_kernel<T, decltype(gated)::value, Cfg>;
-        KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             Cfg::kSmemBytes));
-        KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
-      });
-    });
-    name = std::string("grouped_gemm_wgmma_tma<") + std::string(dtype_name(p.dtype)) +
-           tile_name<Cfg>() + (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
-           (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
-           (p.row_scale ? ",row_scale" : "") + ">";
-  });
+  TileChoice tile = pick_tile(p);
+  // FP8 holds two accumulator sets (the running sums and the slice's): one 128 x 128 CTA a SM
+  // (two, at 113 registers, spilled over a kilobyte a thread).
+  if (fp8) tile = TileChoice::n128;
+  with_tile(tile, [&](auto cfg) { launch_tile<decltype(cfg)>(p, g, fp8, stream, name); });
   return name;
 }
 

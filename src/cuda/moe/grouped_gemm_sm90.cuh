@@ -16,6 +16,8 @@
 //   act(gate, up) (· row_scale[r]); a CTA covers kBlockN / 2 gate and the matching up rows.
 // Blocks whose expert is < 0 (not held here) or that start at or past *rows_used are skipped:
 // their rows are not written; nor are the rows of a block at or past its block_rows count.
+// FP8 (e4m3) A and B with DeepSeek-V3's scales (1 x 128 for A, 128 x 128 for B) take 128 x 128
+// tiles, 128-element K slices (the same 128-byte swizzled rows) and consume_fp8's promotion.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -56,6 +58,11 @@ struct GroupedGemmArgs {
   const int32_t* block_rows = nullptr;    // [ceil(rows / 128)] rows in use per block, or null
   const int32_t* rows_used = nullptr;     // device scalar, or null (all rows)
   const float* row_scale = nullptr;       // [rows], or null
+  // FP8 (e4m3) A and B: 1 x 128 scales of A [rows, ceil(K / 128)] (rows a_scale_stride apart) and
+  // 128 x 128 block scales of B [E, ceil(N / 128), ceil(K / 128)] contiguous; null otherwise.
+  const float* a_scale = nullptr;
+  int64_t a_scale_stride = 0;
+  const float* b_scale = nullptr;
   void* out = nullptr;
   int64_t out_stride = 0;  // elements between rows of out
   int64_t rows = 0, n = 0, k = 0;
@@ -138,14 +145,15 @@ __device__ __forceinline__ void release(uint64_t* empty, bool multicast, uint32_
 // The producer (one thread): A slices from the CTA's rows, B slices of the expert as two boxes of
 // kBlockN / 2 rows (gated: the gate rows, then the matching up rows; plain: two halves). With
 // multicast, each CTA of the pair fetches the box of its rank into both CTAs.
-template <bool kGated, typename Cfg>
+// kSliceK: K elements a stage (64 two-byte ones, or 128 FP8 ones: a 128-byte row either way).
+template <bool kGated, typename Cfg, int kSliceK = kBlockK>
 __device__ __forceinline__ void produce(const GroupedGemmArgs& g, const TilePlan& plan,
                                         bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
                                         uint64_t* empty) {
   constexpr int kStages = Cfg::kStages, kHalf = Cfg::kBlockN / 2;
   prefetch_tensor_map(&g.a);
   prefetch_tensor_map(&g.b);
-  const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
+  const int k_blocks = static_cast<int>((g.k + kSliceK - 1) / kSliceK);
   const int m0 = plan.m_block * kBlockM;
   const int b_row0 = kGated ? kHalf * plan.n_block : Cfg::kBlockN * plan.n_block;
   const int b_row1 = kGated ? static_cast<int>(g.n / 2) + kHalf * plan.n_block : b_row0 + kHalf;
@@ -154,63 +162,26 @@ __device__ __forceinline__ void produce(const GroupedGemmArgs& g, const TilePlan
     const int s = kb % kStages;
     barrier_wait_parity(&empty[s], ((kb / kStages) & 1) ^ 1);
     barrier_arrive_expect_tx(&full[s], kATileBytes + Cfg::kBTileBytes);
-    tma_load_3d(s_a + s * kATileBytes, &g.a, kb * kBlockK, m0, 0, &full[s]);
+    tma_load_3d(s_a + s * kATileBytes, &g.a, kb * kSliceK, m0, 0, &full[s]);
     uint8_t* const b_tile = s_b + s * Cfg::kBTileBytes;
     if (multicast) {
-      tma_load_3d_multicast(b_tile + rank * kHalf * kRowBytes, &g.b, kb * kBlockK,
+      tma_load_3d_multicast(b_tile + rank * kHalf * kRowBytes, &g.b, kb * kSliceK,
                             rank == 0 ? b_row0 : b_row1, plan.expert, &full[s], 0b11);
     } else {
-      tma_load_3d(b_tile, &g.b, kb * kBlockK, b_row0, plan.expert, &full[s]);
-      tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kBlockK, b_row1, plan.expert, &full[s]);
+      tma_load_3d(b_tile, &g.b, kb * kSliceK, b_row0, plan.expert, &full[s]);
+      tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kSliceK, b_row1, plan.expert, &full[s]);
     }
   }
 }
 
-// The two consumer warpgroups: the main loop over K slices, then the epilogue.
-template <typename T, bool kGated, typename Cfg>
-__device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan& plan,
-                                        bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
-                                        uint64_t* empty) {
-  constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
-  constexpr int kBTileBytes = Cfg::kBTileBytes;
-  // Consumers: warpgroup wg owns rows m0 + 64 wg ..; this thread rows row0 + 8 h.
+// The epilogue of either main loop: acc (a warpgroup's 64 rows x kBlockN, wgmma's layout) into
+// out, gated or plain, scaled by row_scale; rows past the block's count or the tensor unwritten.
+template <typename T, bool kGated, int kBlockN>
+__device__ __forceinline__ void store_tile(const GroupedGemmArgs& g, const TilePlan& plan,
+                                           const float (&acc)[kBlockN / 2]) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wg = warp / 4;
   const int64_t m0 = int64_t{plan.m_block} * kBlockM;
   const int n_block = plan.n_block, block_rows = plan.block_rows;
-  const uint32_t partner = cluster_rank_if<Cfg::kPair>() ^ 1;
-  const bool active = 64 * wg < block_rows;
-  const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
-  float acc[kBlockN / 2];
-#pragma unroll
-  for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.f;
-  // One k-slice batch stays in flight: after issuing slice kb, wait for kb - 1 and free its stage.
-  // An idle warpgroup only frees stages; its loop is a separate one because a wgmma under a
-  // branch inside the loop made ptxas serialise every wgmma (C7515).
-  if (active) {
-    for (int kb = 0; kb < k_blocks; ++kb) {
-      const int s = kb % kStages;
-      const uint32_t a_base = shared_address(s_a + s * kATileBytes) + 64 * wg * kRowBytes;
-      const uint32_t b_base = shared_address(s_b + s * kBTileBytes);
-      barrier_wait_parity(&full[s], (kb / kStages) & 1);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBlockK / 16; ++kk) {
-        wgmma_ss<T, kBlockN, 0>(acc, sw128_descriptor(a_base + 32 * kk, 16, 1024),
-                                sw128_descriptor(b_base + 32 * kk, 16, 1024), true);
-      }
-      wgmma_commit();
-      wgmma_wait<1>();
-      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
-    }
-    wgmma_wait<0>();
-  } else {
-    for (int kb = 0; kb < k_blocks; ++kb) {
-      barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
-      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
-    }
-  }
-  fence_accumulators(acc);
-
   const int64_t row0 = m0 + 64 * wg + 16 * (warp % 4) + lane / 4;
   T* const out = static_cast<T*>(g.out);
 #pragma unroll
@@ -247,7 +218,129 @@ __device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan
   }
 }
 
+// Waits until stage kb's tiles have landed; returns the shared addresses of this warpgroup's 64 A
+// rows and of the B tile.
+template <typename Cfg>
+__device__ __forceinline__ uint2 wait_stage(int kb, int wg, uint8_t* s_a, uint8_t* s_b,
+                                            uint64_t* full) {
+  const int s = kb % Cfg::kStages;
+  barrier_wait_parity(&full[s], (kb / Cfg::kStages) & 1);
+  return make_uint2(shared_address(s_a + s * kATileBytes) + 64 * wg * kRowBytes,
+                    shared_address(s_b + s * Cfg::kBTileBytes));
+}
+
+// The two consumer warpgroups: the main loop over K slices, then the epilogue.
 template <typename T, bool kGated, typename Cfg>
+__device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan& plan,
+                                        bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
+                                        uint64_t* empty) {
+  constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
+  // Consumers: warpgroup wg owns rows m0 + 64 wg ..
+  const int lane = threadIdx.x % 32, wg = threadIdx.x / 128;
+  const uint32_t partner = cluster_rank_if<Cfg::kPair>() ^ 1;
+  const bool active = 64 * wg < plan.block_rows;
+  const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
+  float acc[kBlockN / 2];
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.f;
+  // One k-slice batch stays in flight: after issuing slice kb, wait for kb - 1 and free its stage.
+  // An idle warpgroup only frees stages; its loop is a separate one because a wgmma under a
+  // branch inside the loop made ptxas serialise every wgmma (C7515).
+  if (active) {
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      const uint2 tiles = wait_stage<Cfg>(kb, wg, s_a, s_b, full);
+      const uint32_t a_base = tiles.x, b_base = tiles.y;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockK / 16; ++kk) {
+        wgmma_ss<T, kBlockN, 0>(acc, sw128_descriptor(a_base + 32 * kk, 16, 1024),
+                                sw128_descriptor(b_base + 32 * kk, 16, 1024), true);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
+    }
+    wgmma_wait<0>();
+  } else {
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
+      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
+    }
+  }
+  fence_accumulators(acc);
+  store_tile<T, kGated, kBlockN>(g, plan, acc);
+}
+
+// The FP8 main loop (DeepSeek-V3's scaling, DeepGEMM's promotion): each 128-wide K slice is
+// multiplied by four e4m3 k32 wgmmas into a fresh fp32 tile, which is then added into the running
+// accumulators times the A row's 1 x 128 scale and the B rows' 128 x 128 scale of that slice. The
+// slice's wgmmas complete before the add (wait 0), and its stage is freed at once. A 128-wide
+// tile's B rows lie in one 128-row scale block (plain: columns 128 n_block ..; gated: 64 gate rows
+// and 64 up rows, each 64-aligned, so each in one block: two scales). Out of T (bf16/f16).
+// NOT YET RUN ON A GPU.
+template <typename T, bool kGated, typename Cfg>
+__device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const TilePlan& plan,
+                                            uint8_t* s_a, uint8_t* s_b, uint64_t* full,
+                                            uint64_t* empty) {
+  static_assert(Cfg::kBlockN == 128 && !Cfg::kPair && Cfg::kCtasPerSm == 1,
+                "FP8 tiles: 128 x 128, one CTA a SM, no clusters");
+  constexpr int kBlockN = 128, kStages = Cfg::kStages, kHalf = kBlockN / 2;
+  constexpr int kSliceK = 128;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wg = warp / 4;
+  const bool active = 64 * wg < plan.block_rows;
+  const int k_blocks = static_cast<int>((g.k + kSliceK - 1) / kSliceK);
+  float acc[kBlockN / 2], part[kBlockN / 2];
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) acc[i] = 0.f;
+  if (active) {
+    // This thread's two rows (clamped into A: rows past it are never stored) and the tile's B
+    // scale rows.
+    const int64_t row0 = int64_t{plan.m_block} * kBlockM + 64 * wg + 16 * (warp % 4) + lane / 4;
+    const float* a_scale0 = g.a_scale + min(row0, g.rows - 1) * g.a_scale_stride;
+    const float* a_scale1 = g.a_scale + min(row0 + 8, g.rows - 1) * g.a_scale_stride;
+    const int64_t n_scale_blocks = (g.n + 127) / 128;
+    const int64_t first_rows = kGated ? int64_t{kHalf} * plan.n_block : kBlockN * plan.n_block;
+    const int64_t second_rows = kGated ? g.n / 2 + int64_t{kHalf} * plan.n_block : first_rows;
+    const float* b_scales = g.b_scale + int64_t{plan.expert} * n_scale_blocks * k_blocks;
+    const float* b_scale0 = b_scales + (first_rows / 128) * k_blocks;
+    const float* b_scale1 = b_scales + (second_rows / 128) * k_blocks;
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      const int s = kb % kStages;
+      const uint2 tiles = wait_stage<Cfg>(kb, wg, s_a, s_b, full);
+      const uint32_t a_base = tiles.x, b_base = tiles.y;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kSliceK / 32; ++kk) {
+        wgmma_ss_e4m3<kBlockN>(part, sw128_descriptor(a_base + 32 * kk, 16, 1024),
+                               sw128_descriptor(b_base + 32 * kk, 16, 1024), kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_accumulators(part);
+      if (lane == 0) release(&empty[s], false, 0);
+      const float sa0 = a_scale0[kb], sa1 = a_scale1[kb];
+      const float sb0 = b_scale0[kb], sb1 = b_scale1[kb];
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+        // Column tiles 0-7 are the first B rows (gated: the gate), 8-15 the second.
+        const float sb = kGated && j >= kBlockN / 16 ? sb1 : sb0;
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sa0 * sb, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sa0 * sb, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sa1 * sb, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sa1 * sb, acc[4 * j + 3]);
+      }
+    }
+  } else {
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
+      if (lane == 0) release(&empty[kb % kStages], false, 0);
+    }
+  }
+  store_tile<T, kGated, kBlockN>(g, plan, acc);
+}
+
+// T: the element type of A, B and out; or, kFp8, of out alone (A and B e4m3 bytes).
+template <typename T, bool kGated, typename Cfg, bool kFp8 = false>
 __global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
     grouped_gemm_kernel(const __grid_constant__ GroupedGemmArgs g) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -293,7 +386,11 @@ __global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
   }
   if (plan.run) {
     if (warp == kConsumerWarps) {
-      if (lane == 0) produce<kGated, Cfg>(g, plan, multicast, s_a, s_b, full, empty);
+      if (lane == 0) {
+        produce<kGated, Cfg, kFp8 ? 128 : kBlockK>(g, plan, multicast, s_a, s_b, full, empty);
+      }
+    } else if constexpr (kFp8) {
+      consume_fp8<T, kGated, Cfg>(g, plan, s_a, s_b, full, empty);
     } else {
       consume<T, kGated, Cfg>(g, plan, multicast, s_a, s_b, full, empty);
     }
