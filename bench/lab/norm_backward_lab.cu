@@ -13,69 +13,12 @@
 // row slot, as kiln does today). kiln (2026-11-22): persistent, 512 threads, LayerNorm 2 accesses,
 // the next row staged by cp.async, one partial a row slot: 62 / 72 / 79 % of copy at N = 2048 /
 // 4096 / 8192.
-#include <cuda_bf16.h>
-
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
-#define CHECK(x)                                                                    \
-  do {                                                                              \
-    cudaError_t e = (x);                                                            \
-    if (e != cudaSuccess) {                                                         \
-      std::printf("CUDA %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
-
-using bf16 = __nv_bfloat16;
-struct alignas(16) P8 {
-  uint32_t w[4];
-};
-
-__device__ __forceinline__ void widen8(const P8& p, float (&f)[8]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(p.w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(p.w[i] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ P8 narrow8(const float (&f)[8]) {
-  P8 p;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    p.w[i] = *reinterpret_cast<uint32_t*>(&h);
-  }
-  return p;
-}
-
-// Sum of kN values over the kTpr threads of a row; scratch [kRows][kTpr / 32][kN].
-template <int kTpr, int kN>
-__device__ __forceinline__ void row_sum(float (&v)[kN], float* scratch) {
-#pragma unroll
-  for (int k = 0; k < kN; ++k)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v[k] += __shfl_xor_sync(~0u, v[k], o);
-  if constexpr (kTpr > 32) {
-    constexpr int kWarps = kTpr / 32;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    float* s = scratch + threadIdx.y * kWarps * kN;
-    if (lane == 0)
-#pragma unroll
-      for (int k = 0; k < kN; ++k) s[warp * kN + k] = v[k];
-    __syncthreads();
-#pragma unroll
-    for (int k = 0; k < kN; ++k) v[k] = s[(lane % kWarps) * kN + k];
-#pragma unroll
-    for (int k = 0; k < kN; ++k)
-#pragma unroll
-      for (int o = kWarps / 2; o > 0; o >>= 1) v[k] += __shfl_xor_sync(~0u, v[k], o);
-  }
-}
+#include "lab_common.cuh"
 
 struct Args {
   const bf16* x;
@@ -217,11 +160,15 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
   float* dbp = a.db_part + size_t(out_slot) * a.cols;
 #pragma unroll
   for (int i = 0; i < kVpt; ++i) {
-    reinterpret_cast<float4*>(dwp + col(i, 0))[0] = make_float4(dw[i][0], dw[i][1], dw[i][2], dw[i][3]);
-    reinterpret_cast<float4*>(dwp + col(i, 0))[1] = make_float4(dw[i][4], dw[i][5], dw[i][6], dw[i][7]);
+    reinterpret_cast<float4*>(dwp + col(i, 0))[0] =
+        make_float4(dw[i][0], dw[i][1], dw[i][2], dw[i][3]);
+    reinterpret_cast<float4*>(dwp + col(i, 0))[1] =
+        make_float4(dw[i][4], dw[i][5], dw[i][6], dw[i][7]);
     if (kLayer) {
-      reinterpret_cast<float4*>(dbp + col(i, 0))[0] = make_float4(db[i][0], db[i][1], db[i][2], db[i][3]);
-      reinterpret_cast<float4*>(dbp + col(i, 0))[1] = make_float4(db[i][4], db[i][5], db[i][6], db[i][7]);
+      reinterpret_cast<float4*>(dbp + col(i, 0))[0] =
+          make_float4(db[i][0], db[i][1], db[i][2], db[i][3]);
+      reinterpret_cast<float4*>(dbp + col(i, 0))[1] =
+          make_float4(db[i][4], db[i][5], db[i][6], db[i][7]);
     }
   }
 }
@@ -313,38 +260,11 @@ int main() {
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("# norm backward lab: %s, %d SMs, M = %d, bf16, median of %d\n", prop.name, sms,
-              rows, reps);
-  cudaStream_t st;
-  CHECK(cudaStreamCreate(&st));
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  auto median = [](std::vector<float> t) {
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
-  {
-    const size_t bytes = size_t(1) << 30;
-    void *s, *d;
-    CHECK(cudaMalloc(&s, bytes));
-    CHECK(cudaMalloc(&d, bytes));
-    CHECK(cudaMemset(s, 1, bytes));
-    std::vector<float> t;
-    for (int i = 0; i < 30; ++i) {
-      CHECK(cudaEventRecord(e0, st));
-      CHECK(cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, st));
-      CHECK(cudaEventRecord(e1, st));
-      CHECK(cudaEventSynchronize(e1));
-      float ms;
-      CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      t.push_back(ms);
-    }
-    const float ms = median(t);
-    std::printf("copy 1 GiB: %.4f ms, %.0f GB/s\n", ms, 2.0 * bytes / ms / 1e6);
-    CHECK(cudaFree(s));
-    CHECK(cudaFree(d));
-  }
+  std::printf("# norm backward lab: %s, %d SMs, M = %d, bf16, median of %d\n", prop.name, sms, rows,
+              reps);
+  LabTimer timer;
+  const cudaStream_t st = timer.stream;
+  timer.print_copy_ceiling();
   std::vector<Variant> vs;
   add_variants<false, 2048>(vs);
   add_variants<false, 4096>(vs);
@@ -450,22 +370,16 @@ int main() {
             worst = std::isnan(gb) ? 1e9 : std::max(worst, std::fabs(gb - want_db[j]) / scale);
           }
         }
-        std::vector<float> t;
-        for (int i = 0; i < reps + 3; ++i) {
-          const int s = i % sets;
-          Args ai = a;
-          ai.x = dx_in + s * n;
-          ai.dy = dg + s * n;
-          ai.dx = ddx + s * n;
-          CHECK(cudaEventRecord(e0, st));
-          v.launch(ai, sms, st);
-          CHECK(cudaEventRecord(e1, st));
-          CHECK(cudaEventSynchronize(e1));
-          float ms;
-          CHECK(cudaEventElapsedTime(&ms, e0, e1));
-          if (i >= 3) t.push_back(ms);
-        }
-        const float ms = median(t);
+        const float ms = timer.median_ms(
+            [&](int i) {
+              const int s = i % sets;
+              Args ai = a;
+              ai.x = dx_in + s * n;
+              ai.dy = dg + s * n;
+              ai.dx = ddx + s * n;
+              v.launch(ai, sms, st);
+            },
+            reps);
         // kiln's byte count: x, dy read, dx written, weight read, dweight (+ dbias) written.
         const double bytes = 3.0 * n * 2 + cols * 2.0 * (layer ? 3 : 2);
         std::printf("N %5d  %-58s %8.4f ms %6.0f GB/s  err %.1e%s\n", cols, v.name.c_str(), ms,

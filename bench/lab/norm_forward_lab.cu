@@ -8,74 +8,17 @@
 // block (kRows), min blocks a SM for __launch_bounds__, weight loaded with x (kEarly) or after the
 // reduction, persistent with the next row prefetched into registers (kPersist), and LayerNorm's
 // variance by the x[0] shift (kTwoPass = false, kiln's way) or by a second reduction.
-#include <cuda_bf16.h>
-
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
-#define CHECK(x)                                                                    \
-  do {                                                                              \
-    cudaError_t e = (x);                                                            \
-    if (e != cudaSuccess) {                                                         \
-      std::printf("CUDA %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
+#include "lab_common.cuh"
 
-using bf16 = __nv_bfloat16;
-struct alignas(16) P8 {
-  uint32_t w[4];
-};
-
-__device__ __forceinline__ void widen8(const P8& p, float (&f)[8]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(p.w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(p.w[i] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ P8 narrow8(const float (&f)[8]) {
-  P8 p;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    p.w[i] = *reinterpret_cast<uint32_t*>(&h);
-  }
-  return p;
-}
 __device__ __forceinline__ float rsqrt_approx(float v) {
   float r;
   asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
   return r;
-}
-
-// Sum over the kTpr threads of a row; kN values. scratch: [kRows][kTpr / 32][kN] floats.
-template <int kTpr, int kN>
-__device__ __forceinline__ void row_sum(float (&v)[kN], float* scratch) {
-#pragma unroll
-  for (int k = 0; k < kN; ++k)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v[k] += __shfl_xor_sync(~0u, v[k], o);
-  if constexpr (kTpr > 32) {
-    constexpr int kWarps = kTpr / 32;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    float* s = scratch + threadIdx.y * kWarps * kN;
-    if (lane == 0)
-#pragma unroll
-      for (int k = 0; k < kN; ++k) s[warp * kN + k] = v[k];
-    __syncthreads();
-#pragma unroll
-    for (int k = 0; k < kN; ++k) v[k] = s[(lane % kWarps) * kN + k];
-#pragma unroll
-    for (int k = 0; k < kN; ++k)
-#pragma unroll
-      for (int o = kWarps / 2; o > 0; o >>= 1) v[k] += __shfl_xor_sync(~0u, v[k], o);
-  }
 }
 
 struct Args {
@@ -223,38 +166,41 @@ void add_variants(std::vector<Variant>& vs) {
   constexpr int kV = kN / 8;  // 16-byte accesses a row
   // kiln today: 512-thread blocks, 1 access (2 at N = 8192), late weight.
   if constexpr (kV >= 512) {
-    vs.push_back(make<512, kV / 512, 1, kV / 512 == 1 ? 4 : 3, kL, false, false, false>("kiln"));
-    vs.push_back(make<512, kV / 512, 1, kV / 512 == 1 ? 4 : 3, kL, true, false, false>("kiln"));
+    vs.push_back(make < 512, kV / 512, 1, kV / 512 == 1 ? 4 : 3, kL, false, false,
+                 false > ("kiln"));
+    vs.push_back(make < 512, kV / 512, 1, kV / 512 == 1 ? 4 : 3, kL, true, false, false > ("kiln"));
     vs.push_back(make<512, kV / 512, 1, 2, kL, false, false, false>("kiln"));
   } else {
     vs.push_back(make<kV, 1, 512 / kV, 4, kL, false, false, false>("kiln"));
     vs.push_back(make<kV, 1, 512 / kV, 4, kL, true, false, false>("kiln"));
   }
   // Triton-like: one row a block, 2 accesses a thread, weight with x.
-  vs.push_back(make<kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 8 : 2048 / (kV / 2), kL, true, false,
-                    false>("triton"));
-  vs.push_back(make<kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, true,
-                    false, false>("triton"));
-  vs.push_back(make<kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, false,
-                    false, false>("triton"));
+  vs.push_back(make < kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 8 : 2048 / (kV / 2), kL, true, false,
+               false > ("triton"));
+  vs.push_back(make < kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, true,
+               false, false > ("triton"));
+  vs.push_back(make < kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, false,
+               false, false > ("triton"));
   // One row a block, 1 access.
   if constexpr (kV <= 1024) {
     vs.push_back(make<kV, 1, 1, 2048 / kV, kL, true, false, false>("row"));
     vs.push_back(make<kV, 1, 1, 2048 / kV, kL, false, false, false>("row"));
   }
   // 4 accesses a thread.
-  vs.push_back(make<kV / 4, 4, 1, 2048 / (kV / 4) >= 8 ? 8 : 4, kL, true, false, false>("wide"));
+  vs.push_back(make < kV / 4, 4, 1, 2048 / (kV / 4) >= 8 ? 8 : 4, kL, true, false,
+               false > ("wide"));
   // Persistent, next row in registers.
   if constexpr (kV <= 1024) {
     vs.push_back(make<kV, 1, 1, 2048 / kV, kL, false, true, false>("pers"));
   }
-  vs.push_back(make<kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, false,
-                    true, false>("pers"));
+  vs.push_back(make < kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, false,
+               true, false > ("pers"));
   if constexpr (kL) {
-    vs.push_back(make<kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, true,
-                      false, true>("triton"));
+    vs.push_back(make < kV / 2, 2, 1, 2048 / (kV / 2) >= 8 ? 6 : 2048 / (kV / 2) * 3 / 4, kL, true,
+                 false, true > ("triton"));
     if constexpr (kV >= 512) {
-      vs.push_back(make<512, kV / 512, 1, kV / 512 == 1 ? 4 : 3, kL, false, false, true>("kiln"));
+      vs.push_back(make < 512, kV / 512, 1, kV / 512 == 1 ? 4 : 3, kL, false, false,
+                   true > ("kiln"));
     } else {
       vs.push_back(make<kV, 1, 512 / kV, 4, kL, false, false, true>("kiln"));
     }
@@ -273,37 +219,9 @@ int main() {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("# norm forward lab: %s, %d SMs, M = %d, bf16, median of %d\n", prop.name, sms, rows,
               reps);
-  cudaStream_t st;
-  CHECK(cudaStreamCreate(&st));
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  auto median = [](std::vector<float> t) {
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
-  // Ceiling: 1 GiB device-to-device copy.
-  {
-    const size_t bytes = size_t(1) << 30;
-    void *s, *d;
-    CHECK(cudaMalloc(&s, bytes));
-    CHECK(cudaMalloc(&d, bytes));
-    CHECK(cudaMemset(s, 1, bytes));
-    std::vector<float> t;
-    for (int i = 0; i < 30; ++i) {
-      CHECK(cudaEventRecord(e0, st));
-      CHECK(cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, st));
-      CHECK(cudaEventRecord(e1, st));
-      CHECK(cudaEventSynchronize(e1));
-      float ms;
-      CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      t.push_back(ms);
-    }
-    const float ms = median(t);
-    std::printf("copy 1 GiB: %.4f ms, %.0f GB/s\n", ms, 2.0 * bytes / ms / 1e6);
-    CHECK(cudaFree(s));
-    CHECK(cudaFree(d));
-  }
+  LabTimer timer;
+  const cudaStream_t st = timer.stream;
+  timer.print_copy_ceiling();
   std::vector<Variant> vs;
   add_variants<false, 2048>(vs);
   add_variants<false, 4096>(vs);
@@ -329,7 +247,8 @@ int main() {
     CHECK(cudaMalloc(&dy, n * 2 * sets));
     CHECK(cudaMalloc(&dw, cols * 2));
     CHECK(cudaMalloc(&db, cols * 2));
-    for (int s = 0; s < sets; ++s) CHECK(cudaMemcpy(dx + s * n, hx.data(), n * 2, cudaMemcpyHostToDevice));
+    for (int s = 0; s < sets; ++s)
+      CHECK(cudaMemcpy(dx + s * n, hx.data(), n * 2, cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(dw, hw.data(), cols * 2, cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(db, hb.data(), cols * 2, cudaMemcpyHostToDevice));
     std::vector<bf16> hy(n);
@@ -361,19 +280,12 @@ int main() {
           worst = std::isnan(got) ? 1e9 : std::max(worst, err);
         }
       }
-      std::vector<float> t;
-      for (int i = 0; i < reps + 3; ++i) {
-        const int s = i % sets;
-        Args ai{dx + s * n, dw, db, dy + s * n, rows, cols, 1e-5f, 1.f / cols};
-        CHECK(cudaEventRecord(e0, st));
-        v.launch(ai, sms, st);
-        CHECK(cudaEventRecord(e1, st));
-        CHECK(cudaEventSynchronize(e1));
-        float ms;
-        CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 3) t.push_back(ms);
-      }
-      const float ms = median(t);
+      const float ms = timer.median_ms(
+          [&](int i) {
+            const int s = i % sets;
+            v.launch(Args{dx + s * n, dw, db, dy + s * n, rows, cols, 1e-5f, 1.f / cols}, sms, st);
+          },
+          reps);
       const double bytes = 2.0 * n * 2 + cols * 2 * (v.layer ? 2 : 1);
       std::printf("N %5d  %-44s %8.4f ms %6.0f GB/s  err %.1e%s\n", cols, v.name.c_str(), ms,
                   bytes / ms / 1e6, worst, worst > 2e-2 ? "  WRONG" : "");

@@ -33,10 +33,6 @@ void contiguous_tensor(std::string_view op, std::string_view arg, const TensorVi
   if (!t.is_contiguous()) throw_arg_error(op, arg, "a contiguous tensor", t.describe());
 }
 
-int64_t blocks128(int64_t n) {
-  return (n + 127) / 128;
-}
-
 }  // namespace
 
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,
@@ -70,9 +66,9 @@ void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13
                     {p.local_experts, p.rows13(), p.hidden});
   if (p.fp8_weights()) {
     contiguous_tensor(op, "w13_scale", weight_scales.w13, DType::f32, p.device,
-                      {p.local_experts, blocks128(p.rows13()), blocks128(p.hidden)});
+                      {p.local_experts, p.scale_blocks(p.rows13()), p.scale_blocks(p.hidden)});
     contiguous_tensor(op, "w2_scale", weight_scales.w2, DType::f32, p.device,
-                      {p.local_experts, blocks128(p.hidden), blocks128(p.inter)});
+                      {p.local_experts, p.scale_blocks(p.hidden), p.scale_blocks(p.inter)});
     p.w13_scale = static_cast<const float*>(weight_scales.w13.data);
     p.w2_scale = static_cast<const float*>(weight_scales.w2.data);
   } else {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "core/int_math.h"
 #include "kiln/ops/moe.h"
 #include "ops/activation_math.h"
 
@@ -25,6 +26,8 @@ struct MoeProblem {
   bool gated() const { return activation != MoeActivation::relu2; }
   bool fp8_weights() const { return weight_dtype == DType::f8e4m3; }
   int64_t rows13() const { return gated() ? 2 * inter : inter; }
+  // 128-wide scale blocks along a dim of n elements (FP8 weights: 128 x 128 blocks).
+  static int64_t scale_blocks(int64_t n) { return ceil_div(n, 128); }
   // The activation in the shared math's terms (ops/activation_math.h), for reference and kernel.
   act::Kind act_kind() const {
     switch (activation) {

@@ -24,8 +24,8 @@ void fused_moe(const MoeProblem& p) {
   using element::store;
   const int64_t rows13 = p.rows13();
   // A weight as the math sees it: FP8 ones times their 128 x 128 block's scale.
-  const int64_t h_blocks = (p.hidden + 127) / 128, i_blocks = (p.inter + 127) / 128;
-  const int64_t r13_blocks = (rows13 + 127) / 128;
+  const int64_t h_blocks = p.scale_blocks(p.hidden), i_blocks = p.scale_blocks(p.inter);
+  const int64_t r13_blocks = p.scale_blocks(rows13);
   auto w13_at = [&](int64_t e, int64_t r, int64_t h) {
     const double w = load(p.w13, p.weight_dtype, (e * rows13 + r) * p.hidden + h);
     if (!p.fp8_weights()) return w;

@@ -242,9 +242,9 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
             p.local_experts,
             p.w13_scale,
             p.w2_scale,
-            (p.rows13() + 127) / 128,
-            (p.hidden + 127) / 128,
-            (p.inter + 127) / 128};
+            p.scale_blocks(p.rows13()),
+            p.scale_blocks(p.hidden),
+            p.scale_blocks(p.inter)};
   // 16-byte packs of weights (8 bf16/f16 elements, 16 FP8 ones; x and the scratch read as many
   // elements, 16 or 32 bytes): whole packs per row, every row start 16-byte aligned (the scratch
   // is, from cudaMallocAsync, and its rows are I elements apart).

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
@@ -29,7 +30,10 @@ enum class TileChoice { n128, n128x2, n256, n256pair };
 // forces one where the columns allow it (an A/B switch, named in the receipt); n256pair runs the
 // wide tile in clusters of two that multicast shared B tiles (measured slower: 18.9 ms against
 // 14.6 for the whole layer).
+// FP8 holds two accumulator sets (the running sums and the slice's), so it always takes n128: one
+// CTA a SM (two, at 113 registers, spilled over a kilobyte a thread).
 TileChoice pick_tile(const GroupedGemm& p) {
+  if (p.dtype == DType::f8e4m3) return TileChoice::n128;
   const char* env = std::getenv("KILN_GROUPED_GEMM_TILE");
   const std::string forced = env != nullptr ? env : "";
   const bool wide_ok = p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256;
@@ -65,12 +69,12 @@ std::string tile_name(int slice_k) {
          (Cfg::kPair ? ",pairs" : "");
 }
 
-// Encodes the tensor maps and launches one tile configuration; sets `name` (left empty when TMA
-// cannot describe a view).
+// Encodes the tensor maps and launches one tile configuration; returns the receipt's name, or ""
+// (nothing launched) when TMA cannot describe a view.
 template <typename Cfg>
-void launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, bool fp8, Stream stream,
-                 std::string& name) {
+std::string launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, Stream stream) {
   using namespace grouped_gemm;  // NOLINT: the kernel's constants
+  const bool fp8 = p.dtype == DType::f8e4m3;
   // A stage's K slice: one 128-byte swizzled row, 64 two-byte or 128 FP8 elements.
   const uint32_t slice = fp8 ? 128 : kBlockK;
   const int element_bytes = fp8 ? 1 : 2;
@@ -83,7 +87,7 @@ void launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, bool fp8
   const uint32_t b_box[3] = {slice, Cfg::kBlockN / 2, 1};  // two boxes a tile
   if (!encode_tensor_map_3d(&g.a, p.a, a_dims, a_strides, a_box, element_bytes).empty() ||
       !encode_tensor_map_3d(&g.b, p.b, b_dims, b_strides, b_box, element_bytes).empty()) {
-    return;
+    return "";
   }
 
   const int64_t n_tiles = p.gated ? p.n / Cfg::kBlockN : (p.n + Cfg::kBlockN - 1) / Cfg::kBlockN;
@@ -91,7 +95,7 @@ void launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, bool fp8
   // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
   constexpr int kCluster = Cfg::kPair ? 2 : 1;
   const int64_t ctas = (int64_t{g.m_blocks} * n_tiles + kCluster - 1) / kCluster * kCluster;
-  if (ctas > INT32_MAX) return;
+  if (ctas > INT32_MAX) return "";
   cudaLaunchAttribute cluster = {};
   cluster.id = cudaLaunchAttributeClusterDimension;
   cluster.val.clusterDim = {kCluster, 1, 1};
@@ -113,19 +117,19 @@ void launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, bool fp8
             KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
           };
           constexpr bool kGated = decltype(gated)::value;
-          if constexpr (Cfg::kBlockN == 128 && !Cfg::kPair && Cfg::kCtasPerSm == 1) {
+          if constexpr (std::is_same_v<Cfg, Tile128>) {  // the one FP8 tile (pick_tile)
             if (fp8) return launch(grouped_gemm_kernel<T, kGated, Cfg, true>);
           }
           launch(grouped_gemm_kernel<T, kGated, Cfg>);
         });
       });
-  name =
-      std::string("grouped_gemm_wgmma_tma<") +
-      (fp8 ? "e4m3->" + std::string(dtype_name(p.out_dtype)) : std::string(dtype_name(p.dtype))) +
-      tile_name<Cfg>(static_cast<int>(slice)) +
-      (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
-      (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
-      (p.row_scale ? ",row_scale" : "") + ">";
+  return std::string("grouped_gemm_wgmma_tma<") +
+         (fp8 ? "e4m3->" + std::string(dtype_name(p.out_dtype))
+              : std::string(dtype_name(p.dtype))) +
+         tile_name<Cfg>(static_cast<int>(slice)) +
+         (p.gated ? std::string(",") + act::kind_name(p.kind) : "") +
+         (p.activate ? std::string(",") + act::kind_name(p.kind) : "") +
+         (p.row_scale ? ",row_scale" : "") + ">";
 }
 
 }  // namespace
@@ -158,11 +162,7 @@ std::string grouped_gemm_sm90(const GroupedGemm& p, Stream stream) {
   g.b_scale = p.b_scale;
   g.m_blocks = static_cast<int>((p.rows + kBlockM - 1) / kBlockM);
   std::string name;
-  TileChoice tile = pick_tile(p);
-  // FP8 holds two accumulator sets (the running sums and the slice's): one 128 x 128 CTA a SM
-  // (two, at 113 registers, spilled over a kilobyte a thread).
-  if (fp8) tile = TileChoice::n128;
-  with_tile(tile, [&](auto cfg) { launch_tile<decltype(cfg)>(p, g, fp8, stream, name); });
+  with_tile(pick_tile(p), [&](auto cfg) { name = launch_tile<decltype(cfg)>(p, g, stream); });
   return name;
 }
 

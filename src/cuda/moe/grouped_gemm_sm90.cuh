@@ -23,6 +23,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/common/mma.cuh"
 #include "cuda/common/tma.cuh"
@@ -282,8 +283,7 @@ template <typename T, bool kGated, typename Cfg>
 __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const TilePlan& plan,
                                             uint8_t* s_a, uint8_t* s_b, uint64_t* full,
                                             uint64_t* empty) {
-  static_assert(Cfg::kBlockN == 128 && !Cfg::kPair && Cfg::kCtasPerSm == 1,
-                "FP8 tiles: 128 x 128, one CTA a SM, no clusters");
+  static_assert(std::is_same_v<Cfg, Tile128>, "FP8 runs the n128 tile (pick_tile)");
   constexpr int kBlockN = 128, kStages = Cfg::kStages, kHalf = kBlockN / 2;
   constexpr int kSliceK = 128;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, wg = warp / 4;

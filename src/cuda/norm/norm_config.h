@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/int_math.h"
+
 namespace kiln::cuda {
 
 struct NormConfig {
@@ -36,10 +38,6 @@ inline constexpr int kNormBackwardMaxVecs = 2;
 // Measured on the H100 (bf16, M = 16384): 3 and 4 stages were no faster than 2 in the
 // backward, and a persistent staged forward was slower than one block per row group.
 inline constexpr int kNormStages = 2;
-
-inline int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 inline int64_t next_pow2(int64_t v) {
   int64_t p = 1;

@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/int_math.h"
+
 namespace kiln::cuda {
 
 inline constexpr int kRopeMaxThreads = 256;
@@ -29,7 +31,6 @@ struct RopeConfig {
 };
 
 inline RopeConfig rope_config(int64_t tokens, int64_t heads, int64_t chunks) {
-  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   RopeConfig c;
   c.chunk_lanes = static_cast<int>(std::clamp<int64_t>(chunks, 1, kRopeMaxThreads));
   const int64_t max_head_lanes = kRopeMaxThreads / c.chunk_lanes;

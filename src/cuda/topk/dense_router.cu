@@ -154,13 +154,13 @@ std::string dense_router(const DenseRouterProblem& p, Stream stream) {
   auto* base = static_cast<char*>(p.workspace.data);
   RouterProblem r = p.router;
   if (!p.logits_given) r.logits = {base, DType::f32, tokens, experts, experts};
-  base += (tokens * experts * 4 + 255) / 256 * 256;
   if (tokens > kDenseRouterFusedMaxTokens) return gemm_then_route(p, r, stream);
 
-  const int splits = static_cast<int>(dense_router_splits(experts, p.hidden, sm_count(p.device)));
-  auto* partial = reinterpret_cast<float*>(base);
-  base += (splits * tokens * experts * 4 + 255) / 256 * 256;
-  auto* counter = reinterpret_cast<unsigned*>(base);
+  const int sms = sm_count(p.device);
+  const int splits = static_cast<int>(dense_router_splits(experts, p.hidden, sms));
+  const DenseRouterScratch scratch = dense_router_scratch(tokens, experts, p.hidden, sms);
+  auto* partial = reinterpret_cast<float*>(base + scratch.partials);
+  auto* counter = reinterpret_cast<unsigned*>(base + scratch.counter);
   const auto s = static_cast<cudaStream_t>(stream);
   KILN_CUDA_CHECK(cudaMemsetAsync(counter, 0, sizeof(unsigned), s));
   const DenseArgs args{p.x.data,

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/int_math.h"
 #include "kiln/core/stream.h"
 #include "ops/router_problem.h"
 
@@ -20,36 +21,42 @@ inline constexpr int64_t kDenseRouterFusedMaxTokens = 16;
 inline constexpr int kDenseRouterExperts = 8;
 inline constexpr int64_t kDenseRouterSliceAlign = 256;  // H elements: whole 16-byte packs a lane
 
-// Slices of H: about two blocks a SM, each slice a multiple of kDenseRouterSliceAlign elements.
+// H elements a slice when H is cut into `splits`: a multiple of kDenseRouterSliceAlign.
+inline int64_t dense_router_slice(int64_t hidden, int64_t splits) {
+  return ceil_div(ceil_div(hidden, splits), kDenseRouterSliceAlign) * kDenseRouterSliceAlign;
+}
+
+// Slices of H: about two blocks a SM (at most one slice an aligned step of H), no empty slice.
 inline int64_t dense_router_splits(int64_t experts, int64_t hidden, int sm_count) {
   if (hidden <= 0) return 1;
-  const int64_t expert_blocks = (experts + kDenseRouterExperts - 1) / kDenseRouterExperts;
-  const int64_t max_splits =
-      std::max<int64_t>(1, (hidden + kDenseRouterSliceAlign - 1) / kDenseRouterSliceAlign);
-  const int64_t want = (2 * int64_t{sm_count} + expert_blocks - 1) / expert_blocks;
-  const int64_t slice = (hidden + std::clamp<int64_t>(want, 1, max_splits) - 1) /
-                        std::clamp<int64_t>(want, 1, max_splits);
-  const int64_t aligned =
-      (slice + kDenseRouterSliceAlign - 1) / kDenseRouterSliceAlign * kDenseRouterSliceAlign;
-  return std::max<int64_t>(1, (hidden + aligned - 1) / aligned);
+  const int64_t expert_blocks = ceil_div(experts, kDenseRouterExperts);
+  const int64_t want = std::clamp<int64_t>(ceil_div(2 * int64_t{sm_count}, expert_blocks), 1,
+                                           ceil_div(hidden, kDenseRouterSliceAlign));
+  return ceil_div(hidden, dense_router_slice(hidden, want));
 }
 
-// H elements a slice.
-inline int64_t dense_router_slice(int64_t hidden, int64_t splits) {
-  const int64_t slice = (hidden + splits - 1) / splits;
-  return (slice + kDenseRouterSliceAlign - 1) / kDenseRouterSliceAlign * kDenseRouterSliceAlign;
+// The scratch, as byte offsets from its start: the fp32 logits [T, E] at 0, then for the fused
+// path the partials [splits, T, E] and the block counter, each piece 256-byte aligned.
+struct DenseRouterScratch {
+  size_t partials = 0, counter = 0, bytes = 0;
+};
+
+inline DenseRouterScratch dense_router_scratch(int64_t tokens, int64_t experts, int64_t hidden,
+                                               int sm_count) {
+  auto round = [](int64_t b) { return static_cast<size_t>(ceil_div(b, 256) * 256); };
+  DenseRouterScratch s;
+  s.partials = s.bytes = round(tokens * experts * 4);
+  if (tokens <= kDenseRouterFusedMaxTokens) {
+    s.counter =
+        s.partials + round(dense_router_splits(experts, hidden, sm_count) * tokens * experts * 4);
+    s.bytes = s.counter + 256;
+  }
+  return s;
 }
 
-// Scratch: the fp32 logits [T, E], plus for the fused path the partials [splits, T, E] and the
-// block counter, each piece 256-byte aligned.
 inline size_t dense_router_workspace_bytes(int64_t tokens, int64_t experts, int64_t hidden,
                                            int sm_count) {
-  auto round = [](int64_t b) { return static_cast<size_t>((b + 255) / 256 * 256); };
-  size_t bytes = round(tokens * experts * 4);
-  if (tokens <= kDenseRouterFusedMaxTokens) {
-    bytes += round(dense_router_splits(experts, hidden, sm_count) * tokens * experts * 4) + 256;
-  }
-  return bytes;
+  return dense_router_scratch(tokens, experts, hidden, sm_count).bytes;
 }
 
 std::string dense_router(const DenseRouterProblem& p, Stream stream);

@@ -77,11 +77,9 @@ def _fused_moe_backward(ctx, grad_out, _grad_bad):
         leaves = [t.detach().requires_grad_(n) for t, n in zip((x, w13, w2, topk_weights), needs)]
         out = expert_path(*leaves, topk_ids, ctx.activation, expert_map)
         wanted = [t for t, n in zip(leaves, needs) if n]
-        grads = iter(torch.autograd.grad(out, wanted, _rows(grad_out), allow_unused=True))
-    result = [next(grads) if n else None for n in needs]
-    result = [g if g is not None or not n else torch.zeros_like(t)
-              for g, n, t in zip(result, needs, (x, w13, w2, topk_weights))]
-    return (*result, None, None, None, None, None)
+        grads = iter(torch.autograd.grad(out, wanted, _rows(grad_out), allow_unused=True,
+                                         materialize_grads=True))
+    return (*[next(grads) if n else None for n in needs], None, None, None, None, None)
 
 
 register_autograd("kiln::fused_moe", _fused_moe_backward, setup_context=_setup_fused_moe)
