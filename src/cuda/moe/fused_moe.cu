@@ -72,39 +72,62 @@ __device__ __forceinline__ int64_t local_expert(const MoeArgs& a, int64_t t, int
   return ok ? e : -1;
 }
 
-// kVec weights as fp32: bf16/f16 widened, FP8 (e4m3 bytes) converted exactly (times its block
-// scale later, once a pack: a pack never straddles a 128-wide block).
-template <typename W, int kVec>
-__device__ __forceinline__ void load_weights(const W* u, float (&out)[kVec]) {
+// The partial dot product of one lane's kVec weights (W: bf16/f16, or e4m3 bytes converted
+// exactly) with kVec activations, added into acc; FP8 packs are scaled once by their block's
+// scale (a pack never straddles a 128-wide block).
+template <typename W, typename T, int kVec>
+__device__ __forceinline__ float pack_dot(const Pack<W, kVec>& w, const Pack<T, kVec>& v,
+                                          float scale, float acc) {
+  float a[kVec], b[kVec];
   if constexpr (std::is_same_v<W, uint8_t>) {
-    from_fp8<__NV_E4M3, kVec>(*reinterpret_cast<const Pack<uint8_t, kVec>*>(u), out);
+    from_fp8<__NV_E4M3, kVec>(w, a);
   } else {
-    load_floats<W, kVec>(u, out);
+    widen(w, a);
+  }
+  widen(v, b);
+  if constexpr (std::is_same_v<W, uint8_t>) {
+    float part = 0.f;
+#pragma unroll
+    for (int m = 0; m < kVec; ++m) part = fmaf(a[m], b[m], part);
+    return fmaf(part, scale, acc);
+  } else {
+#pragma unroll
+    for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
+    return acc;
   }
 }
 
 // u · v over n elements in fp32, by the whole warp (every lane gets the sum): u a weight row (of
 // W), v an activation row (of T). FP8 rows carry their block scales: scales[c / 128] for element
 // c. kVec > 1 needs n % kVec == 0 and both rows 16-byte aligned.
+// Unrolled kUnroll packs a lane so the loads of several packs can be in flight together (ptxas
+// still places each weight load near its use: checked in the SASS, 2026-11-23).
 template <typename W, typename T, int kVec>
 __device__ __forceinline__ float warp_dot(const W* u, const float* scales, const T* v, int64_t n,
                                           int lane) {
   constexpr bool kFp8 = std::is_same_v<W, uint8_t>;
   static_assert(!kFp8 || 128 % kVec == 0, "an FP8 pack stays within one scale block");
+  constexpr int kUnroll = 4;
+  constexpr int64_t kStep = 32 * kVec;
+  auto scale_at = [&](int64_t i) { return kFp8 ? scales[i >> 7] : 1.f; };
   float acc = 0.f;
-  for (int64_t i = int64_t{lane} * kVec; i < n; i += 32 * kVec) {
-    float a[kVec], b[kVec];
-    load_weights<W, kVec>(u + i, a);
-    load_floats<T, kVec>(v + i, b);
-    if constexpr (kFp8) {
-      float part = 0.f;
+  int64_t i = int64_t{lane} * kVec;
+  for (; i + (kUnroll - 1) * kStep < n; i += kUnroll * kStep) {
+    Pack<W, kVec> wp[kUnroll];
+    Pack<T, kVec> vp[kUnroll];
+    float sc[kUnroll];
 #pragma unroll
-      for (int m = 0; m < kVec; ++m) part = fmaf(a[m], b[m], part);
-      acc = fmaf(part, scales[i >> 7], acc);
-    } else {
-#pragma unroll
-      for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
+    for (int r = 0; r < kUnroll; ++r) {
+      wp[r] = *reinterpret_cast<const Pack<W, kVec>*>(u + i + r * kStep);
+      vp[r] = *reinterpret_cast<const Pack<T, kVec>*>(v + i + r * kStep);
+      sc[r] = scale_at(i + r * kStep);
     }
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) acc = pack_dot<W, T, kVec>(wp[r], vp[r], sc[r], acc);
+  }
+  for (; i < n; i += kStep) {
+    acc = pack_dot<W, T, kVec>(*reinterpret_cast<const Pack<W, kVec>*>(u + i),
+                               *reinterpret_cast<const Pack<T, kVec>*>(v + i), scale_at(i), acc);
   }
   return warp_sum(acc);
 }
