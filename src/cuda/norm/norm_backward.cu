@@ -1,6 +1,6 @@
 // RMSNorm / LayerNorm backward: dx per row, dweight/dbias as a deterministic column sum.
-// Bytes: x, dy (+ dresidual) read once, dx written once; plus blocks x cols fp32 partials written
-// and folded (blocks ~ SMs x occupancy, about 1 % at M = 16k).
+// Bytes: x, dy (+ dresidual) read once, dx written once; plus slots x cols fp32 partials written
+// and folded (slots ~ SMs x occupancy x rows per block, a few % at M = 16k).
 // The row statistics are recomputed from x (no saved rstd/mean needed).
 #include <algorithm>
 #include <cstdlib>
@@ -15,6 +15,7 @@
 #include "cuda/norm/norm_launch.h"
 #include "cuda/norm/norm_launch_common.h"
 #include "cuda/norm/row_reduce.cuh"
+#include "cuda/norm/row_stage.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -60,32 +61,6 @@ struct BackwardRow {
   }
 };
 
-// One row's packs of x, dy and dresidual, in their own dtype (half the registers of fp32 for
-// bf16/f16). Columns past the row (and rows past the matrix) hold zeros.
-template <typename T, int kW, int kVpt>
-struct RowPacks {
-  Pack<T, kW> x[kVpt], dy[kVpt], dr[kVpt];
-
-  __device__ __forceinline__ void load(const NormBackwardArgs& a, int64_t row) {
-    const bool active = row < a.rows;
-    const T* xs = static_cast<const T*>(a.x) + row * a.x_stride;
-    const T* gs = static_cast<const T*>(a.dy) + row * a.dy_stride;
-    const T* rs =
-        a.dresidual ? static_cast<const T*>(a.dresidual) + row * a.dresidual_stride : nullptr;
-#pragma unroll
-    for (int i = 0; i < kVpt; ++i) {
-      const int c = (i * blockDim.x + threadIdx.x) * kW;
-      if (active && c < a.cols) {
-        x[i] = *reinterpret_cast<const Pack<T, kW>*>(xs + c);
-        dy[i] = *reinterpret_cast<const Pack<T, kW>*>(gs + c);
-        if (rs) dr[i] = *reinterpret_cast<const Pack<T, kW>*>(rs + c);
-      } else {
-        x[i] = dy[i] = dr[i] = splat<T, kW>(0.f);
-      }
-    }
-  }
-};
-
 template <typename T, typename P, bool kLayer, int kW, int kVpt>
 __global__ void __launch_bounds__(kNormBackwardThreads)
     norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
@@ -94,43 +69,83 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
   const int tpr = blockDim.x;
   const int scratch_offset = threadIdx.y * (tpr / 32) * 4;
   int parity = 0;
+  const int64_t slot = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
   const float inv_cols = a.inv_cols;
   const bool want_dw = a.dweight_partial != nullptr, want_db = a.dbias_partial != nullptr;
+  float* dw_row = want_dw ? a.dweight_partial + slot * a.cols : nullptr;
+  float* db_row = want_db ? a.dbias_partial + slot * a.cols : nullptr;
   const int64_t first_base = int64_t{blockIdx.x} * blockDim.y;
   const int64_t row_step = int64_t{gridDim.x} * blockDim.y;
 
   if constexpr (kVpt > 0) {
     float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
-    // The next row's x, dy (and dresidual) are loaded into registers while this row is reduced
-    // and written, so the block keeps DRAM busy through its barriers. Measured on the H100
-    // (bench/lab/norm_backward_lab.cu, bf16, M = 16384): register prefetch and one partial a
-    // block reached 83 / 88 / 92 % of copy at N = 2048 / 4096 / 8192, where cp.async staging
-    // and a partial a row slot reached 62 / 72 / 79 %.
+    // Vector path: the next rows' x, dy (and dresidual) are copied to shared memory with
+    // cp.async while this row is reduced and written, so the block (one per SM: x, dy and the
+    // accumulators need ~120 registers a thread) keeps DRAM busy through its barriers.
+    constexpr bool kStaged = kW * sizeof(T) == 16;
+    extern __shared__ uint4 stage_memory[];
+    const RowStage<kNormStages, kVpt> stage{stage_memory, a.dresidual ? 3 : 2};
+    auto fetch = [&](int64_t row, int s) {
+      if constexpr (kStaged) {
+        const bool ok = row < a.rows;
+        const int64_t r = ok ? row : 0;
+        stage.template fetch<kW>(
+            s, ok, a.cols, static_cast<const T*>(a.x) + r * a.x_stride,
+            static_cast<const T*>(a.dy) + r * a.dy_stride,
+            a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr);
+      }
+    };
     // LayerNorm's shift (the row's first x) is loaded a row ahead too: as a plain load at use
     // time its latency sat exposed in front of every row's reduction.
     auto shift_of = [&](int64_t row) {
       return kLayer && row < a.rows ? static_cast<const T*>(a.x)[row * a.x_stride]
                                     : from_float<T>(0.f);
     };
-    RowPacks<T, kW, kVpt> cur;
-    cur.load(a, first_base + threadIdx.y);
-    T cur_shift = shift_of(first_base + threadIdx.y);
+    T next_shift = shift_of(first_base + threadIdx.y);
+#pragma unroll
+    for (int s = 0; s + 1 < kNormStages; ++s) fetch(first_base + threadIdx.y + s * row_step, s);
+    int buf = 0;
     for (int64_t base = first_base; base < a.rows; base += row_step) {
       const int64_t row = base + threadIdx.y;
       const bool active = row < a.rows;
-      RowPacks<T, kW, kVpt> next;
-      next.load(a, row + row_step);
-      const T next_shift = shift_of(row + row_step);
-      const float shift = to_float(cur_shift);
+      const int64_t r = active ? row : 0;
+      const BackwardRow<T, P, kW> io{
+          a, static_cast<const T*>(a.dy) + r * a.dy_stride,
+          static_cast<const T*>(a.x) + r * a.x_stride,
+          a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
+          static_cast<T*>(a.dx) + r * a.dx_stride};
+      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16).
+      Pack<T, kW> xp[kVpt], gp[kVpt], rp[kVpt];
       bool valid[kVpt];
+      if constexpr (kStaged) stage.wait_oldest();
 #pragma unroll
-      for (int i = 0; i < kVpt; ++i) valid[i] = active && (i * tpr + threadIdx.x) * kW < a.cols;
+      for (int i = 0; i < kVpt; ++i) {
+        const int c = (i * tpr + threadIdx.x) * kW;
+        valid[i] = active && c < a.cols;
+        if (valid[i]) {
+          if constexpr (kStaged) {
+            using Vec = Pack<T, kW>;
+            xp[i] = stage.template read<Vec>(buf, 0, i);
+            gp[i] = stage.template read<Vec>(buf, 1, i);
+            if (io.dresidual) rp[i] = stage.template read<Vec>(buf, 2, i);
+          } else {
+            xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
+            gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
+            if (io.dresidual) rp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dresidual + c);
+          }
+        } else {
+#pragma unroll
+          for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
+        }
+      }
+      const float shift = to_float(next_shift);
+      next_shift = shift_of(row + row_step);
+      fetch(row + (kNormStages - 1) * row_step, buf == 0 ? kNormStages - 1 : buf - 1);
+      buf = buf + 1 == kNormStages ? 0 : buf + 1;
       // One reduction per row. With d = x - shift (shift = x[0] for LayerNorm, 0 for RMSNorm)
       // and wdy = w * dy: sums = {sum d, sum d^2, sum wdy, sum d * wdy}, from which
       //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum
       //   wdy).
-      const BackwardRow<T, P, kW> io{a, nullptr, nullptr, nullptr,
-                                     static_cast<T*>(a.dx) + (active ? row : 0) * a.dx_stride};
       float sums[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
@@ -138,8 +153,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
         float w[kW];
         io.weight((i * tpr + threadIdx.x) * kW, w);
         float xf[kW], gf[kW];
-        widen(cur.x[i], xf);
-        widen(cur.dy[i], gf);
+        widen(xp[i], xf);
+        widen(gp[i], gf);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
           const float d = xf[k] - shift;
@@ -169,77 +184,46 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (!valid[i]) continue;
-        float xf[kW], gf[kW], dr[kW];
-        widen(cur.x[i], xf);
-        widen(cur.dy[i], gf);
-        if (a.dresidual) {
-          widen(cur.dr[i], dr);
-        } else {
-#pragma unroll
-          for (int k = 0; k < kW; ++k) dr[k] = 0.f;
-        }
+        float xf[kW], gf[kW];
+        widen(xp[i], xf);
+        widen(gp[i], gf);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
           const float xhat = (xf[k] - mean) * rstd;
-          dw[i][k] += gf[k] * xhat;
-          if constexpr (kLayer) db[i][k] += gf[k];
-        }
-        io.store_dx((i * tpr + threadIdx.x) * kW, xf, gf, dr, mean, rstd, mean_wdy, mean_xhat_wdy);
-      }
-      cur = next;
-      cur_shift = next_shift;
-    }
-    // The block's rows fold pairwise into row 0 through one row-sized shared buffer (last row
-    // first, a fixed order), so the block writes one partial and the fold kernel reads grid
-    // partials, not grid x rows_per_block: that fold's serial length measured ~10 % of the
-    // backward at N = 2048.
-    extern __shared__ float fold[];  // [cols] dweight, then [cols] dbias
-    auto col = [&](int i, int k) { return (i * tpr + threadIdx.x) * kW + k; };
-    for (int r = static_cast<int>(blockDim.y) - 1; r > 0; --r) {
-      __syncthreads();
-      if (threadIdx.y == r) {
-#pragma unroll
-        for (int i = 0; i < kVpt; ++i) {
-          if (col(i, 0) >= a.cols) continue;
-#pragma unroll
-          for (int k = 0; k < kW; ++k) {
-            fold[col(i, k)] = dw[i][k];
-            if constexpr (kLayer) fold[a.cols + col(i, k)] = db[i][k];
-          }
+          const float g = gf[k];
+          dw[i][k] += g * xhat;
+          if constexpr (kLayer) db[i][k] += g;
         }
       }
-      __syncthreads();
-      if (threadIdx.y == r - 1) {
 #pragma unroll
-        for (int i = 0; i < kVpt; ++i) {
-          if (col(i, 0) >= a.cols) continue;
+      for (int i = 0; i < kVpt; ++i) {
+        if (valid[i]) {
+          float xv[kW], g[kW], dr[kW];
+          widen(xp[i], xv);
+          widen(gp[i], g);
+          if (io.dresidual) {
+            widen(rp[i], dr);
+          } else {
 #pragma unroll
-          for (int k = 0; k < kW; ++k) {
-            dw[i][k] += fold[col(i, k)];
-            if constexpr (kLayer) db[i][k] += fold[a.cols + col(i, k)];
+            for (int k = 0; k < kW; ++k) dr[k] = 0.f;
           }
+          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy, mean_xhat_wdy);
         }
       }
     }
-    if (threadIdx.y != 0) return;
-    float* dw_out = want_dw ? a.dweight_partial + int64_t{blockIdx.x} * a.cols : nullptr;
-    float* db_out = want_db ? a.dbias_partial + int64_t{blockIdx.x} * a.cols : nullptr;
 #pragma unroll
     for (int i = 0; i < kVpt; ++i) {
-      const int c = col(i, 0);
+      const int c = (i * tpr + threadIdx.x) * kW;
       if (c >= a.cols) continue;
 #pragma unroll
       for (int k = 0; k < kW; ++k) {
-        if (want_dw) dw_out[c + k] = dw[i][k];
-        if (kLayer && want_db) db_out[c + k] = db[i][k];
+        if (want_dw) dw_row[c + k] = dw[i][k];
+        if (kLayer && want_db) db_row[c + k] = db[i][k];
       }
     }
   } else {
     // Streaming: the row is re-read (from L2) for each pass, and the dweight/dbias partials
     // live in the slot's workspace row, read-modified-written by the thread that owns the column.
-    const int64_t slot = int64_t{blockIdx.x} * blockDim.y + threadIdx.y;
-    float* dw_row = want_dw ? a.dweight_partial + slot * a.cols : nullptr;
-    float* db_row = want_db ? a.dbias_partial + slot * a.cols : nullptr;
     const int step = tpr * kW;
     const int first = threadIdx.x * kW;
     for (int c = first; c < a.cols; c += step) {
@@ -342,14 +326,14 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
   const int elem = static_cast<int>(dtype_size(p.x.dtype));
   const bool aligned = norm_vector_aligned(p, {&p.dy, &p.x, &p.dresidual, &p.dx}, {p.weight});
   const int sms = sm_count(p.device);
-  // Accesses a thread: 2 for both kinds (bench/lab/norm_backward_lab.cu: two accesses, 512-thread
-  // blocks and register prefetch were the fastest shape at N = 2048-8192 for RMSNorm and
-  // LayerNorm alike). KILN_DEV_NORM_BWD_VECS overrides it in the lab.
+  // Accesses a thread aims for: RMSNorm 1 (64 registers: two blocks a SM), LayerNorm 2 (its
+  // dbias accumulators take one access to 77 registers, one block a SM either way, and 2 measured
+  // faster). KILN_DEV_NORM_BWD_VECS overrides it in the lab.
   static const int knob = [] {
     const char* v = std::getenv("KILN_DEV_NORM_BWD_VECS");
     return v ? std::clamp(std::atoi(v), 1, kNormBackwardMaxVecs) : 0;
   }();
-  const int target_vecs = knob ? knob : 2;
+  const int target_vecs = knob ? knob : p.kind == NormKind::layer ? 2 : 1;
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.x.dtype, p.op, [&](auto xt) {
     using T = typename CudaType<decltype(xt)::value>::type;
@@ -364,14 +348,15 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
               probe.vecs_per_thread, "norm_backward vecs_per_thread", [&](auto vpt) {
                 constexpr int kVpt = decltype(vpt)::value;
                 auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
-                // The register path folds its rows in shared memory (dweight, then dbias).
-                const bool folds = kVpt > 0 && probe.rows_per_block > 1;
-                const size_t smem = folds ? size_t{2} * p.cols * sizeof(float) : 0;
+                const int tensors = p.dresidual.data ? 3 : 2;
+                const size_t smem =
+                    kVpt > 0 && kW * sizeof(T) == 16
+                        ? RowStage<kNormStages, kVpt>::bytes(probe.threads(), tensors)
+                        : 0;
                 const int blocks_per_sm = resident_blocks_per_sm(kernel, probe.threads(), smem);
                 const NormConfig cfg = norm_backward_config(p.rows, p.cols, elem, aligned, sms,
                                                             blocks_per_sm, target_vecs);
-                // A partial a block on the register path, a partial a row slot when streaming.
-                const int64_t slots = kVpt > 0 ? cfg.grid : cfg.grid * cfg.rows_per_block;
+                const int64_t slots = cfg.grid * cfg.rows_per_block;
                 float* dw_partial = p.dweight ? static_cast<float*>(workspace.data) : nullptr;
                 float* db_partial =
                     p.dbias ? static_cast<float*>(workspace.data) + slots * p.cols : nullptr;

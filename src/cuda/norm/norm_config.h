@@ -10,10 +10,9 @@
 //   thread where the row allows (2 and 4 accesses were 1-10 points of copy slower at every N).
 //   The kernels are issue-bound (ncu: ~0.8 warps issued a scheduler cycle), so more rows in
 //   flight and fewer instructions a row are what count.
-// - Backward: persistent, 512-thread blocks, two accesses a thread, the next row prefetched into
-//   registers, the block's rows folded into one dweight/dbias partial (bench/lab/
-//   norm_backward_lab.cu, 2026-11-23: 83 / 88 / 92 % of copy at N = 2048 / 4096 / 8192, where
-//   cp.async staging and a partial a row slot reached 62 / 72 / 79 %).
+// - Backward: persistent, 512-thread blocks, the next row staged in shared memory; RMSNorm aims
+//   at 1 access a thread (64 registers, 2 blocks a SM), LayerNorm at 2 (1 block a SM either way;
+//   2 measured faster). Up to 2 accesses (4 spilled at 128 registers).
 #include <algorithm>
 #include <cstdint>
 
@@ -34,6 +33,12 @@ inline constexpr int kNormForwardThreads = 512;
 inline constexpr int kNormBackwardThreads = 512;
 inline constexpr int kNormForwardMaxVecs = 4;
 inline constexpr int kNormBackwardMaxVecs = 2;
+// Rows a persistent block has in its shared-memory ring: the one being worked on and
+// kNormStages - 1 in flight behind it.
+// Measured on the H100 (bf16, M = 16384): 3 and 4 stages were no faster than 2 in the
+// backward, and a persistent staged forward was slower than one block per row group.
+inline constexpr int kNormStages = 2;
+
 inline int64_t next_pow2(int64_t v) {
   int64_t p = 1;
   while (p < v) p *= 2;
@@ -72,9 +77,8 @@ inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes
                          kNormForwardMaxVecs, kNormForwardThreads);
 }
 
-// The backward keeps one dweight/dbias partial per block (per row slot, block x rows_per_block,
-// when streaming), so the grid, and with it the bits of dweight, depends only on (rows, cols,
-// dtype, SM count).
+// The backward keeps one dweight/dbias partial per row slot (block x rows_per_block), so the
+// grid, and with it the bits of dweight, depends only on (rows, cols, dtype, SM count).
 inline NormConfig norm_backward_row_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
                                            int target_vecs_per_thread = 2) {
   return norm_row_config(rows, cols, elem_bytes, aligned, target_vecs_per_thread,
@@ -89,8 +93,7 @@ inline NormConfig norm_backward_config(int64_t rows, int64_t cols, int elem_byte
       sm_count, blocks_per_sm);
 }
 
-// Upper bound on backward partials (row slots) for any dtype, target and occupancy: sizes the
-// workspace.
+// Upper bound on backward row slots for any dtype, target and occupancy: sizes the workspace.
 inline int64_t norm_backward_max_slots(int64_t rows, int64_t cols, int sm_count) {
   int64_t most = 1;
   for (int elem_bytes : {2, 4}) {
