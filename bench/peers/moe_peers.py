@@ -10,13 +10,14 @@ bf16 GEMM rate measured in the same run.
   kiln w8a16   (decode) the same weights as e4m3 with 128 x 128 block scales (GEMV kernels);
                its GB/s counts one byte a weight plus the scales, its rel L2 includes the
                quantisation error
+  kiln w8a8    (prefill, T = 64) the same e4m3 weights, x and the intermediate quantised to e4m3
+               in 1 x 128 groups (fp8_activations=True), both GEMMs on FP8 wgmma
 TFLOP/s counts 2 * T * k * H * (2I + I) * 2 / 2 = the two GEMMs' multiply-adds (6 T k H I).
 Outputs compared with grouped_mm's (relative L2). Prefill T = 8192; decode T in {1, 16, 64}
 reports GB/s over the expert weights actually touched (quick: prefill at T = 2048 only).
 
 At the prefill shape, also kiln with both GEMMs on one tile (KILN_GROUPED_GEMM_TILE=n256, n128x2);
-at the
-decode shapes, kiln with each path forced (KILN_FUSED_MOE=gemv, grouped); and a
+at the decode shapes, kiln with each path forced (KILN_FUSED_MOE=gemv, grouped); and a
 table of where kiln's time goes (torch.profiler, CUDA time per kernel of one call).
 
 Usage: python3 bench/peers/moe_peers.py [--quick] [--out DIR] [--commit SHA]
@@ -135,6 +136,12 @@ def main():
             # the [E * rows, cols] views: rows are multiples of 128, so the blocks are per expert).
             impls["kiln w8a16"] = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids,
                                                          w13_scale=s13, w2_scale=s2)
+        if kiln is not None and (t * K >= 1024 or t == 64):
+            # w8a8: the same e4m3 weights, x and the intermediate quantized in 1 x 128 groups,
+            # both GEMMs on FP8 wgmma (the issue's bar: >= 1.5x the bf16 path at prefill).
+            impls["kiln w8a8"] = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids,
+                                                        w13_scale=s13, w2_scale=s2,
+                                                        fp8_activations=True)
         touched = len(torch.unique(ids))
         wbytes = touched * 3 * I * H * 2
         flops = 6.0 * t * K * H * I
@@ -149,7 +156,7 @@ def main():
                 variant = kiln.last_receipt().variant if label.startswith("kiln") else ""
                 # FP8 weights: one byte an element, plus the touched experts' block scales.
                 nbytes = (touched * 3 * I * H + touched * 3 * I * H // (128 * 128) * 4
-                          if label.endswith("w8a16") else wbytes)
+                          if label.endswith(("w8a16", "w8a8")) else wbytes)
                 rows.append({"T": t, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
                              "share_dense": flops / ms / 1e9 / dense,
                              "weight_gbps": nbytes / ms / 1e6, "rel_l2": err, "variant": variant})
