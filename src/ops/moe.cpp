@@ -71,7 +71,12 @@ void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13
                       {p.local_experts, p.scale_blocks(p.hidden), p.scale_blocks(p.inter)});
     p.w13_scale = static_cast<const float*>(weight_scales.w13.data);
     p.w2_scale = static_cast<const float*>(weight_scales.w2.data);
+    p.fp8_activations = weight_scales.fp8_activations;
   } else {
+    if (weight_scales.fp8_activations) {
+      throw_arg_error(op, "fp8_activations", "f8e4m3 weights (w8a8)",
+                      std::string(dtype_name(x.dtype)) + " weights");
+    }
     for (const auto& [arg, t] :
          {std::pair{"w13_scale", &weight_scales.w13}, std::pair{"w2_scale", &weight_scales.w2}}) {
       if (t->defined()) {

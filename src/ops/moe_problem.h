@@ -20,6 +20,7 @@ struct MoeProblem {
   const void *w13 = nullptr, *w2 = nullptr;  // contiguous [E_local, (2)I, H], [E_local, H, I]
   DType weight_dtype = DType::bf16;          // dtype, or f8e4m3 with the block scales below
   const float *w13_scale = nullptr, *w2_scale = nullptr;  // [E_local, ceil(rows / 128), ...]
+  bool fp8_activations = false;  // w8a8: x and the intermediate quantized to e4m3, 1 x 128 groups
   check::RowMatrix weights, ids;                          // [T, k]
   const int32_t* expert_map = nullptr;                    // [E] contiguous, or null
   int32_t* bad_ids = nullptr;                             // [1] counter on the device

@@ -50,6 +50,7 @@ struct Case {
   bool vec_shape, mapped;
   bool grouped = false;  // KILN_FUSED_MOE=grouped
   bool fp8 = false;      // e4m3 weights with 128 x 128 block scales (w8a16)
+  bool w8a8 = false;     // fp8 and e4m3 activations too (the FP8 grouped GEMMs)
   // Routing: random picks; every expert once a token (k = E, a permutation); or every pick to
   // expert 2 (all tokens to one expert, the others idle).
   enum class Routing { random, every_expert, one_expert } routing = Routing::random;
@@ -62,7 +63,8 @@ struct Case {
     return std::string(dtype_name(dtype)) + "_" + name_of(activation) + "_T" +
            std::to_string(tokens) + "_k" + std::to_string(k) + "_E" + std::to_string(experts) +
            (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "") +
-           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") + (fp8 ? "_fp8" : "") +
+           (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") +
+           (w8a8 ? "_w8a8" : fp8 ? "_fp8" : "") +
            (routing == Routing::every_expert ? "_every_expert"
             : routing == Routing::one_expert ? "_one_expert"
                                              : "");
@@ -75,7 +77,9 @@ class MoeCuda : public ::testing::TestWithParam<Case> {};
 TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
   const Case c = GetParam();
-  if (c.grouped && testing::gpu_major() != 9) GTEST_FAIL() << "the grouped path needs Hopper";
+  if ((c.grouped || c.w8a8) && testing::gpu_major() != 9) {
+    GTEST_FAIL() << "the grouped path needs Hopper";
+  }
   const testing::ScopedEnv force("KILN_FUSED_MOE", c.grouped ? "grouped" : nullptr);
   const int64_t T = c.tokens, H = c.hidden(), I = c.inter(), E = c.experts;
   const int64_t EL = c.local_experts(), rows13 = c.activation == MoeActivation::relu2 ? I : 2 * I;
@@ -132,15 +136,17 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
     m->upload();
   }
   dout.poison();
-  const MoeWeightScales scales =
-      c.fp8 ? MoeWeightScales{dw13_scale.view(), dw2_scale.view()} : MoeWeightScales{};
+  const MoeWeightScales scales = c.fp8 ? MoeWeightScales{dw13_scale.view(), dw2_scale.view(), c.w8a8}
+                                       : MoeWeightScales{};
   fused_moe(dout.view(), dx.view(), dw13.view(), dw2.view(), dweights.view(), dids.view(),
             c.activation, c.mapped ? dmap.view() : TensorView(), dbad.view(), scales);
   EXPECT_EQ(last_receipt().backend, "cuda");
   const std::string variant = last_receipt().variant;
   // From kGroupedMinEntries picks on, shapes the grouped GEMM takes go the prefill path.
-  if (c.grouped ||
-      (c.vec_shape && !c.fp8 && T * c.k >= cuda::kGroupedMinEntries && testing::gpu_major() == 9)) {
+  if (c.w8a8) {  // every T
+    EXPECT_EQ(variant.rfind("fused_moe_grouped<align128,w8a8_1x128,", 0), 0u) << variant;
+  } else if (c.grouped || (c.vec_shape && !c.fp8 && T * c.k >= cuda::kGroupedMinEntries &&
+                           testing::gpu_major() == 9)) {
     EXPECT_EQ(variant.rfind("fused_moe_grouped<", 0), 0u) << variant;
   } else {
     EXPECT_EQ(variant.rfind("fused_moe_gemv<", 0), 0u) << variant;
@@ -156,8 +162,12 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   HostTensor want(c.dtype, {T, H}), ref_bad(no_bad);
   fused_moe(want.view(), x.view(), w13.view(), w2.view(), ref_weights.view(), ref_ids.view(),
             c.activation, c.mapped ? ref_map.view() : TensorView(), ref_bad.view(),
-            c.fp8 ? MoeWeightScales{w13_scale.view(), w2_scale.view()} : MoeWeightScales{});
-  testing::expect_close(dout.host, want, c.dtype == DType::bf16 ? 2e-2 : 1e-2, "out");
+            c.fp8 ? MoeWeightScales{w13_scale.view(), w2_scale.view(), c.w8a8}
+                  : MoeWeightScales{});
+  // w8a8: the reference quantizes the same values, but an intermediate a bf16/f16 ulp apart
+  // (fp32 against float64 sums) can land on the other side of an e4m3 rounding boundary.
+  const double tol = c.w8a8 ? 4e-2 : c.dtype == DType::bf16 ? 2e-2 : 1e-2;
+  testing::expect_close(dout.host, want, tol, "out");
 }
 
 std::vector<Case> sweep() {
@@ -211,6 +221,21 @@ std::vector<Case> sweep() {
     Case c{DType::bf16, MoeActivation::swiglu, 80, 8, 16, true, false};
     c.fp8 = true;
     cases.push_back(c);
+  }
+  // w8a8 (Hopper): both dtypes, a gated and the ungated activation, T = 1 (one row in one block),
+  // 7 with a map (dropped and bad picks), 80 (several blocks an expert); H = 256, I = 192: two
+  // and one-and-a-half 128-groups, so the last group of I is partial.
+  if (testing::gpu_major() == 9) {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      for (MoeActivation a : {MoeActivation::swiglu, MoeActivation::relu2}) {
+        for (int64_t tokens : {1, 7, 80}) {
+          if (tokens == 80 && testing::quick_sweep()) continue;
+          Case c{dtype, a, tokens, tokens == 80 ? 8 : 2, tokens == 80 ? 16 : 13, true, tokens == 7};
+          c.fp8 = c.w8a8 = true;
+          cases.push_back(c);
+        }
+      }
+    }
   }
   return cases;
 }

@@ -3,6 +3,7 @@
 // activation and both dtypes, and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -13,6 +14,7 @@
 #include "common/host_tensor.h"
 #include "core/element.h"
 #include "kiln/ops/moe.h"
+#include "kiln/ops/quantize.h"
 #include "ops/activation_math.h"
 
 namespace kiln {
@@ -186,6 +188,89 @@ TEST(MoeRef, Fp8WeightsEqualTheirDequantizedBf16Weights) {
   EXPECT_GT(norm, 1.0);  // not all zeros
 }
 
+// w8a8: the reference quantizes x and the intermediate (after its bf16 rounding) in 1 x 128
+// groups the way quantize_fp8 does. The expert math is written out here on quantize_fp8 /
+// dequantize_fp8's values (float64 dots); the reference must match it, and must not match the
+// w8a16 result (the quantization changes it by far more than the tolerance). H = 200, I = 136:
+// partial last groups and scale blocks.
+TEST(MoeRef, W8a8QuantizesActivationsLikeQuantizeFp8) {
+  constexpr int64_t kT = 3, kH = 200, kI = 136, kE = 2, kK = 2, kR = 2 * kI;
+  auto blocks = [](int64_t n) { return (n + 127) / 128; };
+  std::mt19937_64 rng(11);
+  HostTensor x(DType::bf16, {kT, kH}), w13(DType::f8e4m3, {kE, kR, kH}),
+      w2(DType::f8e4m3, {kE, kH, kI}), s13(DType::f32, {kE, blocks(kR), blocks(kH)}),
+      s2(DType::f32, {kE, blocks(kH), blocks(kI)}), out(DType::bf16, {kT, kH}),
+      out16(DType::bf16, {kT, kH});
+  x.randn(rng);
+  w13.randn(rng, 0.0, 1.0);
+  w2.randn(rng, 0.0, 1.0);
+  std::uniform_real_distribution<double> spread(0.5, 1.5);
+  for (auto [scale, fan_in] : {std::pair{&s13, kH}, std::pair{&s2, kI}}) {
+    for (int64_t r = 0; r < scale->rows(); ++r)
+      for (int64_t b = 0; b < scale->cols(); ++b)
+        scale->set(r, b, spread(rng) / std::sqrt(static_cast<double>(fan_in)));
+  }
+  std::vector<int32_t> ids{0, 1, 1, 0, 1, 1};
+  std::vector<float> weights{0.25f, 0.75f, 0.5f, 0.5f, 1.f, 0.125f};
+  auto run = [&](HostTensor& o, bool w8a8) {
+    fused_moe(o.view(), x.view(), w13.view(), w2.view(), f32(weights, {kT, kK}),
+              i32(ids, {kT, kK}), MoeActivation::swiglu, TensorView(), counter(),
+              MoeWeightScales{s13.view(), s2.view(), w8a8});
+  };
+  run(out, true);
+  run(out16, false);
+  // v (a row of `dtype` values) through quantize_fp8 and dequantize_fp8, group granularity.
+  auto through_fp8 = [](HostTensor& v) {
+    const int64_t n = v.cols();
+    HostTensor q(DType::f8e4m3, {1, n}), s(DType::f32, {1, (n + 127) / 128}),
+        back(DType::f32, {1, n});
+    quantize_fp8(q.view(), s.view(), v.view(), QuantConfig{});
+    dequantize_fp8(back.view(), q.view(), s.view(), QuantGranularity::group);
+    std::vector<double> r(n);
+    for (int64_t c = 0; c < n; ++c) r[c] = back.at(0, c);
+    return r;
+  };
+  auto w13_at = [&](int64_t e, int64_t r, int64_t h) {
+    return w13.at(e * kR + r, h) * s13.at(e * blocks(kR) + r / 128, h / 128);
+  };
+  auto w2_at = [&](int64_t e, int64_t h, int64_t i) {
+    return w2.at(e * kH + h, i) * s2.at(e * blocks(kH) + h / 128, i / 128);
+  };
+  double worst = 0, from16 = 0, norm = 0;
+  for (int64_t t = 0; t < kT; ++t) {
+    HostTensor xt(DType::bf16, {1, kH});
+    for (int64_t h = 0; h < kH; ++h) xt.set(0, h, x.at(t, h));
+    const std::vector<double> xq = through_fp8(xt);
+    std::vector<double> want(kH, 0.0);
+    for (int64_t j = 0; j < kK; ++j) {
+      const int64_t e = ids[t * kK + j];
+      HostTensor act(DType::bf16, {1, kI});  // rounded to bf16 as it is set
+      for (int64_t i = 0; i < kI; ++i) {
+        double gate = 0, up = 0;
+        for (int64_t h = 0; h < kH; ++h) {
+          gate += w13_at(e, i, h) * xq[h];
+          up += w13_at(e, kI + i, h) * xq[h];
+        }
+        act.set(0, i, act::forward(act::Kind::swiglu, gate, up));
+      }
+      const std::vector<double> aq = through_fp8(act);
+      for (int64_t h = 0; h < kH; ++h) {
+        double dot = 0;
+        for (int64_t i = 0; i < kI; ++i) dot += w2_at(e, h, i) * aq[i];
+        want[h] += weights[t * kK + j] * dot;
+      }
+    }
+    for (int64_t h = 0; h < kH; ++h) {
+      worst = std::max(worst, std::fabs(out.at(t, h) - want[h]));
+      from16 = std::max(from16, std::fabs(out16.at(t, h) - want[h]));
+      norm = std::max(norm, std::fabs(want[h]));
+    }
+  }
+  ASSERT_GT(norm, 0.5);
+  EXPECT_LE(worst, 4e-3 * norm) << "w8a8 reference against the quantize_fp8 composition";
+  EXPECT_GE(from16, 1.5e-2 * norm) << "w8a16 too close: the quantization is not exercised";
+}
+
 TEST(MoeRef, BadInput) {
   using testing::expect_error;
   HostTensor x(DType::bf16, {2, 8}), w13(DType::bf16, {3, 8, 8}), w2(DType::bf16, {3, 8, 4}),
@@ -260,6 +345,11 @@ TEST(MoeRef, BadInput) {
         run8(w13.view(), w2.view(), {s13.view(), s2.view()});
       },
       "fused_moe: argument 'w13_scale': expected absent with bf16 weights");
+  expect_error(
+      [&] {
+        run8(w13.view(), w2.view(), {TensorView(), TensorView(), true});
+      },
+      "fused_moe: argument 'fp8_activations': expected f8e4m3 weights (w8a8), got bf16 weights");
   EXPECT_EQ(bad_count[0], 0);
 }
 

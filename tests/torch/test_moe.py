@@ -149,15 +149,22 @@ def fp8_weights(shape, seed):
     return w8, scale, w8.double() * full.double()
 
 
-@pytest.mark.parametrize("activation", ["swiglu", "relu2"])
-def test_fp8_weights_match_their_dequantized_math(activation):
+def fp8_problem(activation, seed):
+    """x [5, 200] bf16, e4m3 w13 and w2 of 3 experts (I = 136: partial scale blocks) with their
+    scales and float64 dequantized forms, ids and weights [5, 2]."""
     t, h, i, e, k = 5, 200, 136, 3, 2
     rows = i if activation == "relu2" else 2 * i
-    x = make((t, h), 31)
-    w13, s13, w13_f = fp8_weights((e, rows, h), 32)
-    w2, s2, w2_f = fp8_weights((e, h, i), 33)
+    x = make((t, h), seed)
+    w13, s13, w13_f = fp8_weights((e, rows, h), seed + 1)
+    w2, s2, w2_f = fp8_weights((e, h, i), seed + 2)
     ids = torch.tensor([[0, 1], [2, 0], [1, 1], [2, 2], [0, 2]], dtype=torch.int32)
-    weights = torch.rand(t, k, generator=torch.Generator().manual_seed(34))
+    weights = torch.rand(t, k, generator=torch.Generator().manual_seed(seed + 3))
+    return x, w13, s13, w13_f, w2, s2, w2_f, ids, weights
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "relu2"])
+def test_fp8_weights_match_their_dequantized_math(activation):
+    x, w13, s13, w13_f, w2, s2, w2_f, ids, weights = fp8_problem(activation, 31)
     out = kiln.fused_moe(x, w13, w2, weights, ids, activation=activation, w13_scale=s13,
                          w2_scale=s2)
     assert kiln.last_receipt().backend == "reference"
@@ -168,8 +175,10 @@ def test_fp8_weights_match_their_dequantized_math(activation):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("w8a8", [False, True])
 @pytest.mark.parametrize("t", [1, 9, 100])
-def test_cuda_fp8_weights_match_the_cpu_reference(t):
+def test_cuda_fp8_weights_match_the_cpu_reference(t, w8a8):
+    """w8a16 on the GEMV kernels; w8a8 on the FP8 grouped GEMMs (at every T)."""
     h, i, e, k = 256, 192, 8, 8
     x = make((t, h), 41)
     w13, s13, _ = fp8_weights((e, 2 * i, h), 42)
@@ -177,8 +186,62 @@ def test_cuda_fp8_weights_match_the_cpu_reference(t):
     g = torch.Generator().manual_seed(44)
     ids = torch.randint(0, e, (t, k), generator=g, dtype=torch.int32)
     weights = torch.rand(t, k, generator=g)
-    want = kiln.fused_moe(x, w13, w2, weights, ids, w13_scale=s13, w2_scale=s2)
+    want = kiln.fused_moe(x, w13, w2, weights, ids, w13_scale=s13, w2_scale=s2,
+                          fp8_activations=w8a8)
     got = kiln.fused_moe(x.cuda(), w13.cuda(), w2.cuda(), weights.cuda(), ids.cuda(),
-                         w13_scale=s13.cuda(), w2_scale=s2.cuda())
-    assert ",w8," in kiln.last_receipt().variant
-    torch.testing.assert_close(got.cpu(), want, atol=2e-2, rtol=2e-2)
+                         w13_scale=s13.cuda(), w2_scale=s2.cuda(), fp8_activations=w8a8)
+    assert (",w8a8_1x128," if w8a8 else ",w8,") in kiln.last_receipt().variant
+    # w8a8: an intermediate a bf16 ulp apart (fp32 against float64 sums) can round to another
+    # e4m3 value.
+    tol = 4e-2 if w8a8 else 2e-2
+    torch.testing.assert_close(got.cpu(), want, atol=tol, rtol=tol)
+
+
+def fake_quantize_groups(v: torch.Tensor) -> torch.Tensor:
+    """v [..., n] through e4m3 in 1 x 128 groups (scale = max(amax, 1e-4) / 448 in float32,
+    values e4m3(v * (1 / scale))), back as float64: DeepSeek-V3's activation recipe in torch."""
+    n = v.shape[-1]
+    out = torch.empty(v.shape, dtype=torch.float64)
+    for g in range(0, n, 128):
+        part = v[..., g:g + 128].float()
+        scale = part.abs().amax(-1, keepdim=True).clamp(min=1e-4) / 448
+        q = (part * (1 / scale)).to(torch.float8_e4m3fn)
+        out[..., g:g + 128] = q.double() * scale.double()
+    return out
+
+
+def torch_moe_w8a8(x, w13, w2, weights, ids, activation):
+    """torch_moe with x and the (rounded) intermediate through fake_quantize_groups."""
+    out = torch.zeros(x.shape, dtype=torch.float64)
+    xq = fake_quantize_groups(x)
+    for t in range(x.shape[0]):
+        for j in range(ids.shape[1]):
+            e = int(ids[t, j])
+            h = w13[e] @ xq[t]
+            if activation == "relu2":
+                a = F.relu(h) ** 2
+            else:
+                gate, up = h.chunk(2)
+                a = F.silu(gate) * up
+            a = fake_quantize_groups(a.to(x.dtype))
+            out[t] += float(weights[t, j]) * (w2[e] @ a)
+    return out
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "relu2"])
+def test_w8a8_quantizes_activations_like_deepseek(activation):
+    x, w13, s13, w13_f, w2, s2, w2_f, ids, weights = fp8_problem(activation, 51)
+    out = kiln.fused_moe(x, w13, w2, weights, ids, activation=activation, w13_scale=s13,
+                         w2_scale=s2, fp8_activations=True)
+    assert kiln.last_receipt().backend == "reference"
+    want = torch_moe_w8a8(x, w13_f, w2_f, weights, ids, activation)
+    w8a16 = torch_moe(x, w13_f, w2_f, weights, ids, activation)
+    norm = want.abs().max()
+    assert (out.double() - want).abs().max() <= 5e-3 * norm
+    assert (w8a16 - want).abs().max() >= 1.5e-2 * norm  # the quantization shows
+    with pytest.raises(RuntimeError, match="fp8_activations"):
+        kiln.fused_moe(x, w13_f.to(x.dtype), w2_f.to(x.dtype), weights, ids,
+                       activation=activation, fp8_activations=True)
+    args = (x, w13, w2, weights, ids, activation, None, s13, s2, True)
+    torch.library.opcheck(torch.ops.kiln.fused_moe, args,
+                          test_utils=("test_faketensor", "test_aot_dispatch_dynamic"))

@@ -25,14 +25,11 @@ MoeActivation activation_of(const std::string& name) {
   throw_arg_error("fused_moe", "activation", "one of swiglu, gelu_tanh, gelu_erf, relu2", name);
 }
 
-std::tuple<at::Tensor, at::Tensor> fused_moe_op(const at::Tensor& x, const at::Tensor& w13,
-                                                const at::Tensor& w2,
-                                                const at::Tensor& topk_weights,
-                                                const at::Tensor& topk_ids,
-                                                const std::string& activation,
-                                                const OptTensor& expert_map,
-                                                const OptTensor& w13_scale,
-                                                const OptTensor& w2_scale) {
+std::tuple<at::Tensor, at::Tensor> fused_moe_op(
+    const at::Tensor& x, const at::Tensor& w13, const at::Tensor& w2,
+    const at::Tensor& topk_weights, const at::Tensor& topk_ids, const std::string& activation,
+    const OptTensor& expert_map, const OptTensor& w13_scale, const OptTensor& w2_scale,
+    bool fp8_activations) {
   return translate_errors([&] {
     constexpr std::string_view op = "fused_moe";
     const DeviceScope scope(x);
@@ -43,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor> fused_moe_op(const at::Tensor& x, const at::T
                     to_view(op, "topk_ids", topk_ids), activation_of(activation),
                     to_view(op, "expert_map", expert_map), to_view(op, "bad_ids", bad),
                     MoeWeightScales{to_view(op, "w13_scale", w13_scale),
-                                    to_view(op, "w2_scale", w2_scale)},
+                                    to_view(op, "w2_scale", w2_scale), fp8_activations},
                     scope.stream());
     return std::make_tuple(out, bad);
   });
@@ -56,11 +53,11 @@ TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.set_python_module("kiln._ops.moe");
   // (out [T, H] = sum over each token's picks of weight * w2[e] act(w13[e] x[t]), the count of
   // picks skipped for bad ids or map values: int32 [1]). FP8 (e4m3) w13/w2 take their 128 x 128
-  // block scales.
+  // block scales; fp8_activations = true quantizes x and the intermediate too (w8a8).
   m.def(
       "fused_moe(Tensor x, Tensor w13, Tensor w2, Tensor topk_weights, Tensor topk_ids, str "
-      "activation, Tensor? expert_map, Tensor? w13_scale=None, Tensor? w2_scale=None) -> (Tensor, "
-      "Tensor)");
+      "activation, Tensor? expert_map, Tensor? w13_scale=None, Tensor? w2_scale=None, bool "
+      "fp8_activations=False) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kiln, CPU, m) {

@@ -22,8 +22,8 @@
 // that are multiples of 128, quantize_fp8's block granularity over the [E_local * rows, cols]
 // view writes exactly this layout.) x stays bf16/f16; the products are fp32 on the weights
 // dequantized as they are read; the intermediate is rounded to x's dtype. With bf16/f16 weights
-// the scales are absent. On CUDA, FP8 weights take the GEMV kernels at every T (an FP8 grouped
-// GEMM for prefill is still to come).
+// the scales are absent. On CUDA, w8a16 takes the GEMV kernels at every T; w8a8 (below) the FP8
+// grouped GEMMs.
 // bad_ids: int32 [1] on x's device, a counter the caller zeroes and reads when it likes (ops never
 // synchronise; DESIGN.md "Errors").
 // CPU tensors run the float64 reference; their ids and map values are host data, checked before
@@ -42,8 +42,15 @@ namespace kiln {
 enum class MoeActivation { swiglu, gelu_tanh, gelu_erf, relu2 };
 
 // The block scales of FP8 expert weights (see above); absent for bf16/f16 weights.
+// fp8_activations (w8a8, FP8 weights only): the activations are quantized too, as DeepSeek-V3
+// does: x [T, H] and the intermediate [I] (after its rounding to x's dtype) each to e4m3 in
+// 1 x 128 groups along their last dim, scale = max(amax, 1e-4) / 448 per group, value =
+// e4m3(v * (1 / scale)) (nearest even, saturating), and the products run on those values times
+// their scales. CUDA runs it on the FP8 grouped wgmma GEMMs at every T (Hopper only: elsewhere,
+// or with KILN_FUSED_MOE=gemv, it is an error). The reference quantizes the same way.
 struct MoeWeightScales {
   TensorView w13, w2;
+  bool fp8_activations = false;
 };
 
 void fused_moe(const TensorView& out, const TensorView& x, const TensorView& w13,

@@ -230,11 +230,22 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
   const char* pick = std::getenv("KILN_FUSED_MOE");
   const std::string_view forced = pick != nullptr ? pick : "";
   const bool grouped_fits = p.inter > 0 && fused_moe_grouped_fits(p);
+  if (p.fp8_activations) {  // w8a8: the FP8 grouped GEMMs at every T, or an error
+    if (forced == "gemv" || !grouped_fits) {
+      throw Error(p.op + ": w8a8 (fp8_activations) runs on the FP8 grouped GEMM path only, which " +
+                  (forced == "gemv" ? std::string("KILN_FUSED_MOE=gemv forbids")
+                                    : std::string("does not take this problem (it needs a Hopper "
+                                                  "GPU, I > 0, H and I multiples of 16, I a "
+                                                  "multiple of 64 when gated, 16-byte aligned "
+                                                  "weights)")));
+    }
+    return fused_moe_grouped(p, stream);
+  }
   if (forced == "grouped") {
     if (!grouped_fits) {
       throw Error(p.op +
                   ": KILN_FUSED_MOE=grouped, but the grouped GEMM path does not take this problem "
-                  "(it needs bf16/f16 weights, a Hopper GPU, I > 0, H a multiple of 8, I a "
+                  "(it needs bf16/f16 weights or w8a8, a Hopper GPU, I > 0, H a multiple of 8, I a "
                   "multiple of 64 when gated and 16-byte aligned weights)");
     }
     return fused_moe_grouped(p, stream);

@@ -8,19 +8,25 @@
 // 4. down GEMM scaled by the routing weight: y [rows, H];
 // 5. combine: out[t] = sum over the token's picks of y[inverse[t, j]], in pick order (the same
 //    sum every run).
+// w8a8 (FP8 weights with fp8_activations): x is quantized to e4m3 in 1 x 128 groups first (T rows,
+// not T k), the gather moves its bytes and scale rows, both GEMMs run the FP8 form (DeepSeek-V3's
+// scales) with bf16/f16 out, and the intermediate is quantized between them (rows in use only).
 // All scratch is stream-ordered (cudaMallocAsync): no sync, capturable in a CUDA graph.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/dispatch.h"
+#include "core/int_math.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_arch.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/moe/fused_moe_launch.h"
 #include "cuda/moe/grouped_gemm_launch.h"
 #include "cuda/moe/moe_align_launch.h"
+#include "cuda/moe/quantize_rows_launch.h"
 #include "kiln/ops/moe_align.h"
 
 namespace kiln::cuda {
@@ -40,6 +46,11 @@ struct GatherArgs {
   int32_t* inverse;     // [T * k], -1 beforehand
   int32_t* block_rows;  // [capacity / 128], 0 beforehand: 1 + the last row in use of each block
   int64_t entries, k, hidden;
+  // w8a8: x's group scales [T, scale_cols] (rows x_scale_stride apart) into [capacity,
+  // scale_cols]; null otherwise.
+  const float* x_scale;
+  int64_t x_scale_stride, scale_cols;
+  float* x_scale_sorted;
 };
 
 // A block per sorted row; kW elements per access (8 = 16 bytes when rows allow it).
@@ -61,8 +72,12 @@ __global__ void __launch_bounds__(128) gather_kernel(const __grid_constant__ Gat
   const T* src = static_cast<const T*>(a.x) + t * a.x_stride;
   T* dst = static_cast<T*>(a.x_sorted) + r * a.hidden;
   for (int64_t h = kW * int64_t{threadIdx.x}; h < a.hidden; h += kW * int64_t{blockDim.x}) {
-    *reinterpret_cast<P*>(dst + h) =
-        valid ? *reinterpret_cast<const P*>(src + h) : splat<T, kW>(0.f);
+    *reinterpret_cast<P*>(dst + h) = valid ? *reinterpret_cast<const P*>(src + h) : P{};
+  }
+  if (a.x_scale != nullptr) {  // padding rows: scale 0 (their values are 0 too)
+    for (int64_t c = threadIdx.x; c < a.scale_cols; c += blockDim.x) {
+      a.x_scale_sorted[r * a.scale_cols + c] = valid ? a.x_scale[t * a.x_scale_stride + c] : 0.f;
+    }
   }
 }
 
@@ -98,9 +113,11 @@ bool aligned16(const void* p) {
 
 bool fused_moe_grouped_fits(const MoeProblem& p) {
   const int64_t up_rows = p.gated() ? 2 * p.inter : p.inter;
-  return !p.fp8_weights() && on_hopper() && p.hidden % 8 == 0 &&
-         p.inter % (p.gated() ? 64 : 8) == 0 && up_rows % 2 == 0 && aligned16(p.w13) &&
-         aligned16(p.w2) && p.tokens * p.k > 0;
+  // FP8 (w8a8 only): rows of 1-byte elements TMA can describe (16-byte multiples).
+  const bool fp8_ok =
+      !p.fp8_weights() || (p.fp8_activations && p.hidden % 16 == 0 && p.inter % 16 == 0);
+  return fp8_ok && on_hopper() && p.hidden % 8 == 0 && p.inter % (p.gated() ? 64 : 8) == 0 &&
+         up_rows % 2 == 0 && aligned16(p.w13) && aligned16(p.w2) && p.tokens * p.k > 0;
 }
 
 std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
@@ -108,36 +125,46 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
   const int64_t entries = p.tokens * p.k, elem = static_cast<int64_t>(dtype_size(p.dtype));
   const int64_t capacity = moe_align_capacity(p.tokens, p.k, p.local_experts, kAlignBlock);
   const int64_t blocks = capacity / kAlignBlock;
-  // One scratch allocation, carved in 256-byte aligned pieces.
+  const bool fp8 = p.fp8_activations;
+  const int64_t a_elem = fp8 ? 1 : elem;  // the GEMMs' A operands: e4m3 bytes or x's dtype
+  const int64_t h_groups = ceil_div(p.hidden, 128), i_groups = ceil_div(p.inter, 128);
+  // One scratch allocation, carved in 256-byte aligned pieces (the FP8 ones empty without w8a8).
   auto round = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
-  const int64_t sizes[] = {capacity * 4,
-                           blocks * 4,
-                           blocks * 4,
-                           256,
-                           entries * 4,
-                           capacity * 4,
-                           capacity * p.hidden * elem,
-                           capacity * p.inter * elem,
-                           capacity * p.hidden * elem};
   int64_t total = 0;
-  for (int64_t b : sizes) total += round(b);
+  std::vector<int64_t> offsets;
+  auto piece = [&](int64_t bytes) {
+    offsets.push_back(total);
+    total += round(bytes);
+    return offsets.size() - 1;
+  };
+  const size_t i_sorted = piece(capacity * 4), i_expert = piece(blocks * 4),
+               i_block_rows = piece(blocks * 4), i_post_pad = piece(256),
+               i_inverse = piece(entries * 4), i_scale = piece(capacity * 4),
+               i_x_sorted = piece(capacity * p.hidden * a_elem),
+               i_h_sorted = piece(capacity * p.inter * elem),
+               i_y_sorted = piece(capacity * p.hidden * elem),
+               i_xq = piece(fp8 ? p.tokens * p.hidden : 0),
+               i_xs = piece(fp8 ? p.tokens * h_groups * 4 : 0),
+               i_xs_sorted = piece(fp8 ? capacity * h_groups * 4 : 0),
+               i_hq = piece(fp8 ? capacity * p.inter : 0),
+               i_hs = piece(fp8 ? capacity * i_groups * 4 : 0);
   char* base = nullptr;
   KILN_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), static_cast<size_t>(total), s));
-  char* at = base;
-  auto take = [&](int64_t bytes) {
-    char* p0 = at;
-    at += round(bytes);
-    return p0;
-  };
-  auto* sorted = reinterpret_cast<int32_t*>(take(sizes[0]));
-  auto* expert_ids = reinterpret_cast<int32_t*>(take(sizes[1]));
-  auto* block_rows = reinterpret_cast<int32_t*>(take(sizes[2]));
-  auto* post_pad = reinterpret_cast<int32_t*>(take(sizes[3]));
-  auto* inverse = reinterpret_cast<int32_t*>(take(sizes[4]));
-  auto* scale_sorted = reinterpret_cast<float*>(take(sizes[5]));
-  void* x_sorted = take(sizes[6]);
-  void* h_sorted = take(sizes[7]);
-  void* y_sorted = take(sizes[8]);
+  auto at = [&](size_t i) { return base + offsets[i]; };
+  auto* sorted = reinterpret_cast<int32_t*>(at(i_sorted));
+  auto* expert_ids = reinterpret_cast<int32_t*>(at(i_expert));
+  auto* block_rows = reinterpret_cast<int32_t*>(at(i_block_rows));
+  auto* post_pad = reinterpret_cast<int32_t*>(at(i_post_pad));
+  auto* inverse = reinterpret_cast<int32_t*>(at(i_inverse));
+  auto* scale_sorted = reinterpret_cast<float*>(at(i_scale));
+  void* x_sorted = at(i_x_sorted);
+  void* h_sorted = at(i_h_sorted);
+  void* y_sorted = at(i_y_sorted);
+  auto* xq = reinterpret_cast<uint8_t*>(at(i_xq));
+  auto* xs = reinterpret_cast<float*>(at(i_xs));
+  auto* xs_sorted = reinterpret_cast<float*>(at(i_xs_sorted));
+  auto* hq = reinterpret_cast<uint8_t*>(at(i_hq));
+  auto* hs = reinterpret_cast<float*>(at(i_hs));
   std::string up_variant, down_variant;
   try {
     KILN_CUDA_CHECK(cudaMemsetAsync(block_rows, 0, static_cast<size_t>(blocks * 4), s));
@@ -158,10 +185,13 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                        post_pad,
                        p.bad_ids};
     moe_align(align, stream);
+    if (fp8) {  // x once a token, before the gather copies it k times
+      quantize_rows_e4m3({p.x.data, p.x.row_stride, xq, xs, p.tokens, p.hidden}, p.dtype, stream);
+    }
     GatherArgs g{sorted,
                  post_pad,
-                 p.x.data,
-                 p.x.row_stride,
+                 fp8 ? static_cast<const void*>(xq) : p.x.data,
+                 fp8 ? p.hidden : p.x.row_stride,
                  static_cast<const float*>(p.weights.data),
                  p.weights.row_stride,
                  x_sorted,
@@ -170,20 +200,35 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                  block_rows,
                  entries,
                  p.k,
-                 p.hidden};
-    // fits() holds hidden to a multiple of 8: 16-byte packs wherever x's rows are aligned.
-    const bool x_vec = p.x.row_stride % 8 == 0 && aligned16(p.x.data);
-    dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
-      using T = typename CudaType<decltype(dt)::value>::type;
-      dispatch_bool(x_vec, [&](auto vec) {
-        gather_kernel<T, decltype(vec)::value ? 8 : 1>
-            <<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+                 p.hidden,
+                 fp8 ? xs : nullptr,
+                 h_groups,
+                 h_groups,
+                 xs_sorted};
+    if (fp8) {
+      // fits() holds hidden to a multiple of 16: 16-byte packs of e4m3.
+      gather_kernel<uint8_t, 16><<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+    } else {
+      // fits() holds hidden to a multiple of 8: 16-byte packs wherever x's rows are aligned.
+      const bool x_vec = p.x.row_stride % 8 == 0 && aligned16(p.x.data);
+      dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
+        using T = typename CudaType<decltype(dt)::value>::type;
+        dispatch_bool(x_vec, [&](auto vec) {
+          gather_kernel<T, decltype(vec)::value ? 8 : 1>
+              <<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+        });
       });
-    });
+    }
     KILN_CUDA_CHECK(cudaGetLastError());
 
     GroupedGemm up;
-    up.dtype = p.dtype;
+    up.dtype = fp8 ? DType::f8e4m3 : p.dtype;
+    up.out_dtype = p.dtype;
+    if (fp8) {
+      up.a_scale = xs_sorted;
+      up.a_scale_stride = h_groups;
+      up.b_scale = p.w13_scale;
+    }
     up.a = x_sorted;
     up.rows = capacity;
     up.k = p.hidden;
@@ -201,8 +246,16 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     up.kind = p.act_kind();
     up_variant = grouped_gemm_sm90(up, stream);
 
+    if (fp8) {  // the rows in use (post_pad) of the intermediate, as the reference does
+      quantize_rows_e4m3({h_sorted, p.inter, hq, hs, capacity, p.inter, post_pad}, p.dtype, stream);
+    }
     GroupedGemm down = up;  // the same row blocks
-    down.a = h_sorted;
+    down.a = fp8 ? static_cast<void*>(hq) : h_sorted;
+    if (fp8) {
+      down.a_scale = hs;
+      down.a_scale_stride = i_groups;
+      down.b_scale = p.w2_scale;
+    }
     down.k = p.inter;
     down.a_stride = p.inter;
     down.b = p.w2;
@@ -234,7 +287,8 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     throw;
   }
   KILN_CUDA_CHECK(cudaFreeAsync(base, s));
-  return "fused_moe_grouped<align128," + up_variant + "," + down_variant + ">";
+  return std::string("fused_moe_grouped<align128,") + (fp8 ? "w8a8_1x128," : "") + up_variant +
+         "," + down_variant + ">";
 }
 
 }  // namespace kiln::cuda

@@ -19,7 +19,7 @@ from ._grad import rows as _rows
 
 @register_fake("kiln::fused_moe")
 def _fused_moe_fake(x, w13, w2, topk_weights, topk_ids, activation, expert_map, w13_scale=None,
-                    w2_scale=None):
+                    w2_scale=None, fp8_activations=False):
     torch._check(x.dim() == 2, lambda: "fused_moe: argument 'x': expected rank 2 [T, H]")
     return x.new_empty(x.shape), x.new_empty((1,), dtype=torch.int32)
 
@@ -79,7 +79,7 @@ def _fused_moe_backward(ctx, grad_out, _grad_bad):
         wanted = [t for t, n in zip(leaves, needs) if n]
         grads = iter(torch.autograd.grad(out, wanted, _rows(grad_out), allow_unused=True,
                                          materialize_grads=True))
-    return (*[next(grads) if n else None for n in needs], None, None, None, None, None)
+    return (*[next(grads) if n else None for n in needs], None, None, None, None, None, None)
 
 
 register_autograd("kiln::fused_moe", _fused_moe_backward, setup_context=_setup_fused_moe)
