@@ -34,7 +34,7 @@ struct Args {
 };
 
 template <int kTpr, int kVpt, int kRows, int kMin, bool kLayer, bool kChunk, bool kPrefetch,
-          bool kFoldRows>
+          bool kFoldRows, bool kWeightGlobal = false>
 __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) {
   __shared__ float scratch[2][kRows * (kTpr / 32) * 4];
   // Folding the block's rows: [kRows][kTpr * kVpt * 8] floats would not fit for wide rows, so
@@ -48,12 +48,17 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
   const int end = kChunk ? min(a.rows, row + per) : a.rows;
   const int step = kChunk ? 1 : slots;
   float dw[kVpt][8] = {}, db[kVpt][8] = {};
+  // kWeightGlobal: the weight re-read from global memory where it is used (both passes), as
+  // kiln's kernel does, instead of held in registers: the bisection of kiln's port (s8).
   float wf[kVpt][8];
+  auto load_weight = [&] {
 #pragma unroll
-  for (int i = 0; i < kVpt; ++i) {
-    P8 wp = reinterpret_cast<const P8*>(a.w)[i * kTpr + threadIdx.x];
-    widen8(wp, wf[i]);
-  }
+    for (int i = 0; i < kVpt; ++i) {
+      P8 wp = reinterpret_cast<const P8*>(a.w)[i * kTpr + threadIdx.x];
+      widen8(wp, wf[i]);
+    }
+  };
+  load_weight();
   P8 xv[kVpt], gv[kVpt];
   auto load = [&](int r, P8(&xd)[kVpt], P8(&gd)[kVpt]) {
     const P8* xs = reinterpret_cast<const P8*>(a.x + size_t(r) * a.cols);
@@ -74,6 +79,7 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
     P8 xn[kVpt], gn[kVpt];
     const int next = row + step;
     if (kPrefetch && it + 1 < iters) load(next < end ? next : 0, xn, gn);
+    if constexpr (kWeightGlobal) load_weight();
     float xf[kVpt][8], gf[kVpt][8];
     float s[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
@@ -104,6 +110,7 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
       rstd = rsqrtf(p[0] * a.inv_cols + a.eps);
       mean_xhat_wdy = rstd * p[1] * a.inv_cols;
     }
+    if constexpr (kWeightGlobal) load_weight();
     if (live) {
       P8* dxr = reinterpret_cast<P8*>(a.dx + size_t(row) * a.cols);
 #pragma unroll
@@ -193,18 +200,20 @@ struct Variant {
 };
 
 template <int kTpr, int kVpt, int kRows, int kMin, bool kLayer, bool kChunk, bool kPrefetch,
-          bool kFoldRows>
+          bool kFoldRows, bool kWeightGlobal = false>
 Variant make(const char* tag) {
   Variant v;
   v.cols = kTpr * kVpt * 8;
   v.layer = kLayer;
   char buf[200];
-  std::snprintf(buf, sizeof buf, "%s %s tpr%d vpt%d rows%d min%d%s%s%s", kLayer ? "ln " : "rms",
+  std::snprintf(buf, sizeof buf, "%s %s tpr%d vpt%d rows%d min%d%s%s%s%s", kLayer ? "ln " : "rms",
                 tag, kTpr, kVpt, kRows, kMin, kChunk ? " chunk" : " strided",
-                kPrefetch ? " prefetch" : "", kFoldRows ? " foldrows" : "");
+                kPrefetch ? " prefetch" : "", kFoldRows ? " foldrows" : "",
+                kWeightGlobal ? " wglobal" : "");
   v.name = buf;
   v.launch = [](const Args& a, int sms, cudaStream_t s) {
-    auto k = lab_backward<kTpr, kVpt, kRows, kMin, kLayer, kChunk, kPrefetch, kFoldRows>;
+    auto k =
+        lab_backward<kTpr, kVpt, kRows, kMin, kLayer, kChunk, kPrefetch, kFoldRows, kWeightGlobal>;
     const size_t fold_bytes = kFoldRows && kRows > 1 ? size_t(2) * kTpr * kVpt * 8 * 4 : 0;
     if (fold_bytes > 48 * 1024) {
       cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fold_bytes));
@@ -236,6 +245,9 @@ void add_variants(std::vector<Variant>& vs) {
     vs.push_back(make<kV / 2, 2, kR, 1, kL, false, true, false>("kiln-like"));
     vs.push_back(make<kV / 2, 2, kR, 1, kL, false, true, true>("kiln-like"));
     vs.push_back(make<kV / 2, 2, kR, 1, kL, true, true, true>("kiln-like"));
+    // kiln's port of the best shape read the weight from global memory a pass and was slower
+    // than the old kernel (s8): the same shape with that one difference.
+    vs.push_back(make<kV / 2, 2, kR, 1, kL, false, true, true, true>("kiln-like"));
   }
   // One row a block, 2 accesses, contiguous chunks (Liger's shape), with and without prefetch.
   vs.push_back(make<kV / 2, 2, 1, 1, kL, true, true, false>("row"));
