@@ -58,13 +58,14 @@ Buffer::~Buffer() {
   }
 }
 
-void Buffer::upload(const void* host, size_t bytes) {
+void Buffer::upload(const void* host, size_t bytes, size_t offset) {
+  char* dst = static_cast<char*>(data_) + offset;
   if (device_.is_cpu()) {
-    std::memcpy(data_, host, bytes);
+    std::memcpy(dst, host, bytes);
     return;
   }
 #if KILN_WITH_CUDA
-  ok(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "upload");
+  ok(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice), "upload");
 #endif
 }
 

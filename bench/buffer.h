@@ -20,7 +20,7 @@ class Buffer {
   ~Buffer();
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
-  void upload(const void* host, size_t bytes);
+  void upload(const void* host, size_t bytes, size_t offset = 0);
   void download(void* host, size_t bytes, size_t offset = 0) const;
   void fill_nan();  // poison (0xFF bytes: NaN in every float type)
 

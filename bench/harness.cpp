@@ -79,6 +79,7 @@ std::vector<Case> all_cases(const Options& options) {
   for (Case& c : topk_cases(options)) cases.push_back(std::move(c));
   for (Case& c : router_cases(options)) cases.push_back(std::move(c));
   for (Case& c : moe_align_cases(options)) cases.push_back(std::move(c));
+  for (Case& c : moe_cases(options)) cases.push_back(std::move(c));
   for (Case& c : quantize_cases(options)) cases.push_back(std::move(c));
   for (Case& c : attention_cases(options)) cases.push_back(std::move(c));
   return cases;

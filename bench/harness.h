@@ -91,6 +91,7 @@ std::vector<Case> tau_cases(const Options& options);
 std::vector<Case> topk_cases(const Options& options);
 std::vector<Case> router_cases(const Options& options);
 std::vector<Case> moe_align_cases(const Options& options);
+std::vector<Case> moe_cases(const Options& options);
 std::vector<Case> quantize_cases(const Options& options);
 std::vector<Case> attention_cases(const Options& options);
 std::vector<Case> all_cases(const Options& options);
