@@ -217,6 +217,12 @@ std::vector<DenseCase> dense_sweep() {
       cases.push_back({RouterKind::activation, dtype, rows, 64, 1027});
     }
   }
+  // f16 (the fused path's MMAs in f16; the cuBLAS path at 17): the aligned and the element path.
+  for (int64_t rows : {1, 16, 17}) {
+    for (auto [e, h] : {std::pair{256, 7168}, std::pair{8, 100}}) {
+      cases.push_back({RouterKind::deepseek_v3, DType::f16, rows, e, h});
+    }
+  }
   // E = 1000 (32 candidates a lane), f32: both paths.
   cases.push_back({RouterKind::softmax, DType::f32, 3, 1000, 1024});
   cases.push_back({RouterKind::activation, DType::f32, 40, 1000, 1024});
