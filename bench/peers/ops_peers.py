@@ -816,6 +816,13 @@ def copy_ceiling(timer, device):
     return 2 * src.numel() / 1e9 / (ms / 1e3), ms, 2 * src.numel()
 
 
+def one_kernel_floor(timer, device, reps):
+    """GPU ms of one tiny kernel (fill_ of a 1-element tensor) timed as the cases are: the least a
+    single-launch op can show here, so small-shape ratios can be read against it."""
+    one = torch.empty(1, device=device)
+    return timed(timer, device, lambda _: one.fill_(0.0), None, reps)[0]
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -921,7 +928,7 @@ def ratio(r, ph, key="ms"):
     return f"{v:.2f}" if v is not None else "-"
 
 
-def report(rows, args, ceiling, reps, device_name, commit):
+def report(rows, args, ceiling, reps, device_name, commit, floor):
     roof, copy_ms, copy_bytes = ceiling
     lines = [f"# Ops peers: {device_name}", "",
              f"- commit {commit}, torch {torch.__version__}, copy ceiling {roof:.0f} GB/s "
@@ -930,7 +937,9 @@ def report(rows, args, ceiling, reps, device_name, commit):
              "- ms = GPU time (events; queue pre-filled, L2 flushed); launched = one call from an "
              "idle GPU, host included; % = of the copy ceiling (bytes: see the script's docstring)",
              "- bwd = torch.autograd.grad on a fresh forward's graph; peer/kiln = best peer / kiln "
-             "(>= 1: kiln wins), on ms and on launched", "",
+             "(>= 1: kiln wins), on ms and on launched",
+             f"- floor: one tiny kernel (fill_ of one element) measures {floor:.4f} ms here, the "
+             "least any single-launch op can show", "",
              "| op | shape | impl | fwd ms (% copy) | bwd ms (% copy) | launched fwd, bwd ms "
              "| peer/kiln fwd, bwd | launched peer/kiln fwd, bwd | check |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -981,6 +990,7 @@ def main():
     reps = {"full": args.reps, "quick": 20, "cpu": 3}[env.size]
     ceiling = copy_ceiling(timer, device)
     roof = ceiling[0]
+    floor = one_kernel_floor(timer, device, reps)
     print(f"ceiling: copy {roof:.0f} GB/s", file=sys.stderr)
     rows = []
     for op in args.ops:
@@ -995,7 +1005,7 @@ def main():
             print(f"{op}: failed: {short(e)}", file=sys.stderr)
     device_name = torch.cuda.get_device_name() if timer.cuda else "cpu"
     commit = args.commit or git_commit()
-    text, fails = report(rows, args, ceiling, reps, device_name, commit)
+    text, fails = report(rows, args, ceiling, reps, device_name, commit, floor)
     print(text)
     if fails:
         print(f"!!!!! {len(fails)} CHECK FAILURE(S): see the table", file=sys.stderr)
@@ -1006,6 +1016,7 @@ def main():
         (out / "ops_peers.json").write_text(json.dumps(
             {"commit": commit, "device": device_name, "torch": torch.__version__,
              "roof_GBps": roof, "copy_ms": ceiling[1], "copy_bytes": ceiling[2], "reps": reps,
+             "floor_ms": floor,
              "quick": args.quick,
              "ops": args.ops, "kiln_error": env.kiln_err,
              "check_failures": [{k: r.get(k) for k in ("op", "shape", "impl", "status", "check",
