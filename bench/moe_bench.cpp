@@ -38,13 +38,42 @@ int64_t blocks(int64_t n) {
   return (n + 127) / 128;
 }
 
+// Each token picks k distinct experts (a shuffle seeded by T), weights renormalised to 1.
+struct Routing {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  int64_t touched = 0;  // experts some token picks
+};
+
+Routing route(int64_t tokens, int64_t experts, int64_t k) {
+  Routing r;
+  std::mt19937_64 rng(tokens);
+  std::vector<int32_t> perm(experts);
+  r.ids.resize(tokens * k);
+  r.weights.resize(tokens * k);
+  std::set<int32_t> seen;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    float sum = 0.f;
+    for (int64_t j = 0; j < k; ++j) {
+      r.ids[t * k + j] = perm[j];
+      seen.insert(perm[j]);
+      r.weights[t * k + j] = 0.1f + static_cast<float>(rng() % 1000) / 1000.f;
+      sum += r.weights[t * k + j];
+    }
+    for (int64_t j = 0; j < k; ++j) r.weights[t * k + j] /= sum;
+  }
+  r.touched = static_cast<int64_t>(seen.size());
+  return r;
+}
+
 // Inputs and outputs of one fused_moe call; `distinct_experts` fills every expert (the check),
 // else one expert's weights go to all of them.
 struct MoeTensors {
   Dims d;
   Mode mode;
   Buffer x, w13, w2, s13, s2, weights, ids, out, bad;
-  int64_t touched = 0;  // experts some token picks
 
   MoeTensors(const Device& dev, Dims dims, Mode m, bool distinct_experts)
       : d(dims),
@@ -86,26 +115,9 @@ struct MoeTensors {
     };
     fill(w13, s13, 2 * d.inter, d.hidden);
     fill(w2, s2, d.hidden, d.inter);
-    // Each token picks k distinct experts, weights renormalised to 1.
-    std::mt19937_64 rng(d.tokens);
-    std::vector<int32_t> perm(d.experts), id(d.tokens * d.k);
-    std::vector<float> w(d.tokens * d.k);
-    std::set<int32_t> seen;
-    for (int64_t t = 0; t < d.tokens; ++t) {
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
-      float sum = 0.f;
-      for (int64_t j = 0; j < d.k; ++j) {
-        id[t * d.k + j] = perm[j];
-        seen.insert(perm[j]);
-        w[t * d.k + j] = 0.1f + static_cast<float>(rng() % 1000) / 1000.f;
-        sum += w[t * d.k + j];
-      }
-      for (int64_t j = 0; j < d.k; ++j) w[t * d.k + j] /= sum;
-    }
-    touched = static_cast<int64_t>(seen.size());
-    ids.upload(id.data(), id.size() * 4);
-    weights.upload(w.data(), w.size() * 4);
+    const Routing r = route(d.tokens, d.experts, d.k);
+    ids.upload(r.ids.data(), r.ids.size() * 4);
+    weights.upload(r.weights.data(), r.weights.size() * 4);
     const int32_t zero = 0;
     bad.upload(&zero, 4);
   }
@@ -171,8 +183,7 @@ std::vector<Case> moe_cases(const Options& options) {
     const bool grouped = run.tokens * 8 >= 512 || run.mode == Mode::w8a8;
     const Dims small{grouped ? 80 : std::min<int64_t>(run.tokens, 7), 256, 192, 16, 8};
     // Touched experts (the weights a call reads) for the byte count, from the routing it uses.
-    const int64_t touched =
-        MoeTensors(Device::cpu(), Dims{run.tokens, 8, 8, big.experts, 8}, run.mode, false).touched;
+    const int64_t touched = route(big.tokens, big.experts, big.k).touched;
     Case c;
     c.op = "fused_moe";
     c.shape = std::string(mode_name(run.mode)) + " T" + std::to_string(big.tokens) + " H" +

@@ -59,6 +59,9 @@ struct QuantizeProblem {
   QuantTiles tiles;
   float amax_floor = 1e-4f, amax_ceiling = INFINITY;
   void* workspace = nullptr;  // per-tensor dynamic on CUDA: the running absmax (4 bytes)
+  // CUDA, internal callers only (fused_moe's w8a8 intermediate): a device scalar; rows at or past
+  // it are left unwritten (values and scales). Null: every row.
+  const int32_t* rows_used = nullptr;
 };
 
 struct DequantizeProblem {

@@ -79,18 +79,15 @@ template <typename W, typename T, int kVec>
 __device__ __forceinline__ float pack_dot(const Pack<W, kVec>& w, const Pack<T, kVec>& v,
                                           float scale, float acc) {
   float a[kVec], b[kVec];
-  if constexpr (std::is_same_v<W, uint8_t>) {
-    from_fp8<__NV_E4M3, kVec>(w, a);
-  } else {
-    widen(w, a);
-  }
   widen(v, b);
   if constexpr (std::is_same_v<W, uint8_t>) {
+    from_fp8<__NV_E4M3, kVec>(w, a);
     float part = 0.f;
 #pragma unroll
     for (int m = 0; m < kVec; ++m) part = fmaf(a[m], b[m], part);
     return fmaf(part, scale, acc);
   } else {
+    widen(w, a);
 #pragma unroll
     for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
     return acc;

@@ -26,7 +26,7 @@
 #include "cuda/moe/fused_moe_launch.h"
 #include "cuda/moe/grouped_gemm_launch.h"
 #include "cuda/moe/moe_align_launch.h"
-#include "cuda/moe/quantize_rows_launch.h"
+#include "cuda/quantize/quantize_launch.h"
 #include "kiln/ops/moe_align.h"
 
 namespace kiln::cuda {
@@ -109,6 +109,25 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
+// w8a8's activations: rows [rows, cols] of x's dtype to e4m3 q [rows, cols] with 1 x 128 group
+// scales [rows, ceil(cols / 128)], by quantize_fp8's group kernel (the contract's recipe: scale =
+// max(amax, 1e-4) / 448). rows_used: a device count past which rows are left alone, or null.
+void quantize_groups(const MoeProblem& p, const void* x, int64_t x_stride, int64_t rows,
+                     int64_t cols, uint8_t* q, float* scales, const int32_t* rows_used,
+                     Stream stream) {
+  QuantizeProblem qp;
+  qp.op = p.op;
+  qp.device = p.device;
+  qp.x = {const_cast<void*>(x), p.dtype, rows, cols, x_stride};
+  qp.values = {q, DType::f8e4m3, rows, cols, cols};
+  qp.tiles = quant_tiles(QuantGranularity::group, rows, cols);
+  qp.tiles.scales = scales;
+  qp.tiles.row_stride = qp.tiles.grid_cols;
+  qp.tiles.col_stride = 1;
+  qp.rows_used = rows_used;
+  quantize_fp8(qp, stream);
+}
+
 }  // namespace
 
 bool fused_moe_grouped_fits(const MoeProblem& p) {
@@ -186,7 +205,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                        p.bad_ids};
     moe_align(align, stream);
     if (fp8) {  // x once a token, before the gather copies it k times
-      quantize_rows_e4m3({p.x.data, p.x.row_stride, xq, xs, p.tokens, p.hidden}, p.dtype, stream);
+      quantize_groups(p, p.x.data, p.x.row_stride, p.tokens, p.hidden, xq, xs, nullptr, stream);
     }
     GatherArgs g{sorted,
                  post_pad,
@@ -247,7 +266,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
     up_variant = grouped_gemm_sm90(up, stream);
 
     if (fp8) {  // the rows in use (post_pad) of the intermediate, as the reference does
-      quantize_rows_e4m3({h_sorted, p.inter, hq, hs, capacity, p.inter, post_pad}, p.dtype, stream);
+      quantize_groups(p, h_sorted, p.inter, capacity, p.inter, hq, hs, post_pad, stream);
     }
     GroupedGemm down = up;  // the same row blocks
     down.a = fp8 ? static_cast<void*>(hq) : h_sorted;

@@ -55,6 +55,7 @@ std::string quantize_fp8(const QuantizeProblem& p, Stream stream) {
   a.scale_col_stride = p.tiles.col_stride;
   a.amax_floor = p.amax_floor;
   a.amax_ceiling = p.amax_ceiling;
+  a.rows_used = p.rows_used;
   std::string how;
   if (p.static_scale) {
     a.given_scale = p.tiles.scales;

@@ -30,6 +30,7 @@ struct QuantTileArgs {
   float* scales;
   int64_t scale_row_stride, scale_col_stride;
   float amax_floor, amax_ceiling;
+  const int32_t* rows_used;  // device scalar: rows at or past it skipped; null: all
 };
 
 // Launches the tile kernel for x's dtype and the fp8 format, with config c.

@@ -58,11 +58,16 @@ __global__ void __launch_bounds__(kQuantThreads)
   const T* x = static_cast<const T*>(a.x);
   uint8_t* q = static_cast<uint8_t*>(a.values);
   const int64_t row_mask = (int64_t{1} << a.vecs_per_row_log2) - 1;
+  // Rows in use (a device count, the same for every thread) and the tile rows they cover.
+  const int64_t rows = a.rows_used != nullptr ? min(a.rows, int64_t{*a.rows_used}) : a.rows;
+  const int64_t grid_rows = a.rows_used != nullptr
+                                ? min(a.grid_rows, (rows + a.tile_rows - 1) / a.tile_rows)
+                                : a.grid_rows;
   // Block-uniform loop: every thread runs the same iterations (team_max has barriers).
-  for (int64_t ti0 = int64_t{blockIdx.y} * a.teams_y; ti0 < a.grid_rows;
+  for (int64_t ti0 = int64_t{blockIdx.y} * a.teams_y; ti0 < grid_rows;
        ti0 += int64_t{gridDim.y} * a.teams_y) {
     const int64_t ti = ti0 + ty;
-    const bool active = ti < a.grid_rows && tj < a.grid_cols;
+    const bool active = ti < grid_rows && tj < a.grid_cols;
     const int64_t r0 = ti * a.tile_rows, c0 = tj * a.tile_cols;
     // Access v of the tile: its element offsets in x and values, false when outside x.
     auto locate = [&](int64_t v, int64_t& x_off, int64_t& q_off) {
@@ -73,7 +78,7 @@ __global__ void __launch_bounds__(kQuantThreads)
       }
       x_off = r * a.x_stride + c;
       q_off = r * a.values_stride + c;
-      return active && v < a.tile_vecs && r < a.rows && c < a.cols;
+      return active && v < a.tile_vecs && r < rows && c < a.cols;
     };
     auto load = [&](int64_t v) {
       int64_t xo, qo;
