@@ -64,7 +64,9 @@ struct Case {
            std::to_string(tokens) + "_k" + std::to_string(k) + "_E" + std::to_string(experts) +
            (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "") +
            (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") +
-           (w8a8 ? "_w8a8" : fp8 ? "_fp8" : "") +
+           (w8a8  ? "_w8a8"
+            : fp8 ? "_fp8"
+                  : "") +
            (routing == Routing::every_expert ? "_every_expert"
             : routing == Routing::one_expert ? "_one_expert"
                                              : "");
@@ -136,8 +138,8 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
     m->upload();
   }
   dout.poison();
-  const MoeWeightScales scales = c.fp8 ? MoeWeightScales{dw13_scale.view(), dw2_scale.view(), c.w8a8}
-                                       : MoeWeightScales{};
+  const MoeWeightScales scales =
+      c.fp8 ? MoeWeightScales{dw13_scale.view(), dw2_scale.view(), c.w8a8} : MoeWeightScales{};
   fused_moe(dout.view(), dx.view(), dw13.view(), dw2.view(), dweights.view(), dids.view(),
             c.activation, c.mapped ? dmap.view() : TensorView(), dbad.view(), scales);
   EXPECT_EQ(last_receipt().backend, "cuda");
@@ -162,12 +164,15 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   HostTensor want(c.dtype, {T, H}), ref_bad(no_bad);
   fused_moe(want.view(), x.view(), w13.view(), w2.view(), ref_weights.view(), ref_ids.view(),
             c.activation, c.mapped ? ref_map.view() : TensorView(), ref_bad.view(),
-            c.fp8 ? MoeWeightScales{w13_scale.view(), w2_scale.view(), c.w8a8}
-                  : MoeWeightScales{});
-  // w8a8: the reference quantizes the same values, but an intermediate a bf16/f16 ulp apart
-  // (fp32 against float64 sums) can land on the other side of an e4m3 rounding boundary.
-  const double tol = c.w8a8 ? 4e-2 : c.dtype == DType::bf16 ? 2e-2 : 1e-2;
-  testing::expect_close(dout.host, want, tol, "out");
+            c.fp8 ? MoeWeightScales{w13_scale.view(), w2_scale.view(), c.w8a8} : MoeWeightScales{});
+  if (c.w8a8) {
+    // The reference quantizes the same values, but an intermediate a bf16/f16 ulp apart (fp32
+    // against float64 sums) can land on the other side of an e4m3 rounding boundary (or move a
+    // group's scale): seen on the H100 at T = 80 as 3-5 of 20480 outputs off by up to 0.06.
+    testing::expect_close_but_rare(dout.host, want, 4e-2, 1.5e-1, 1e-3, "out");
+  } else {
+    testing::expect_close(dout.host, want, c.dtype == DType::bf16 ? 2e-2 : 1e-2, "out");
+  }
 }
 
 std::vector<Case> sweep() {

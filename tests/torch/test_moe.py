@@ -191,10 +191,17 @@ def test_cuda_fp8_weights_match_the_cpu_reference(t, w8a8):
     got = kiln.fused_moe(x.cuda(), w13.cuda(), w2.cuda(), weights.cuda(), ids.cuda(),
                          w13_scale=s13.cuda(), w2_scale=s2.cuda(), fp8_activations=w8a8)
     assert (",w8a8_1x128," if w8a8 else ",w8,") in kiln.last_receipt().variant
+    if not w8a8:
+        torch.testing.assert_close(got.cpu(), want, atol=2e-2, rtol=2e-2)
+        return
     # w8a8: an intermediate a bf16 ulp apart (fp32 against float64 sums) can round to another
-    # e4m3 value.
-    tol = 4e-2 if w8a8 else 2e-2
-    torch.testing.assert_close(got.cpu(), want, atol=tol, rtol=tol)
+    # e4m3 value (or move its group's scale), moving a few outputs by up to an e4m3 step (seen
+    # on the H100 in the C++ sweep: 3-5 of 20480). All within the wide bound, a rare few past
+    # the narrow one.
+    err = (got.cpu().double() - want.double()).abs()
+    bound = 1 + want.double().abs()
+    assert bool((err <= 1.5e-1 * bound).all()), float((err / bound).max())
+    assert int((err > 4e-2 * bound).sum()) <= max(1, err.numel() // 1000)
 
 
 def fake_quantize_groups(v: torch.Tensor) -> torch.Tensor:
