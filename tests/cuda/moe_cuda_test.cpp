@@ -168,8 +168,9 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   if (c.w8a8) {
     // The reference quantizes the same values, but an intermediate a bf16/f16 ulp apart (fp32
     // against float64 sums) can land on the other side of an e4m3 rounding boundary (or move a
-    // group's scale): seen on the H100 at T = 80 as 3-5 of 20480 outputs off by up to 0.06.
-    testing::expect_close_but_rare(dout.host, want, 4e-2, 1.5e-1, 1e-3, "out");
+    // group's scale), which moves that token's whole output row: seen on the H100 at T = 80 in
+    // one or two rows, elements off by up to 0.06. At most one row in 25 may show it.
+    testing::expect_close_but_rare_rows(dout.host, want, 4e-2, 1.5e-1, T / 25, "out");
   } else {
     testing::expect_close(dout.host, want, c.dtype == DType::bf16 ? 2e-2 : 1e-2, "out");
   }
