@@ -109,7 +109,12 @@ def main():
     dense_ms = timer.measure(lambda _: a @ a, reps=reps)
     dense = 2 * 8192 ** 3 / dense_ms / 1e9
     del a
-    print(f"dense bf16 GEMM: {dense:.0f} TFLOP/s", file=sys.stderr)
+    src = torch.empty(1 << 29, device=dev, dtype=torch.bfloat16)  # 1 GiB
+    dst = torch.empty_like(src)
+    copy_ms = timer.measure(lambda _: dst.copy_(src), reps=reps)
+    copy = 2 * src.numel() * 2 / copy_ms / 1e6  # GB/s, bytes read + written
+    del src, dst
+    print(f"dense bf16 GEMM: {dense:.0f} TFLOP/s, copy {copy:.0f} GB/s", file=sys.stderr)
     w13_8 = w2_8 = s13 = s2 = None
     if kiln is not None:
         w13_8, s13 = kiln.quantize_fp8(w13.view(E * 2 * I, H), granularity="block")
@@ -136,6 +141,9 @@ def main():
             # the [E * rows, cols] views: rows are multiples of 128, so the blocks are per expert).
             impls["kiln w8a16"] = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids,
                                                          w13_scale=s13, w2_scale=s2)
+            if t >= 2:  # the default there is by expert; the per-pick kernels beside it
+                impls["kiln w8a16 per-pick"] = with_env("KILN_FUSED_MOE", "gemv",
+                                                        impls["kiln w8a16"])
         if kiln is not None and (t * K >= 1024 or t == 64):
             # w8a8: the same e4m3 weights, x and the intermediate quantized in 1 x 128 groups,
             # both GEMMs on FP8 wgmma (the issue's bar: >= 1.5x the bf16 path at prefill).
@@ -156,10 +164,12 @@ def main():
                 variant = kiln.last_receipt().variant if label.startswith("kiln") else ""
                 # FP8 weights: one byte an element, plus the touched experts' block scales.
                 nbytes = (touched * 3 * I * H + touched * 3 * I * H // (128 * 128) * 4
-                          if label.endswith(("w8a16", "w8a8")) else wbytes)
+                          if "w8a" in label else wbytes)
                 rows.append({"T": t, "impl": label, "ms": ms, "tflops": flops / ms / 1e9,
                              "share_dense": flops / ms / 1e9 / dense,
-                             "weight_gbps": nbytes / ms / 1e6, "rel_l2": err, "variant": variant})
+                             "weight_gbps": nbytes / ms / 1e6,
+                             "share_copy": nbytes / ms / 1e6 / copy, "rel_l2": err,
+                             "variant": variant})
                 print(f"T={t:5d} {label:10s} {ms:8.3f} ms {flops / ms / 1e9:6.1f} TFLOP/s "
                       f"weights {nbytes / ms / 1e6:7.0f} GB/s rel_l2 {err:.2e} {variant}",
                       file=sys.stderr)
@@ -169,16 +179,18 @@ def main():
                 rows.append({"T": t, "impl": label, "error": str(e).splitlines()[0][:160]})
     lines = [f"# MoE expert path peers: {torch.cuda.get_device_name()}", "",
              f"- commit {args.commit}, torch {torch.__version__}, bf16, H {H}, I {I}, E {E}, "
-             f"k {K}, median of {reps}; dense bf16 GEMM {dense:.0f} TFLOP/s (same run)", "",
-             "| T | impl | ms | TFLOP/s | % of dense | weight GB/s | rel L2 vs grouped_mm | kernel |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"k {K}, median of {reps}; dense bf16 GEMM {dense:.0f} TFLOP/s, 1 GiB copy "
+             f"{copy:.0f} GB/s (same run)", "",
+             "| T | impl | ms | TFLOP/s | % of dense | weight GB/s | % of copy | rel L2 vs grouped_mm "
+             "| kernel |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "ms" in r:
             lines.append(f"| {r['T']} | {r['impl']} | {r['ms']:.3f} | {r['tflops']:.0f} | "
                          f"{100 * r['share_dense']:.0f}% | {r['weight_gbps']:.0f} | "
-                         f"{r['rel_l2']:.2e} | {r['variant']} |")
+                         f"{100 * r['share_copy']:.0f}% | {r['rel_l2']:.2e} | {r['variant']} |")
         else:
-            lines.append(f"| {r['T']} | {r['impl']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['T']} | {r['impl']} | failed: {r['error']} | | | | | | |")
     if kiln is not None and not args.quick and not chosen:
         for t in (8192, 64):
             x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)

@@ -8,7 +8,9 @@
 // poisoned before each run, so an unwritten element is a NaN and fails. On Hopper, the small-T
 // cases also run with KILN_FUSED_MOE=grouped (the prefill path forced down to T = 1, x's rows
 // padded by 8 or by 3: the gather's 16-byte and element copies). FP8 weights (e4m3, random block
-// scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form.
+// scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form: per pick at
+// T = 1, by expert (picks grouped by local expert first) from T = 2, which bf16/f16 weights also
+// run when forced (KILN_FUSED_MOE=gemv_experts).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,9 +50,10 @@ struct Case {
   MoeActivation activation;
   int64_t tokens, k, experts;
   bool vec_shape, mapped;
-  bool grouped = false;  // KILN_FUSED_MOE=grouped
-  bool fp8 = false;      // e4m3 weights with 128 x 128 block scales (w8a16)
-  bool w8a8 = false;     // fp8 and e4m3 activations too (the FP8 grouped GEMMs)
+  bool grouped = false;    // KILN_FUSED_MOE=grouped
+  bool by_expert = false;  // KILN_FUSED_MOE=gemv_experts (FP8 weights take it from T = 2 anyway)
+  bool fp8 = false;        // e4m3 weights with 128 x 128 block scales (w8a16)
+  bool w8a8 = false;       // fp8 and e4m3 activations too (the FP8 grouped GEMMs)
   // Routing: random picks; every expert once a token (k = E, a permutation); or every pick to
   // expert 2 (all tokens to one expert, the others idle).
   enum class Routing { random, every_expert, one_expert } routing = Routing::random;
@@ -64,6 +67,7 @@ struct Case {
            std::to_string(tokens) + "_k" + std::to_string(k) + "_E" + std::to_string(experts) +
            (vec_shape ? "_vec" : "_scalar") + (mapped ? "_map" : "") +
            (grouped ? (x_pad() == 8 ? "_grouped" : "_grouped_xpad3") : "") +
+           (by_expert ? "_by_expert" : "") +
            (w8a8  ? "_w8a8"
             : fp8 ? "_fp8"
                   : "") +
@@ -82,7 +86,9 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
   if ((c.grouped || c.w8a8) && testing::gpu_major() != 9) {
     GTEST_FAIL() << "the grouped path needs Hopper";
   }
-  const testing::ScopedEnv force("KILN_FUSED_MOE", c.grouped ? "grouped" : nullptr);
+  const testing::ScopedEnv force("KILN_FUSED_MOE", c.grouped     ? "grouped"
+                                                   : c.by_expert ? "gemv_experts"
+                                                                 : nullptr);
   const int64_t T = c.tokens, H = c.hidden(), I = c.inter(), E = c.experts;
   const int64_t EL = c.local_experts(), rows13 = c.activation == MoeActivation::relu2 ? I : 2 * I;
   std::mt19937_64 rng(T * 31 + c.k * 7 + E);
@@ -156,6 +162,8 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
               std::string::npos)
         << variant;
     EXPECT_EQ(variant.find(",w8,") != std::string::npos, c.fp8) << variant;
+    EXPECT_EQ(variant.find(",by_expert16,") != std::string::npos, c.by_expert || (c.fp8 && T >= 2))
+        << variant;
   }
   testing::cuda_ok(cudaDeviceSynchronize(), "fused_moe");
   dout.download();
@@ -226,6 +234,29 @@ std::vector<Case> sweep() {
   if (!testing::quick_sweep()) {
     Case c{DType::bf16, MoeActivation::swiglu, 80, 8, 16, true, false};
     c.fp8 = true;
+    cases.push_back(c);
+  }
+  // The by-expert kernels forced on bf16/f16 weights (FP8 weights take them from T = 2, above):
+  // T = 7 with a map (dropped and bad picks), and T = 37 with every pick on one expert (19 runs of
+  // 16 picks, each in chunks of 4), the 16-byte and element paths; one FP8 case with k = E.
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (MoeActivation a :
+         {MoeActivation::swiglu, MoeActivation::gelu_tanh, MoeActivation::relu2}) {
+      for (bool vec : {true, false}) {
+        Case c{dtype, a, 7, 2, 13, vec, true};
+        c.by_expert = true;
+        cases.push_back(c);
+        Case one{dtype, a, 37, 8, 8, vec, false};
+        one.by_expert = true;
+        one.routing = Case::Routing::one_expert;
+        cases.push_back(one);
+      }
+    }
+  }
+  {
+    Case c{DType::bf16, MoeActivation::swiglu, 37, 8, 8, true, false};
+    c.fp8 = true;
+    c.routing = Case::Routing::every_expert;
     cases.push_back(c);
   }
   // w8a8 (Hopper): both dtypes, a gated and the ungated activation, T = 1 (one row in one block),

@@ -16,7 +16,8 @@
 // Napkin math, decode (T = 1, k = 8, H = 4096, I = 1536, swiglu, bf16): the 8 picked experts'
 // weights, 8 * (2 * 1536 + 1536) * 4096 * 2 B = 302 MB, read once: ~95 us at 3.2 TB/s if the
 // warps keep the memory busy. At large T every pick re-reads its expert's rows (from L2 at best):
-// that is what the grouped path is for. KILN_FUSED_MOE=gemv or =grouped forces one path (an A/B
+// that is what the grouped path is for, and for FP8 weights from T = 2 the by-expert kernels
+// (fused_moe_experts.cu). KILN_FUSED_MOE=gemv, =gemv_experts or =grouped forces one path (an A/B
 // switch; forcing a path that cannot take the problem is an error, not a fallback).
 #include <cuda_runtime.h>
 
@@ -29,116 +30,15 @@
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
-#include "cuda/common/fp8_pack.cuh"
-#include "cuda/common/warp_reduce.cuh"
 #include "cuda/moe/fused_moe_launch.h"
+#include "cuda/moe/moe_align_launch.h"
+#include "cuda/moe/moe_gemv.cuh"
 #include "ops/activation_math.h"
 
 namespace kiln::cuda {
 namespace {
 
-struct MoeArgs {
-  const void* x;  // [T, H], rows x_stride apart
-  int64_t x_stride;
-  const void* w13;       // [E_local, 2I or I, H]
-  const void* w2;        // [E_local, H, I]
-  const float* weights;  // [T, k], rows weights_stride apart
-  int64_t weights_stride;
-  const int32_t* ids;  // [T, k], rows ids_stride apart
-  int64_t ids_stride;
-  const int32_t* expert_map;  // [E] or null (identity)
-  void* act;                  // [T * k, I] scratch, x's dtype
-  void* out;                  // [T, H], rows out_stride apart
-  int64_t out_stride;
-  int32_t* bad_ids;  // [1] counter
-  int64_t hidden, inter, k;
-  int64_t experts, local_experts;
-  // FP8 weights' 128 x 128 block scales (null for bf16/f16 weights; never read then):
-  // w13_scale [E_local, r13_blocks, h_blocks], w2_scale [E_local, h_blocks, i_blocks].
-  const float* w13_scale;
-  const float* w2_scale;
-  int64_t r13_blocks, h_blocks, i_blocks;
-};
-
-// The local expert of pick (t, j); -1 when the pick is dropped (map value -1) or bad (its id or
-// map value out of range: see the file comment); *bad says which.
-__device__ __forceinline__ int64_t local_expert(const MoeArgs& a, int64_t t, int64_t j,
-                                                bool* bad = nullptr) {
-  const int64_t id = a.ids[t * a.ids_stride + j];
-  const bool id_ok = id >= 0 && id < a.experts;
-  const int64_t e = !id_ok ? -2 : a.expert_map ? a.expert_map[id] : id;
-  const bool ok = e >= -1 && e < a.local_experts;
-  if (bad != nullptr) *bad = !ok;
-  return ok ? e : -1;
-}
-
-// The partial dot product of one lane's kVec weights (W: bf16/f16, or e4m3 bytes converted
-// exactly) with kVec activations, added into acc; FP8 packs are scaled once by their block's
-// scale (a pack never straddles a 128-wide block).
-template <typename W, typename T, int kVec>
-__device__ __forceinline__ float pack_dot(const Pack<W, kVec>& w, const Pack<T, kVec>& v,
-                                          float scale, float acc) {
-  float a[kVec], b[kVec];
-  widen(v, b);
-  if constexpr (std::is_same_v<W, uint8_t>) {
-    from_fp8<__NV_E4M3, kVec>(w, a);
-    float part = 0.f;
-#pragma unroll
-    for (int m = 0; m < kVec; ++m) part = fmaf(a[m], b[m], part);
-    return fmaf(part, scale, acc);
-  } else {
-    widen(w, a);
-#pragma unroll
-    for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
-    return acc;
-  }
-}
-
-// u · v over n elements in fp32, by the whole warp (every lane gets the sum): u a weight row (of
-// W), v an activation row (of T). FP8 rows carry their block scales: scales[c / 128] for element
-// c. kVec > 1 needs n % kVec == 0 and both rows 16-byte aligned.
-// Unrolled kUnroll packs a lane so the loads of several packs can be in flight together (ptxas
-// still places each weight load near its use: checked in the SASS, 2026-11-23).
-template <typename W, typename T, int kVec>
-__device__ __forceinline__ float warp_dot(const W* u, const float* scales, const T* v, int64_t n,
-                                          int lane) {
-  constexpr bool kFp8 = std::is_same_v<W, uint8_t>;
-  static_assert(!kFp8 || 128 % kVec == 0, "an FP8 pack stays within one scale block");
-  constexpr int kUnroll = 4;
-  constexpr int64_t kStep = 32 * kVec;
-  auto scale_at = [&](int64_t i) { return kFp8 ? scales[i >> 7] : 1.f; };
-  float acc = 0.f;
-  int64_t i = int64_t{lane} * kVec;
-  for (; i + (kUnroll - 1) * kStep < n; i += kUnroll * kStep) {
-    Pack<W, kVec> wp[kUnroll];
-    Pack<T, kVec> vp[kUnroll];
-    float sc[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      wp[r] = *reinterpret_cast<const Pack<W, kVec>*>(u + i + r * kStep);
-      vp[r] = *reinterpret_cast<const Pack<T, kVec>*>(v + i + r * kStep);
-      sc[r] = scale_at(i + r * kStep);
-    }
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) acc = pack_dot<W, T, kVec>(wp[r], vp[r], sc[r], acc);
-  }
-  for (; i < n; i += kStep) {
-    acc = pack_dot<W, T, kVec>(*reinterpret_cast<const Pack<W, kVec>*>(u + i),
-                               *reinterpret_cast<const Pack<T, kVec>*>(v + i), scale_at(i), acc);
-  }
-  return warp_sum(acc);
-}
-
-// Row r's scales in a [E_local, row_blocks, col_blocks] scale tensor; null for bf16/f16 weights.
-template <typename W>
-__device__ __forceinline__ const float* scale_row(const float* scales, int64_t e, int64_t r,
-                                                  int64_t row_blocks, int64_t col_blocks) {
-  if constexpr (std::is_same_v<W, uint8_t>) {
-    return scales + (e * row_blocks + (r >> 7)) * col_blocks;
-  } else {
-    return nullptr;
-  }
-}
+using namespace moe_gemv;
 
 // A warp per intermediate value: block (x, y) = pick x, columns y * kFusedMoeWarps + warp.
 template <typename T, typename W, int kVec, act::Kind K>
@@ -191,10 +91,6 @@ __global__ void __launch_bounds__(kFusedMoeWarps * 32)
   if (lane == 0) static_cast<T*>(a.out)[t * a.out_stride + h] = from_float<T>(sum);
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 // Runs both kernels with `act` as the scratch; W is T, or uint8_t for e4m3 weights.
 template <typename T, typename W>
 void launch(const MoeArgs& a, const FusedMoeGrid& g, act::Kind kind, bool up_vec, bool down_vec,
@@ -226,15 +122,20 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
   if (p.tokens == 0 || p.hidden == 0) return "empty";
   const char* pick = std::getenv("KILN_FUSED_MOE");
   const std::string_view forced = pick != nullptr ? pick : "";
+  if (!forced.empty() && forced != "gemv" && forced != "gemv_experts" && forced != "grouped") {
+    throw Error(p.op + ": KILN_FUSED_MOE must be gemv, gemv_experts or grouped, got '" +
+                std::string(forced) + "'");
+  }
   const bool grouped_fits = p.inter > 0 && fused_moe_grouped_fits(p);
   if (p.fp8_activations) {  // w8a8: the FP8 grouped GEMMs at every T, or an error
-    if (forced == "gemv" || !grouped_fits) {
+    if (forced == "gemv" || forced == "gemv_experts" || !grouped_fits) {
       throw Error(p.op + ": w8a8 (fp8_activations) runs on the FP8 grouped GEMM path only, which " +
-                  (forced == "gemv" ? std::string("KILN_FUSED_MOE=gemv forbids")
-                                    : std::string("does not take this problem (it needs a Hopper "
-                                                  "GPU, I > 0, H and I multiples of 16, I a "
-                                                  "multiple of 64 when gated, 16-byte aligned "
-                                                  "weights)")));
+                  (forced == "gemv" || forced == "gemv_experts"
+                       ? "KILN_FUSED_MOE=" + std::string(forced) + " forbids"
+                       : std::string("does not take this problem (it needs a Hopper "
+                                     "GPU, I > 0, H and I multiples of 16, I a "
+                                     "multiple of 64 when gated, 16-byte aligned "
+                                     "weights)")));
     }
     return fused_moe_grouped(p, stream);
   }
@@ -247,9 +148,21 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
     }
     return fused_moe_grouped(p, stream);
   }
-  if (forced != "gemv" && grouped_fits && p.tokens * p.k >= kGroupedMinEntries) {
+  if (forced != "gemv" && forced != "gemv_experts" && grouped_fits &&
+      p.tokens * p.k >= kGroupedMinEntries) {
     return fused_moe_grouped(p, stream);
   }
+  const bool experts_fits = fused_moe_experts_fits(p);
+  if (forced == "gemv_experts" && !experts_fits) {
+    throw Error(p.op +
+                ": KILN_FUSED_MOE=gemv_experts, but the by-expert GEMV kernels do not take "
+                "this problem (they need I > 0 and at most " +
+                std::to_string(kMoeAlignMaxLocalExperts) + " local experts)");
+  }
+  // FP8 weights from T = 2 on: tokens may share experts, whose rows the per-pick kernels would
+  // read and convert once a pick.
+  const bool by_expert = forced == "gemv_experts" ||
+                         (forced != "gemv" && experts_fits && p.fp8_weights() && p.tokens >= 2);
   const FusedMoeGrid g = fused_moe_grid(p);
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t elem = static_cast<int64_t>(dtype_size(p.dtype)), vec = 16 / elem;
@@ -283,6 +196,7 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
   const bool up_vec =
       p.hidden % wvec == 0 && p.x.row_stride % vec == 0 && aligned16(p.x.data) && aligned16(p.w13);
   const bool down_vec = p.inter % wvec == 0 && aligned16(p.w2);
+  if (by_expert) return fused_moe_experts(p, a, up_vec, down_vec, stream);
   // Stream-ordered scratch: no sync, and capturable in a CUDA graph.
   const size_t bytes = static_cast<size_t>(p.tokens * p.k * p.inter * elem);
   void* scratch = nullptr;

@@ -136,7 +136,8 @@ bool fused_moe_grouped_fits(const MoeProblem& p) {
   const bool fp8_ok =
       !p.fp8_weights() || (p.fp8_activations && p.hidden % 16 == 0 && p.inter % 16 == 0);
   return fp8_ok && on_hopper() && p.hidden % 8 == 0 && p.inter % (p.gated() ? 64 : 8) == 0 &&
-         up_rows % 2 == 0 && aligned16(p.w13) && aligned16(p.w2) && p.tokens * p.k > 0;
+         up_rows % 2 == 0 && aligned16(p.w13) && aligned16(p.w2) && p.tokens * p.k > 0 &&
+         p.local_experts <= kMoeAlignMaxLocalExperts;
 }
 
 std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {

@@ -26,7 +26,7 @@
 namespace kiln::cuda {
 namespace {
 
-constexpr int kThreads = 1024, kWarps = kThreads / 32, kMaxLocalExperts = 1024;
+constexpr int kThreads = 1024, kWarps = kThreads / 32, kMaxLocalExperts = kMoeAlignMaxLocalExperts;
 
 struct AlignArgs {
   MoeAlignArgs a;

@@ -7,6 +7,9 @@
 
 namespace kiln::cuda {
 
+// Local experts the kernel's shared-memory tables hold.
+inline constexpr int kMoeAlignMaxLocalExperts = 1024;
+
 struct MoeAlignArgs {
   const int32_t* topk_ids;  // [tokens, k] with strides
   int64_t tokens, k, id_stride_t, id_stride_j;
