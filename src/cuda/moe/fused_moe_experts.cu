@@ -232,22 +232,11 @@ std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, bool up_vec, bool 
                      reinterpret_cast<float*>(base + partial_at), entries};
   const bool combine_vec = p.hidden % 8 == 0 && p.out.row_stride % 8 == 0 && aligned16(p.out.data);
   try {
-    MoeAlignArgs align{static_cast<const int32_t*>(p.ids.data),
-                       p.tokens,
-                       p.k,
-                       p.ids.row_stride,
-                       1,
-                       p.expert_map,
-                       1,
-                       static_cast<int>(p.experts),
-                       static_cast<int>(p.local_experts),
-                       kExpertRun,
-                       capacity,
-                       reinterpret_cast<int32_t*>(base + sorted_at),
-                       reinterpret_cast<int32_t*>(base + expert_at),
-                       reinterpret_cast<int32_t*>(base + post_pad_at),
-                       p.bad_ids};
-    moe_align(align, stream);
+    moe_align(
+        fused_moe_align_args(p, kExpertRun, capacity, reinterpret_cast<int32_t*>(base + sorted_at),
+                             reinterpret_cast<int32_t*>(base + expert_at),
+                             reinterpret_cast<int32_t*>(base + post_pad_at)),
+        stream);
     dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
       using T = typename CudaType<decltype(dt)::value>::type;
       dispatch_bool(p.fp8_weights(), [&](auto fp8) {

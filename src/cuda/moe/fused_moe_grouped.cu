@@ -189,22 +189,7 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
   try {
     KILN_CUDA_CHECK(cudaMemsetAsync(block_rows, 0, static_cast<size_t>(blocks * 4), s));
     KILN_CUDA_CHECK(cudaMemsetAsync(inverse, 0xFF, static_cast<size_t>(entries * 4), s));
-    MoeAlignArgs align{static_cast<const int32_t*>(p.ids.data),
-                       p.tokens,
-                       p.k,
-                       p.ids.row_stride,
-                       1,
-                       p.expert_map,
-                       1,
-                       static_cast<int>(p.experts),
-                       static_cast<int>(p.local_experts),
-                       kAlignBlock,
-                       capacity,
-                       sorted,
-                       expert_ids,
-                       post_pad,
-                       p.bad_ids};
-    moe_align(align, stream);
+    moe_align(fused_moe_align_args(p, kAlignBlock, capacity, sorted, expert_ids, post_pad), stream);
     if (fp8) {  // x once a token, before the gather copies it k times
       quantize_groups(p, p.x.data, p.x.row_stride, p.tokens, p.hidden, xq, xs, nullptr, stream);
     }

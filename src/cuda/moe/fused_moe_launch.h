@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/moe/moe_align_launch.h"
 #include "kiln/core/error.h"
 #include "kiln/core/stream.h"
 #include "ops/moe_problem.h"
@@ -42,6 +43,27 @@ inline FusedMoeGrid fused_moe_grid(const MoeProblem& p) {
 }
 
 std::string fused_moe(const MoeProblem& p, Stream stream);
+
+// moe_align's arguments for fused_moe's picks (both the grouped GEMM path and the by-expert GEMV
+// kernels group them by local expert first); bad ids and map values count into p.bad_ids.
+inline MoeAlignArgs fused_moe_align_args(const MoeProblem& p, int block_size, int64_t capacity,
+                                         int32_t* sorted, int32_t* expert_ids, int32_t* post_pad) {
+  return {static_cast<const int32_t*>(p.ids.data),
+          p.tokens,
+          p.k,
+          p.ids.row_stride,
+          1,
+          p.expert_map,
+          1,
+          static_cast<int>(p.experts),
+          static_cast<int>(p.local_experts),
+          block_size,
+          capacity,
+          sorted,
+          expert_ids,
+          post_pad,
+          p.bad_ids};
+}
 
 // The prefill path (fused_moe_grouped.cu): align, gather, two grouped wgmma GEMMs, combine. It
 // fits a Hopper device with H % 8 == 0, I % 64 == 0 (gated) or % 8 (relu2) and 16-byte aligned
