@@ -141,9 +141,9 @@ def main():
             # the [E * rows, cols] views: rows are multiples of 128, so the blocks are per expert).
             impls["kiln w8a16"] = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids,
                                                          w13_scale=s13, w2_scale=s2)
-            if t >= 2:  # the default there is by expert; the per-pick kernels beside it
-                impls["kiln w8a16 per-pick"] = with_env("KILN_FUSED_MOE", "gemv",
-                                                        impls["kiln w8a16"])
+            if t >= 2:  # the by-expert GEMV kernels (forced only) beside the per-pick default
+                impls["kiln w8a16 by-expert"] = with_env("KILN_FUSED_MOE", "gemv_experts",
+                                                         impls["kiln w8a16"])
         if kiln is not None and (t * K >= 1024 or t == 64):
             # w8a8: the same e4m3 weights, x and the intermediate quantized in 1 x 128 groups,
             # both GEMMs on FP8 wgmma (the bar: >= 1.5x the bf16 path at prefill).

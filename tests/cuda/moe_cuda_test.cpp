@@ -8,9 +8,8 @@
 // poisoned before each run, so an unwritten element is a NaN and fails. On Hopper, the small-T
 // cases also run with KILN_FUSED_MOE=grouped (the prefill path forced down to T = 1, x's rows
 // padded by 8 or by 3: the gather's 16-byte and element copies). FP8 weights (e4m3, random block
-// scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form: per pick at
-// T = 1, by expert (picks grouped by local expert first) from T = 2, which bf16/f16 weights also
-// run when forced (KILN_FUSED_MOE=gemv_experts).
+// scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form. Forced by
+// KILN_FUSED_MOE=gemv_experts, the by-expert GEMV kernels (picks grouped by local expert first).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -162,8 +161,7 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
               std::string::npos)
         << variant;
     EXPECT_EQ(variant.find(",w8,") != std::string::npos, c.fp8) << variant;
-    EXPECT_EQ(variant.find(",by_expert16,") != std::string::npos, c.by_expert || (c.fp8 && T >= 2))
-        << variant;
+    EXPECT_EQ(variant.find(",by_expert16,") != std::string::npos, c.by_expert) << variant;
   }
   testing::cuda_ok(cudaDeviceSynchronize(), "fused_moe");
   dout.download();
@@ -235,9 +233,9 @@ std::vector<Case> sweep() {
     c.fp8 = true;
     cases.push_back(c);
   }
-  // The by-expert kernels forced on bf16/f16 weights (FP8 weights take them from T = 2, above):
-  // T = 7 with a map (dropped and bad picks), and T = 37 with every pick on one expert (19 runs of
-  // 16 picks, each in chunks of 4), the 16-byte and element paths; one FP8 case with k = E.
+  // The by-expert kernels, forced: T = 7 with a map (dropped and bad picks), and T = 37 with every
+  // pick on one expert (19 runs of 16 picks, each in chunks of 4), the 16-byte and element paths;
+  // one FP8 case with k = E.
   for (DType dtype : {DType::bf16, DType::f16}) {
     for (MoeActivation a :
          {MoeActivation::swiglu, MoeActivation::gelu_tanh, MoeActivation::relu2}) {
@@ -252,10 +250,12 @@ std::vector<Case> sweep() {
       }
     }
   }
-  {
-    Case c{DType::bf16, MoeActivation::swiglu, 37, 8, 8, true, false};
-    c.fp8 = true;
-    c.routing = Case::Routing::every_expert;
+  for (bool mapped : {false, true}) {  // FP8 weights, k = E and with a map
+    Case c{DType::bf16,    MoeActivation::swiglu, mapped ? 7 : 37,
+           mapped ? 2 : 8, mapped ? 13 : 8,       true,
+           mapped};
+    c.fp8 = c.by_expert = true;
+    if (!mapped) c.routing = Case::Routing::every_expert;
     cases.push_back(c);
   }
   // w8a8 (Hopper): both dtypes, a gated and the ungated activation, T = 1 (one row in one block),

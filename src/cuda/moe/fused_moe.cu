@@ -16,8 +16,8 @@
 // Napkin math, decode (T = 1, k = 8, H = 4096, I = 1536, swiglu, bf16): the 8 picked experts'
 // weights, 8 * (2 * 1536 + 1536) * 4096 * 2 B = 302 MB, read once: ~95 us at 3.2 TB/s if the
 // warps keep the memory busy. At large T every pick re-reads its expert's rows (from L2 at best):
-// that is what the grouped path is for, and for FP8 weights from T = 2 the by-expert kernels
-// (fused_moe_experts.cu). KILN_FUSED_MOE=gemv, =gemv_experts or =grouped forces one path (an A/B
+// that is what the grouped path is for (and what fused_moe_experts.cu tries for the GEMV: no
+// faster yet). KILN_FUSED_MOE=gemv, =gemv_experts or =grouped forces one path (an A/B
 // switch; forcing a path that cannot take the problem is an error, not a fallback).
 #include <cuda_runtime.h>
 
@@ -159,10 +159,10 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
                 "this problem (they need I > 0 and at most " +
                 std::to_string(kMoeAlignMaxLocalExperts) + " local experts)");
   }
-  // FP8 weights from T = 2 on: tokens may share experts, whose rows the per-pick kernels would
-  // read and convert once a pick.
-  const bool by_expert = forced == "gemv_experts" ||
-                         (forced != "gemv" && experts_fits && p.fp8_weights() && p.tokens >= 2);
+  // The by-expert kernels only when forced: on the H100 (b3900df, DeepSeek-V3 shapes, e4m3
+  // weights) they ran T = 64 in 5.74 ms against the per-pick kernels' 5.89 and T = 16 in 2.12
+  // against 1.73, so the per-pick kernels stay the default at every T.
+  const bool by_expert = forced == "gemv_experts";
   const FusedMoeGrid g = fused_moe_grid(p);
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t elem = static_cast<int64_t>(dtype_size(p.dtype)), vec = 16 / elem;

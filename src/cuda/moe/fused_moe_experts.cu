@@ -1,9 +1,13 @@
-// fused_moe's decode path by expert: the same GEMV-style math as fused_moe.cu, but with the picks
-// grouped by local expert first, so each touched expert's weight rows are read (and, for e4m3,
-// converted) once for all the tokens routed to it. The per-pick kernels read them once a pick:
-// at DeepSeek-V3's T = 64 (512 picks over ~221 touched experts) that is 2.3 reads a row, and the
-// w8a16 per-pick path reached 1695 GB/s over the touched weights (H100, s9) where bf16's grouped
-// GEMM reached 2913.
+// fused_moe's decode path by expert (only when forced: KILN_FUSED_MOE=gemv_experts; on the H100 at
+// b3900df it ran DeepSeek-V3's w8a16 T = 64 in 5.74 ms against the per-pick kernels' 5.89 and
+// T = 16 in 2.12 against 1.73. Both are likely bound by instruction issue: at T = 64 the per-pick
+// kernels issue ~3.2 G warp instructions, ~3.5 ms at the H100's peak issue rate, an estimate; MMAs
+// over a run's picks would cut that). The same GEMV-style math as fused_moe.cu, but
+// with the picks grouped by local expert first, so each touched expert's weight rows are read (and,
+// for e4m3, converted) once for all the tokens routed to it. The per-pick kernels read them once a
+// pick: at DeepSeek-V3's T = 64 (512 picks over ~221 touched experts) that is 2.3 reads a row, and
+// the w8a16 per-pick path reached 1695 GB/s over the touched weights (H100, s9) where bf16's
+// grouped GEMM reached 2913.
 //  1. moe_align (blocks of kExpertRun entries; bad ids and map values counted into bad_ids);
 //  2. up: block (run b, 8 columns): warp i computes act[entry, i] for the entries of run b,
 //     kChunk picks a pass over the weight row, rounded to x's dtype (the contract's rounding);

@@ -129,9 +129,10 @@ inline bool aligned16(const void* p) {
 namespace kiln::cuda {
 
 // fused_moe_experts.cu: the decode kernels with the picks grouped by local expert (each touched
-// expert's rows read once for all its tokens). `a` is the per-pick kernels' argument block (its
-// act scratch is replaced); up_vec / down_vec as there. fits: I > 0 and at most
-// kMoeAlignMaxLocalExperts local experts (the align kernel's limit).
+// expert's rows read once for all its tokens); fused_moe runs them only when forced
+// (KILN_FUSED_MOE=gemv_experts): not yet faster than the per-pick kernels. `a` is the per-pick
+// kernels' argument block (its act scratch is replaced); up_vec / down_vec as there. fits: I > 0
+// and at most kMoeAlignMaxLocalExperts local experts (the align kernel's limit).
 bool fused_moe_experts_fits(const MoeProblem& p);
 std::string fused_moe_experts(const MoeProblem& p, moe_gemv::MoeArgs a, bool up_vec, bool down_vec,
                               Stream stream);
