@@ -278,7 +278,6 @@ __device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan
 // slice's wgmmas complete before the add (wait 0), and its stage is freed at once. A 128-wide
 // tile's B rows lie in one 128-row scale block (plain: columns 128 n_block ..; gated: 64 gate rows
 // and 64 up rows, each 64-aligned, so each in one block: two scales). Out of T (bf16/f16).
-// NOT YET RUN ON A GPU.
 template <typename T, bool kGated, typename Cfg>
 __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const TilePlan& plan,
                                             uint8_t* s_a, uint8_t* s_b, uint64_t* full,

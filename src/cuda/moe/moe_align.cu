@@ -16,7 +16,7 @@
 // L2 hits after the first) and placing 2048 — a few microseconds, where the old single block
 // walked all 64 Ki entries in 64 rounds of clearing a [32][E] table and three barriers.
 // Index math is 32-bit (the entry point refuses tables past 2^31 slots); the flat layout (ids
-// contiguous) needs no division at all. NOT YET RUN ON A GPU.
+// contiguous) needs no division at all.
 #include <atomic>
 #include <string>
 

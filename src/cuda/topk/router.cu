@@ -8,7 +8,6 @@
 // power of two) take a group's top two by integer max/min on keys, two butterfly steps merge them,
 // and topk_group REDUX rounds keep the groups; e / per is a multiply-high, not a division. The old
 // version had lane g walk its group alone with float compares, and divided per candidate.
-// NOT YET RUN ON A GPU.
 #include <string>
 
 #include "core/dispatch.h"
