@@ -140,6 +140,12 @@ TEST(NormConfig, ForwardShapesAtModelSizes) {
   EXPECT_EQ(c.threads_per_row, 256);
   EXPECT_EQ(c.rows_per_block, 2);
   EXPECT_EQ(c.grid, 8192);
+  // The lab knob's 256-thread blocks: one row a block; past the launch bounds, clamped to 512.
+  c = cuda::norm_forward_config(16384, 2048, 2, true, 1, 256);
+  EXPECT_EQ(c.threads_per_row, 256);
+  EXPECT_EQ(c.rows_per_block, 1);
+  EXPECT_EQ(c.grid, 16384);
+  EXPECT_EQ(cuda::norm_forward_config(16384, 2048, 2, true, 1, 4096).rows_per_block, 2);
   // N = 1: one warp per row, sixteen rows a block.
   c = cuda::norm_forward_config(3, 1, 2, false);
   EXPECT_EQ(c.threads_per_row, 32);

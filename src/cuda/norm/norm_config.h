@@ -71,10 +71,13 @@ inline NormConfig persistent(NormConfig c, int64_t rows, int sm_count, int block
   return c;
 }
 
+// block_threads: at most kNormForwardThreads (the kernels' launch bounds); fewer only through the
+// lab knob KILN_DEV_NORM_FWD_BLOCK.
 inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
-                                      int target_vecs_per_thread = 1) {
+                                      int target_vecs_per_thread = 1,
+                                      int block_threads = kNormForwardThreads) {
   return norm_row_config(rows, cols, elem_bytes, aligned, target_vecs_per_thread,
-                         kNormForwardMaxVecs, kNormForwardThreads);
+                         kNormForwardMaxVecs, std::min(block_threads, kNormForwardThreads));
 }
 
 // The backward keeps one dweight/dbias partial per row slot (block x rows_per_block), so the
