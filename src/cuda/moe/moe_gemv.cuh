@@ -77,8 +77,9 @@ __device__ __forceinline__ float pack_dot(const Pack<W, kVec>& w, const Pack<T, 
 // u · v over n elements in fp32, by the whole warp (every lane gets the sum): u a weight row (of
 // W), v an activation row (of T). FP8 rows carry their block scales: scales[c / 128] for element
 // c. kVec > 1 needs n % kVec == 0 and both rows 16-byte aligned.
-// Unrolled kUnroll packs a lane so the loads of several packs can be in flight together (ptxas
-// still places each weight load near its use: checked in the SASS, 2026-11-23).
+// Unrolled kUnroll packs a lane so the loads of several packs can be in flight together. On the
+// H100 (DeepSeek-V3 shapes) this took the e4m3 path from 0.296 to 0.159 ms at T = 1 and from 16.6
+// to 5.8 ms at T = 64, and bf16 T = 16 from 3.25 to 3.19 ms, but bf16 T = 1 from 0.253 to 0.270.
 template <typename W, typename T, int kVec>
 __device__ __forceinline__ float warp_dot(const W* u, const float* scales, const T* v, int64_t n,
                                           int lane) {
