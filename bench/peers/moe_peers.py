@@ -191,13 +191,19 @@ def main():
                          f"{100 * r['share_copy']:.0f}% | {r['rel_l2']:.2e} | {r['variant']} |")
         else:
             lines.append(f"| {r['T']} | {r['impl']} | failed: {r['error']} | | | | | | |")
-    if kiln is not None and not args.quick and not chosen:
-        for t in (8192, 64):
+    # MOE_PEERS_PROFILE=1 adds the breakdown to a run with MOE_PEERS_T set.
+    if kiln is not None and not args.quick and (not chosen or os.environ.get("MOE_PEERS_PROFILE")):
+        for t, label in ((8192, "bf16"), (8192, "w8a8"), (64, "bf16")):
             x = torch.randn(t, H, generator=gen).to(dev, torch.bfloat16)
             weights, ids = routed(t, gen, dev)
-            lines += ["", f"Where kiln's time goes at T = {t} (CUDA ms per call, torch.profiler):",
-                      "", "| kernel | ms |", "|---|---|"]
-            for name, ms in kernel_times(lambda: kiln.fused_moe(x, w13, w2, weights, ids)):
+            lines += ["", f"Where kiln's {label} time goes at T = {t} (CUDA ms per call, "
+                      "torch.profiler):", "", "| kernel | ms |", "|---|---|"]
+            if label == "w8a8":
+                call = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids, w13_scale=s13,  # noqa: E731
+                                              w2_scale=s2, fp8_activations=True)
+            else:
+                call = lambda: kiln.fused_moe(x, w13, w2, weights, ids)  # noqa: E731
+            for name, ms in kernel_times(call):
                 lines.append(f"| {name[:120]} | {ms:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
