@@ -33,6 +33,9 @@
 // Ids and map values are on the device there: a pick whose id is outside [0, E) or whose map value
 // is outside [-1, E_local) is skipped (contributes 0, never dereferenced) and counted into bad_ids.
 // The receipt names the path. T = 0 or H = 0 reads nothing (and counts nothing).
+// KILN_FUSED_MOE=gemv | gemv_experts | grouped forces the per-pick GEMV kernels, the by-expert GEMV
+// kernels (picks grouped by local expert first; not faster so far) or the grouped path, for A/B
+// runs: forcing a path that cannot take the problem, or any other value, is a kiln::Error.
 #include <cstdint>
 
 #include "kiln/core/core.h"
@@ -47,7 +50,8 @@ enum class MoeActivation { swiglu, gelu_tanh, gelu_erf, relu2 };
 // 1 x 128 groups along their last dim, scale = max(amax, 1e-4) / 448 per group, value =
 // e4m3(v * (1 / scale)) (nearest even, saturating), and the products run on those values times
 // their scales. CUDA runs it on the FP8 grouped wgmma GEMMs at every T (Hopper only: elsewhere,
-// or with KILN_FUSED_MOE=gemv, it is an error). The reference quantizes the same way.
+// or with KILN_FUSED_MOE=gemv or gemv_experts, it is an error). The reference quantizes the same
+// way.
 struct MoeWeightScales {
   TensorView w13, w2;
   bool fp8_activations = false;
