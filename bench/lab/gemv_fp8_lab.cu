@@ -3,7 +3,8 @@
 // projection (8 x 4096 rows), K = 7168: 235 MB of weights, what fused_moe's up kernel reads at
 // T = 1.
 //   fma: a warp a row, 16 weights a lane a step, e4m3 -> f16x2 -> f32 and fp32 FMAs (kiln's
-//        moe_up_kernel today: issue-bound, 74 instructions a 16-byte pack in its SASS).
+//        moe_up_kernel's shape; 74 instructions a 16-byte pack in its SASS, yet 2825 GB/s, 94%
+//        of copy, in this lab at d518334: not bound by issue at T = 1).
 //   mma: a block of 8 warps a group of 8 rows; lane 4g + p of warp w takes the 16-byte pack
 //        4w + p + 32j of row g: its 16 weights are, after one cvt e4m3x2 -> f16x2 a pair, the B
 //        fragments of four m16n8k16 f16 MMAs, whose A fragments are x (in shared memory as f16,
@@ -15,14 +16,11 @@
 // beside a 1 GiB copy.
 //
 //   nvcc -O3 -std=c++20 -arch=sm_90a bench/lab/gemv_fp8_lab.cu -o /tmp/gfl && /tmp/gfl
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
-#include "lab_common.cuh"
+#include "fp8_lab.cuh"
 
 constexpr int kN = 8 * 4096, kK = 7168, kKB = kK / 128;
 
@@ -32,11 +30,6 @@ struct Args {
   const bf16* x;       // [K]
   float* y;            // [N]
 };
-
-__device__ __forceinline__ uint32_t cvt_pair(uint16_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
 
 // A warp a row: the shape of kiln's w8a16 GEMV.
 __global__ void __launch_bounds__(256) gemv_fma(const Args a) {
@@ -66,15 +59,6 @@ __global__ void __launch_bounds__(256) gemv_fma(const Args a) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(~0u, acc, o);
   if (lane == 0) a.y[row] = acc;
-}
-
-__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // 8 rows a block on tensor cores (see the file comment).
@@ -115,7 +99,7 @@ __global__ void __launch_bounds__(256) gemv_mma(const Args a) {
     for (int q = 0; q < 4; ++q) {
       // k slots 2p, 2p + 1 <- columns c + 4q, +1; slots 2p + 8, 2p + 9 <- c + 4q + 2, +3.
       const uint32_t afrag[4] = {xw[2 * q], 0u, xw[2 * q + 1], 0u};
-      mma_f16(part, afrag, cvt_pair(pairs[2 * q]), cvt_pair(pairs[2 * q + 1]));
+      mma_16816<__half>(part, afrag, cvt_pair(pairs[2 * q]), cvt_pair(pairs[2 * q + 1]));
     }
     // part: token g's sums for weight rows 2p, 2p + 1 (g = 0 holds token 0's).
     const int kb = (c - p * 16) >> 7;  // the 4 lanes' 64 columns start at c - 16p
@@ -135,12 +119,6 @@ __global__ void __launch_bounds__(256) gemv_mma(const Args a) {
   }
 }
 
-double e4m3_value(uint8_t b) {
-  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
-  const double v = e == 0 ? m / 8.0 * std::ldexp(1.0, -6) : (1 + m / 8.0) * std::ldexp(1.0, e - 7);
-  return s ? -v : v;
-}
-
 int main() {
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -148,28 +126,15 @@ int main() {
               prop.name, kN, kK, double(kN) * kK / 1e6);
   LabTimer timer;
   timer.print_copy_ceiling();
-  std::vector<uint8_t> hw(size_t(kN) * kK);
-  std::vector<float> hs((kN / 128) * kKB);
-  std::vector<bf16> hx(kK);
-  uint32_t seed = 12345;
-  auto next = [&] { return seed = seed * 1664525u + 1013904223u; };
-  for (auto& b : hw) {
-    b = uint8_t(next() >> 24);
-    if ((b & 0x7f) == 0x7f) b = 0;  // no NaN codes
-  }
-  for (auto& v : hs) v = 1e-3f * (0.5f + (next() >> 8) * (1.f / 16777216.f));
-  for (auto& v : hx) v = __float2bfloat16_rn(((next() >> 8) * (1.f / 16777216.f) - 0.5f) * 4.f);
+  LabRandom rng;
   const int sets = 3;  // 3 x 235 MB: each timed call reads its weights from DRAM
-  uint8_t* dw;
-  float *ds, *dy;
+  const Fp8Weights wt(kN, kK, sets, rng);
+  std::vector<bf16> hx(kK);
+  for (auto& v : hx) v = __float2bfloat16_rn((rng.unit() - 0.5f) * 4.f);
+  float* dy;
   bf16* dx;
-  CHECK(cudaMalloc(&dw, hw.size() * sets));
-  CHECK(cudaMalloc(&ds, hs.size() * 4));
   CHECK(cudaMalloc(&dx, kK * 2));
   CHECK(cudaMalloc(&dy, kN * 4));
-  for (int i = 0; i < sets; ++i)
-    CHECK(cudaMemcpy(dw + i * hw.size(), hw.data(), hw.size(), cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(ds, hs.data(), hs.size() * 4, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dx, hx.data(), kK * 2, cudaMemcpyHostToDevice));
   // Host float64 on every 97th row.
   std::vector<int> rows;
@@ -177,8 +142,7 @@ int main() {
   for (int r = 0; r < kN; r += 97) {
     double t = 0;
     for (int c = 0; c < kK; ++c) {
-      t += e4m3_value(hw[size_t(r) * kK + c]) * hs[(r / 128) * kKB + c / 128] *
-           double(__bfloat162float(hx[c]));
+      t += wt.value(r, c) * double(__bfloat162float(hx[c]));
     }
     rows.push_back(r);
     want.push_back(t);
@@ -190,7 +154,7 @@ int main() {
   std::vector<float> got(kN);
   for (const V& v : variants) {
     CHECK(cudaMemset(dy, 0xff, kN * 4));
-    v.k<<<kN / 8, 256, 0, timer.stream>>>(Args{dw, ds, dx, dy});
+    v.k<<<kN / 8, 256, 0, timer.stream>>>(Args{wt.dev_w, wt.dev_scale, dx, dy});
     CHECK(cudaStreamSynchronize(timer.stream));
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(got.data(), dy, kN * 4, cudaMemcpyDeviceToHost));
@@ -202,11 +166,12 @@ int main() {
     }
     const float ms = timer.median_ms(
         [&](int i) {
-          v.k<<<kN / 8, 256, 0, timer.stream>>>(Args{dw + (i % sets) * hw.size(), ds, dx, dy});
+          v.k<<<kN / 8, 256, 0, timer.stream>>>(
+              Args{wt.dev_w + (i % sets) * wt.w.size(), wt.dev_scale, dx, dy});
         },
         50);
     std::printf("%-20s %8.4f ms %6.0f GB/s  max err %.1e of max %.1e%s\n", v.name, ms,
-                hw.size() / ms / 1e6, worst, norm, worst > 1e-3 * norm ? "  WRONG" : "");
+                wt.w.size() / ms / 1e6, worst, norm, worst > 1e-3 * norm ? "  WRONG" : "");
   }
   return 0;
 }

@@ -17,14 +17,11 @@
 //
 //   nvcc -O3 -std=c++20 -arch=sm_90a bench/lab/gemv_fp8_tokens_lab.cu -o /tmp/gtl && /tmp/gtl
 // NOT YET RUN ON A GPU (written in s9).
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
-#include "lab_common.cuh"
+#include "fp8_lab.cuh"
 
 constexpr int kN = 8 * 4096, kK = 7168, kKB = kK / 128, kMaxR = 8;
 
@@ -35,11 +32,6 @@ struct Args {
   const __half* xh;    // [R, K]: x in f16 (the MMA's A operand)
   float* y;            // [R, N]
 };
-
-__device__ __forceinline__ uint32_t cvt_pair(uint16_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
 
 // A warp a weight row, each 16-weight pack converted once and used for the R tokens; two packs a
 // lane in flight.
@@ -89,15 +81,6 @@ __global__ void __launch_bounds__(256) gemv_fma(const Args a) {
   }
 }
 
-__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // 8 weight rows a block on tensor cores; A row g = token g (g < R), read from the f16 copy of x
 // (L1-resident: R x 14 KB).
 template <int R>
@@ -128,7 +111,7 @@ __global__ void __launch_bounds__(256) gemv_mma(const Args a) {
     for (int q = 0; q < 4; ++q) {
       // k slots 2p, 2p + 1 <- columns c + 4q, +1; slots 2p + 8, 2p + 9 <- c + 4q + 2, +3.
       const uint32_t afrag[4] = {xw[2 * q], 0u, xw[2 * q + 1], 0u};
-      mma_f16(part, afrag, cvt_pair(pairs[2 * q]), cvt_pair(pairs[2 * q + 1]));
+      mma_16816<__half>(part, afrag, cvt_pair(pairs[2 * q]), cvt_pair(pairs[2 * q + 1]));
     }
     // part[0..1]: token g's sums for weight rows 2p, 2p + 1 (part[2..3]: tokens 8-15, zero).
     const int kb = (c - p * 16) >> 7;  // the 4 lanes' 64 columns start at c - 16p
@@ -149,12 +132,6 @@ __global__ void __launch_bounds__(256) gemv_mma(const Args a) {
   }
 }
 
-double e4m3_value(uint8_t b) {
-  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
-  const double v = e == 0 ? m / 8.0 * std::ldexp(1.0, -6) : (1 + m / 8.0) * std::ldexp(1.0, e - 7);
-  return s ? -v : v;
-}
-
 int main() {
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -164,34 +141,21 @@ int main() {
       prop.name, kN, kK, double(kN) * kK / 1e6);
   LabTimer timer;
   timer.print_copy_ceiling();
-  std::vector<uint8_t> hw(size_t(kN) * kK);
-  std::vector<float> hs((kN / 128) * kKB);
+  LabRandom rng;
+  const int sets = 3;  // 3 x 235 MB: each timed call reads its weights from DRAM
+  const Fp8Weights wt(kN, kK, sets, rng);
   std::vector<bf16> hx(size_t(kMaxR) * kK);
   std::vector<__half> hxh(hx.size());
-  uint32_t seed = 12345;
-  auto next = [&] { return seed = seed * 1664525u + 1013904223u; };
-  for (auto& b : hw) {
-    b = uint8_t(next() >> 24);
-    if ((b & 0x7f) == 0x7f) b = 0;  // no NaN codes
-  }
-  for (auto& v : hs) v = 1e-3f * (0.5f + (next() >> 8) * (1.f / 16777216.f));
   for (size_t i = 0; i < hx.size(); ++i) {
-    hx[i] = __float2bfloat16_rn(((next() >> 8) * (1.f / 16777216.f) - 0.5f) * 4.f);
+    hx[i] = __float2bfloat16_rn((rng.unit() - 0.5f) * 4.f);
     hxh[i] = __float2half_rn(__bfloat162float(hx[i]));  // exact: |x| <= 2, well inside f16
   }
-  const int sets = 3;  // 3 x 235 MB: each timed call reads its weights from DRAM
-  uint8_t* dw;
-  float *ds, *dy;
+  float* dy;
   bf16* dx;
   __half* dxh;
-  CHECK(cudaMalloc(&dw, hw.size() * sets));
-  CHECK(cudaMalloc(&ds, hs.size() * 4));
   CHECK(cudaMalloc(&dx, hx.size() * 2));
   CHECK(cudaMalloc(&dxh, hxh.size() * 2));
   CHECK(cudaMalloc(&dy, size_t(kMaxR) * kN * 4));
-  for (int i = 0; i < sets; ++i)
-    CHECK(cudaMemcpy(dw + i * hw.size(), hw.data(), hw.size(), cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(ds, hs.data(), hs.size() * 4, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dx, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dxh, hxh.data(), hxh.size() * 2, cudaMemcpyHostToDevice));
   // Host float64 on every 211th row, every token.
@@ -202,8 +166,7 @@ int main() {
     for (int t = 0; t < kMaxR; ++t) {
       double acc = 0;
       for (int c = 0; c < kK; ++c) {
-        acc += e4m3_value(hw[size_t(r) * kK + c]) * hs[(r / 128) * kKB + c / 128] *
-               double(__bfloat162float(hx[size_t(t) * kK + c]));
+        acc += wt.value(r, c) * double(__bfloat162float(hx[size_t(t) * kK + c]));
       }
       want.push_back(acc);
     }
@@ -219,7 +182,7 @@ int main() {
   std::vector<float> got(size_t(kMaxR) * kN);
   for (const V& v : variants) {
     CHECK(cudaMemset(dy, 0xff, got.size() * 4));
-    v.k<<<kN / 8, 256, 0, timer.stream>>>(Args{dw, ds, dx, dxh, dy});
+    v.k<<<kN / 8, 256, 0, timer.stream>>>(Args{wt.dev_w, wt.dev_scale, dx, dxh, dy});
     CHECK(cudaStreamSynchronize(timer.stream));
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(got.data(), dy, got.size() * 4, cudaMemcpyDeviceToHost));
@@ -233,11 +196,12 @@ int main() {
     }
     const float ms = timer.median_ms(
         [&](int i) {
-          v.k<<<kN / 8, 256, 0, timer.stream>>>(Args{dw + (i % sets) * hw.size(), ds, dx, dxh, dy});
+          v.k<<<kN / 8, 256, 0, timer.stream>>>(
+              Args{wt.dev_w + (i % sets) * wt.w.size(), wt.dev_scale, dx, dxh, dy});
         },
         30);
     std::printf("%-8s R = %d  %8.4f ms %6.0f GB/s of weights  max err %.1e of max %.1e%s\n", v.name,
-                v.r, ms, hw.size() / ms / 1e6, worst, norm, worst > 1e-3 * norm ? "  WRONG" : "");
+                v.r, ms, wt.w.size() / ms / 1e6, worst, norm, worst > 1e-3 * norm ? "  WRONG" : "");
   }
   return 0;
 }

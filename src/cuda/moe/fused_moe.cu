@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "core/dispatch.h"
+#include "cuda/common/aligned.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/moe/fused_moe_launch.h"
@@ -126,16 +127,16 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
     throw Error(p.op + ": KILN_FUSED_MOE must be gemv, gemv_experts or grouped, got '" +
                 std::string(forced) + "'");
   }
+  const bool gemv_forced = forced == "gemv" || forced == "gemv_experts";
   const bool grouped_fits = p.inter > 0 && fused_moe_grouped_fits(p);
   if (p.fp8_activations) {  // w8a8: the FP8 grouped GEMMs at every T, or an error
-    if (forced == "gemv" || forced == "gemv_experts" || !grouped_fits) {
+    if (gemv_forced || !grouped_fits) {
       throw Error(p.op + ": w8a8 (fp8_activations) runs on the FP8 grouped GEMM path only, which " +
-                  (forced == "gemv" || forced == "gemv_experts"
-                       ? "KILN_FUSED_MOE=" + std::string(forced) + " forbids"
-                       : std::string("does not take this problem (it needs a Hopper "
-                                     "GPU, I > 0, H and I multiples of 16, I a "
-                                     "multiple of 64 when gated, 16-byte aligned "
-                                     "weights)")));
+                  (gemv_forced ? "KILN_FUSED_MOE=" + std::string(forced) + " forbids"
+                               : std::string("does not take this problem (it needs a Hopper "
+                                             "GPU, I > 0, H and I multiples of 16, I a "
+                                             "multiple of 64 when gated, 16-byte aligned "
+                                             "weights)")));
     }
     return fused_moe_grouped(p, stream);
   }
@@ -148,21 +149,15 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
     }
     return fused_moe_grouped(p, stream);
   }
-  if (forced != "gemv" && forced != "gemv_experts" && grouped_fits &&
-      p.tokens * p.k >= kGroupedMinEntries) {
+  if (!gemv_forced && grouped_fits && p.tokens * p.k >= kGroupedMinEntries) {
     return fused_moe_grouped(p, stream);
   }
-  const bool experts_fits = fused_moe_experts_fits(p);
-  if (forced == "gemv_experts" && !experts_fits) {
+  if (forced == "gemv_experts" && !fused_moe_experts_fits(p)) {
     throw Error(p.op +
                 ": KILN_FUSED_MOE=gemv_experts, but the by-expert GEMV kernels do not take "
                 "this problem (they need I > 0 and at most " +
                 std::to_string(kMoeAlignMaxLocalExperts) + " local experts)");
   }
-  // The by-expert kernels only when forced: on the H100 (b3900df, DeepSeek-V3 shapes, e4m3
-  // weights) they ran T = 64 in 5.74 ms against the per-pick kernels' 5.89 and T = 16 in 2.12
-  // against 1.73, so the per-pick kernels stay the default at every T.
-  const bool by_expert = forced == "gemv_experts";
   const FusedMoeGrid g = fused_moe_grid(p);
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t elem = static_cast<int64_t>(dtype_size(p.dtype)), vec = 16 / elem;
@@ -196,7 +191,10 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
   const bool up_vec =
       p.hidden % wvec == 0 && p.x.row_stride % vec == 0 && aligned16(p.x.data) && aligned16(p.w13);
   const bool down_vec = p.inter % wvec == 0 && aligned16(p.w2);
-  if (by_expert) return fused_moe_experts(p, a, up_vec, down_vec, stream);
+  // The by-expert kernels only when forced: on the H100 (b3900df, DeepSeek-V3 shapes, e4m3
+  // weights) they ran T = 64 in 5.74 ms against the per-pick kernels' 5.89 and T = 16 in 2.12
+  // against 1.73, so the per-pick kernels stay the default at every T.
+  if (forced == "gemv_experts") return fused_moe_experts(p, a, g, up_vec, down_vec, stream);
   // Stream-ordered scratch: no sync, and capturable in a CUDA graph.
   const size_t bytes = static_cast<size_t>(p.tokens * p.k * p.inter * elem);
   void* scratch = nullptr;

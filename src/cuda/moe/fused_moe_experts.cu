@@ -24,6 +24,7 @@
 
 #include "core/dispatch.h"
 #include "core/int_math.h"
+#include "cuda/common/aligned.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/moe/fused_moe_launch.h"
@@ -86,21 +87,6 @@ __device__ __forceinline__ void warp_dots(const W* u, const float* scales, const
   using WPack = Pack<W, kVec>;
   using XPack = Pack<T, kVec>;
   float acc[kRows] = {};
-  auto dot = [&](const float(&w)[kVec], const XPack& xp, float scale, float& into) {
-    float x[kVec];
-    widen(xp, x);
-    float part = 0.f;
-#pragma unroll
-    for (int m = 0; m < kVec; ++m) part = fmaf(w[m], x[m], part);
-    into = kFp8 ? fmaf(part, scale, into) : into + part;
-  };
-  auto weights = [&](const WPack& wp, float(&w)[kVec]) {
-    if constexpr (kFp8) {
-      from_fp8<__NV_E4M3, kVec>(wp, w);
-    } else {
-      widen(wp, w);
-    }
-  };
   auto scale_at = [&](int64_t i) { return kFp8 ? scales[i >> 7] : 1.f; };
   int64_t i = int64_t{lane} * kVec;
   for (; i + (kUnroll - 1) * kStep < n; i += kUnroll * kStep) {
@@ -123,22 +109,25 @@ __device__ __forceinline__ void warp_dots(const W* u, const float* scales, const
       XPack xp[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        xp[r] = kXAhead ? ahead[kXAhead ? q : 0][r]
-                        : *reinterpret_cast<const XPack*>(v[r] + i + q * kStep);
+        if constexpr (kXAhead) {
+          xp[r] = ahead[q][r];
+        } else {
+          xp[r] = *reinterpret_cast<const XPack*>(v[r] + i + q * kStep);
+        }
       }
       float w[kVec];
-      weights(wp[q], w);
+      weight_floats(wp[q], w);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) dot(w, xp[r], sc[q], acc[r]);
+      for (int r = 0; r < kRows; ++r) acc[r] = floats_dot<kFp8>(w, xp[r], sc[q], acc[r]);
     }
   }
   for (; i < n; i += kStep) {
     float w[kVec];
-    weights(*reinterpret_cast<const WPack*>(u + i), w);
+    weight_floats(*reinterpret_cast<const WPack*>(u + i), w);
     const float scale = scale_at(i);
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
-      dot(w, *reinterpret_cast<const XPack*>(v[r] + i), scale, acc[r]);
+      acc[r] = floats_dot<kFp8>(w, *reinterpret_cast<const XPack*>(v[r] + i), scale, acc[r]);
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) out[r] = warp_sum(acc[r]);
@@ -263,8 +252,8 @@ bool fused_moe_experts_fits(const MoeProblem& p) {
   return p.inter > 0 && p.local_experts <= kMoeAlignMaxLocalExperts && p.tokens * p.k > 0;
 }
 
-std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, bool up_vec, bool down_vec,
-                              Stream stream) {
+std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, const FusedMoeGrid& g, bool up_vec,
+                              bool down_vec, Stream stream) {
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t entries = p.tokens * p.k, elem = static_cast<int64_t>(dtype_size(p.dtype));
   const int64_t capacity = moe_align_capacity(p.tokens, p.k, p.local_experts, kExpertRun);
@@ -272,7 +261,6 @@ std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, bool up_vec, bool 
   if (runs > kGridMaxX) {
     throw Error(p.op + ": " + std::to_string(runs) + " expert runs, over CUDA's grid limit");
   }
-  const FusedMoeGrid g = fused_moe_grid(p);
   // One scratch allocation carved in 256-byte aligned pieces.
   auto round = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
   const int64_t act_at = 0, partial_at = act_at + round(entries * p.inter * elem),

@@ -20,6 +20,7 @@
 
 #include "core/dispatch.h"
 #include "core/int_math.h"
+#include "cuda/common/aligned.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_arch.h"
 #include "cuda/common/elements.cuh"
@@ -103,10 +104,6 @@ __global__ void __launch_bounds__(256) combine_kernel(const __grid_constant__ Co
     for (int i = 0; i < kW; ++i) sum[i] += y[i];
   }
   store_floats<T, kW>(static_cast<T*>(a.out) + t * a.out_stride + h, sum);
-}
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 // w8a8's activations: rows [rows, cols] of x's dtype to e4m3 q [rows, cols] with 1 x 128 group

@@ -12,6 +12,7 @@
 #include "cuda/common/elements.cuh"
 #include "cuda/common/fp8_pack.cuh"
 #include "cuda/common/warp_reduce.cuh"
+#include "cuda/moe/fused_moe_launch.h"
 #include "kiln/core/stream.h"
 #include "ops/moe_problem.h"
 
@@ -52,26 +53,43 @@ __device__ __forceinline__ int64_t local_expert(const MoeArgs& a, int64_t t, int
   return ok ? e : -1;
 }
 
-// The partial dot product of one lane's kVec weights (W: bf16/f16, or e4m3 bytes converted
-// exactly) with kVec activations, added into acc; FP8 packs are scaled once by their block's
-// scale (a pack never straddles a 128-wide block).
+// One lane's kVec weights as floats: bf16/f16 widened, e4m3 bytes converted exactly.
+template <typename W, int kVec>
+__device__ __forceinline__ void weight_floats(const Pack<W, kVec>& w, float (&out)[kVec]) {
+  if constexpr (std::is_same_v<W, uint8_t>) {
+    from_fp8<__NV_E4M3, kVec>(w, out);
+  } else {
+    widen(w, out);
+  }
+}
+
+// The partial dot product of kVec weights (already floats) with kVec activations, added into
+// acc; kScaled (FP8 weights) sums the pack first and adds it times its block's scale (a pack
+// never straddles a 128-wide block).
+template <bool kScaled, typename T, int kVec>
+__device__ __forceinline__ float floats_dot(const float (&w)[kVec], const Pack<T, kVec>& v,
+                                            float scale, float acc) {
+  float x[kVec];
+  widen(v, x);
+  if constexpr (kScaled) {
+    float part = 0.f;
+#pragma unroll
+    for (int m = 0; m < kVec; ++m) part = fmaf(w[m], x[m], part);
+    return fmaf(part, scale, acc);
+  } else {
+#pragma unroll
+    for (int m = 0; m < kVec; ++m) acc = fmaf(w[m], x[m], acc);
+    return acc;
+  }
+}
+
+// floats_dot of one lane's packed weights (W: bf16/f16, or e4m3 bytes with their block scale).
 template <typename W, typename T, int kVec>
 __device__ __forceinline__ float pack_dot(const Pack<W, kVec>& w, const Pack<T, kVec>& v,
                                           float scale, float acc) {
-  float a[kVec], b[kVec];
-  widen(v, b);
-  if constexpr (std::is_same_v<W, uint8_t>) {
-    from_fp8<__NV_E4M3, kVec>(w, a);
-    float part = 0.f;
-#pragma unroll
-    for (int m = 0; m < kVec; ++m) part = fmaf(a[m], b[m], part);
-    return fmaf(part, scale, acc);
-  } else {
-    widen(w, a);
-#pragma unroll
-    for (int m = 0; m < kVec; ++m) acc = fmaf(a[m], b[m], acc);
-    return acc;
-  }
+  float a[kVec];
+  weight_floats(w, a);
+  return floats_dot<std::is_same_v<W, uint8_t>>(a, v, scale, acc);
 }
 
 // u · v over n elements in fp32, by the whole warp (every lane gets the sum): u a weight row (of
@@ -121,10 +139,6 @@ __device__ __forceinline__ const float* scale_row(const float* scales, int64_t e
   }
 }
 
-inline bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace kiln::cuda::moe_gemv
 
 namespace kiln::cuda {
@@ -132,10 +146,11 @@ namespace kiln::cuda {
 // fused_moe_experts.cu: the decode kernels with the picks grouped by local expert (each touched
 // expert's rows read once for all its tokens); fused_moe runs them only when forced
 // (KILN_FUSED_MOE=gemv_experts): not yet faster than the per-pick kernels. `a` is the per-pick
-// kernels' argument block (its act scratch is replaced); up_vec / down_vec as there. fits: I > 0
+// kernels' argument block (its act scratch is replaced), g their grid (the column blocks are the
+// same); up_vec / down_vec as there. fits: I > 0
 // and at most kMoeAlignMaxLocalExperts local experts (the align kernel's limit).
 bool fused_moe_experts_fits(const MoeProblem& p);
-std::string fused_moe_experts(const MoeProblem& p, moe_gemv::MoeArgs a, bool up_vec, bool down_vec,
-                              Stream stream);
+std::string fused_moe_experts(const MoeProblem& p, moe_gemv::MoeArgs a, const FusedMoeGrid& g,
+                              bool up_vec, bool down_vec, Stream stream);
 
 }  // namespace kiln::cuda

@@ -230,7 +230,7 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
   // KILN_DEV_NORM_FWD_BLOCK: threads a block (a power of two, 32-512; default 512), for A/B runs:
   // the norm lab had LayerNorm at 16384 x 2048 bf16 7% faster with one row a 256-thread block.
   static const char* block_knob = std::getenv("KILN_DEV_NORM_FWD_BLOCK");
-  const int block_threads = block_knob ? std::atoi(block_knob) : kNormForwardThreads;
+  static const int block_threads = block_knob ? std::atoi(block_knob) : kNormForwardThreads;
   if (block_threads < 32 || block_threads > kNormForwardThreads ||
       (block_threads & (block_threads - 1)) != 0) {
     throw Error(p.op + ": KILN_DEV_NORM_FWD_BLOCK must be a power of two in [32, " +

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/common/aligned.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/norm/norm_config.h"
 #include "ops/norm_problem.h"
@@ -24,7 +25,6 @@ inline void check_norm_cols(const NormProblemBase& p) {
 inline bool norm_vector_aligned(const NormProblemBase& p,
                                 std::initializer_list<const check::RowMatrix*> matrices,
                                 std::initializer_list<const void*> params) {
-  auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   const int64_t w = 16 / static_cast<int64_t>(dtype_size(p.x.dtype));
   bool aligned = p.cols % w == 0;
   for (const check::RowMatrix* m : matrices) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/dispatch.h"
+#include "cuda/common/aligned.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/rope/rope_config.h"
@@ -144,10 +145,6 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_kernel(const __grid_cons
     }
     copy_through<T, kW>(a, t, 2 * a.half);
   }
-}
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 // The 16-byte path: W = 16 / element bytes divides R / 2 and D, every pointer is 16-byte aligned

@@ -25,6 +25,7 @@
 #include <string>
 
 #include "core/dispatch.h"
+#include "cuda/common/aligned.h"
 #include "cuda/common/cp_async.cuh"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_info.h"
@@ -289,10 +290,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     route_row<float, kPerLane, kKind, Layout::strided>(a.router, a.logits + row_t * a.logits_stride,
                                                        row_t, keys, slots);
   }
-}
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 // One cuBLAS handle a thread and device, made on first use and kept.
