@@ -136,17 +136,29 @@ TEST(NormConfig, ForwardShapesAtModelSizes) {
   EXPECT_EQ(c.threads_per_row, 512);
   EXPECT_EQ(c.vecs_per_thread, 2);
   EXPECT_EQ(c.rows_per_block, 1);
+  // N = 4096 -> 512 vectors: wider than 256 accesses, so 256 threads x 2, one row a block.
+  c = cuda::norm_forward_config(16384, 4096, 2, true);
+  EXPECT_EQ(c.threads_per_row, 256);
+  EXPECT_EQ(c.vecs_per_thread, 2);
+  EXPECT_EQ(c.rows_per_block, 1);
+  // N = 2048 -> 256 vectors: one access a thread, one row a 256-thread block.
   c = cuda::norm_forward_config(16384, 2048, 2, true);
   EXPECT_EQ(c.threads_per_row, 256);
-  EXPECT_EQ(c.rows_per_block, 2);
-  EXPECT_EQ(c.grid, 8192);
-  // The lab knob's 256-thread blocks: one row a block; past the launch bounds, clamped to 512.
-  c = cuda::norm_forward_config(16384, 2048, 2, true, 1, 256);
-  EXPECT_EQ(c.threads_per_row, 256);
+  EXPECT_EQ(c.vecs_per_thread, 1);
   EXPECT_EQ(c.rows_per_block, 1);
   EXPECT_EQ(c.grid, 16384);
+  // The lab knobs: one access a thread and 512-thread blocks (the s9 shape); past the launch
+  // bounds, clamped to 512.
+  c = cuda::norm_forward_config(16384, 4096, 2, true, 1, 512);
+  EXPECT_EQ(c.threads_per_row, 512);
+  EXPECT_EQ(c.vecs_per_thread, 1);
+  c = cuda::norm_forward_config(16384, 2048, 2, true, 1, 512);
+  EXPECT_EQ(c.rows_per_block, 2);
+  EXPECT_EQ(c.grid, 8192);
   EXPECT_EQ(cuda::norm_forward_config(16384, 2048, 2, true, 1, 4096).rows_per_block, 2);
-  // N = 1: one warp per row, sixteen rows a block.
+  // N = 512: 64 vectors, 64 threads a row, four rows a block.
+  EXPECT_EQ(cuda::norm_forward_config(100, 512, 2, true).rows_per_block, 4);
+  // N = 1: one warp per row, eight rows a block.
   c = cuda::norm_forward_config(3, 1, 2, false);
   EXPECT_EQ(c.threads_per_row, 32);
   EXPECT_EQ(c.vecs_per_thread, 1);

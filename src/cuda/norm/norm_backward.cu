@@ -49,10 +49,9 @@ struct BackwardRow {
 
   // dx = rstd * (w*dy - mean_wdy - xhat * mean_xhat_wdy) + dresidual.
   __device__ __forceinline__ void store_dx(int c, const float (&xv)[kW], const float (&g)[kW],
-                                           const float (&dr)[kW], float mean, float rstd,
-                                           float mean_wdy, float mean_xhat_wdy) const {
-    float w[kW], out[kW];
-    weight(c, w);
+                                           const float (&w)[kW], const float (&dr)[kW], float mean,
+                                           float rstd, float mean_wdy, float mean_xhat_wdy) const {
+    float out[kW];
 #pragma unroll
     for (int k = 0; k < kW; ++k) {
       const float xhat = (xv[k] - mean) * rstd;
@@ -112,7 +111,6 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
           static_cast<const T*>(a.x) + r * a.x_stride,
           a.dresidual ? static_cast<const T*>(a.dresidual) + r * a.dresidual_stride : nullptr,
           static_cast<T*>(a.dx) + r * a.dx_stride};
-      // x and dy stay packed in their own dtype (half the registers of fp32 for bf16/f16).
       Pack<T, kW> xp[kVpt], gp[kVpt], rp[kVpt];
       bool valid[kVpt];
       if constexpr (kStaged) stage.wait_oldest();
@@ -144,19 +142,20 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
       // and wdy = w * dy: sums = {sum d, sum d^2, sum wdy, sum d * wdy}, from which
       //   mean = shift + E[d], var = E[d^2] - E[d]^2, sum(xhat * wdy) = rstd (sum d*wdy - E[d] sum
       //   wdy).
+      // x, dy and the weight are widened once a row and held as floats through both passes, as the
+      // norm lab's fastest shape does (s10: the old kernel converted them again in each pass).
+      float xf[kVpt][kW], gf[kVpt][kW], wf[kVpt][kW];
       float sums[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
+        widen(xp[i], xf[i]);
+        widen(gp[i], gf[i]);
         if (!valid[i]) continue;
-        float w[kW];
-        io.weight((i * tpr + threadIdx.x) * kW, w);
-        float xf[kW], gf[kW];
-        widen(xp[i], xf);
-        widen(gp[i], gf);
+        io.weight((i * tpr + threadIdx.x) * kW, wf[i]);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float d = xf[k] - shift;
-          const float wdy = w[k] * gf[k];
+          const float d = xf[i][k] - shift;
+          const float wdy = wf[i][k] * gf[i][k];
           sums[0] += d;
           sums[1] += d * d;
           sums[2] += wdy;
@@ -182,31 +181,21 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
 #pragma unroll
       for (int i = 0; i < kVpt; ++i) {
         if (!valid[i]) continue;
-        float xf[kW], gf[kW];
-        widen(xp[i], xf);
-        widen(gp[i], gf);
 #pragma unroll
         for (int k = 0; k < kW; ++k) {
-          const float xhat = (xf[k] - mean) * rstd;
-          const float g = gf[k];
-          dw[i][k] += g * xhat;
+          const float g = gf[i][k];
+          dw[i][k] += g * (xf[i][k] - mean) * rstd;
           if constexpr (kLayer) db[i][k] += g;
         }
-      }
+        float dr[kW];
+        if (io.dresidual) {
+          widen(rp[i], dr);
+        } else {
 #pragma unroll
-      for (int i = 0; i < kVpt; ++i) {
-        if (valid[i]) {
-          float xv[kW], g[kW], dr[kW];
-          widen(xp[i], xv);
-          widen(gp[i], g);
-          if (io.dresidual) {
-            widen(rp[i], dr);
-          } else {
-#pragma unroll
-            for (int k = 0; k < kW; ++k) dr[k] = 0.f;
-          }
-          io.store_dx((i * tpr + threadIdx.x) * kW, xv, g, dr, mean, rstd, mean_wdy, mean_xhat_wdy);
+          for (int k = 0; k < kW; ++k) dr[k] = 0.f;
         }
+        io.store_dx((i * tpr + threadIdx.x) * kW, xf[i], gf[i], wf[i], dr, mean, rstd, mean_wdy,
+                    mean_xhat_wdy);
       }
     }
     // The block's rows fold into one partial: row y adds into row y - 1, down to row 0, through
@@ -317,7 +306,8 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
         load_floats<T, kW>(io.dy + c, g);
         float dr[kW];
         io.load_dresidual(c, dr);
-        io.store_dx(c, xv, g, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
+        io.weight(c, w);
+        io.store_dx(c, xv, g, w, dr, mean, rstd, mean_wdy, sums[1] * inv_cols);
       }
     }
   }

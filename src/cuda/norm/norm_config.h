@@ -6,8 +6,7 @@
 // `vecs_per_thread` accesses of `vec_width` elements in registers, so the row is read from DRAM
 // once; rows too wide for that stream (vecs_per_thread = 0) and re-read from L2 per pass.
 // Measured on the H100 (bf16, M = 16384, N = 2048-8192; bench/results/2026-11-22-norm-h100-v2):
-// - Forward: one row group a block (not persistent), 512-thread blocks, one 16-byte access a
-//   thread where the row allows (2 and 4 accesses were 1-10 points of copy slower at every N).
+// - Forward: one row group a block (not persistent); see norm_forward_config for its shapes.
 //   The kernels are issue-bound (ncu: ~0.8 warps issued a scheduler cycle), so more rows in
 //   flight and fewer instructions a row are what count.
 // - Backward: persistent, 512-thread blocks, the next row staged in shared memory; RMSNorm aims
@@ -71,13 +70,23 @@ inline NormConfig persistent(NormConfig c, int64_t rows, int sm_count, int block
   return c;
 }
 
-// block_threads: at most kNormForwardThreads (the kernels' launch bounds); fewer only through the
-// lab knob KILN_DEV_NORM_FWD_BLOCK.
+// Forward: a row of up to 256 16-byte accesses gets one access a thread, a wider row two (up to
+// 512 threads a row; past that more accesses, then streaming), and a block holds 256 threads of
+// rows (or one row, if wider). Measured in the norm lab on the H100 (bf16, M = 16384, s9): at
+// N = 2048 one row a 256-thread block took LayerNorm from 0.0542 to 0.0506 ms (two rows a
+// 512-thread block before); at N = 4096, 256 threads x 2 accesses took it from 0.0990 to 0.0956.
+// target_vecs_per_thread 0 picks that; the lab knobs KILN_DEV_NORM_FWD_VECS / _BLOCK override it.
+inline constexpr int kNormForwardBlockThreads = 256;
 inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
-                                      int target_vecs_per_thread = 1,
-                                      int block_threads = kNormForwardThreads) {
-  return norm_row_config(rows, cols, elem_bytes, aligned, target_vecs_per_thread,
-                         kNormForwardMaxVecs, std::min(block_threads, kNormForwardThreads));
+                                      int target_vecs_per_thread = 0,
+                                      int block_threads = kNormForwardBlockThreads) {
+  const int64_t vecs = ceil_div(cols, aligned ? 16 / elem_bytes : 1);
+  const int target = target_vecs_per_thread > 0 ? target_vecs_per_thread : vecs <= 256 ? 1 : 2;
+  NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, target, kNormForwardMaxVecs,
+                                 kNormForwardThreads);
+  c.rows_per_block = std::max(1, std::min(block_threads, kNormForwardThreads) / c.threads_per_row);
+  c.grid = std::max<int64_t>(1, ceil_div(rows, c.rows_per_block));
+  return c;
 }
 
 // The backward keeps one dweight/dbias partial per row slot (block x rows_per_block), so the

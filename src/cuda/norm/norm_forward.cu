@@ -222,15 +222,15 @@ std::string norm_forward(const NormForwardProblem& p, Stream stream) {
   const int elem = static_cast<int>(dtype_size(p.x.dtype));
   const bool aligned =
       norm_vector_aligned(p, {&p.x, &p.residual, &p.y, &p.residual_out}, {p.weight, p.bias});
-  // KILN_DEV_NORM_FWD_VECS: a tuning knob for the lab (accesses a thread aims for; default 1).
+  // Lab knobs for A/B runs (norm_forward_config picks the shape without them):
+  // KILN_DEV_NORM_FWD_VECS, the accesses a thread aims for, and KILN_DEV_NORM_FWD_BLOCK, the
+  // threads of a block's rows (a power of two, 32-512).
   static const int target_vecs = [] {
     const char* v = std::getenv("KILN_DEV_NORM_FWD_VECS");
-    return v ? std::max(1, std::atoi(v)) : 1;
+    return v ? std::max(1, std::atoi(v)) : 0;
   }();
-  // KILN_DEV_NORM_FWD_BLOCK: threads a block (a power of two, 32-512; default 512), for A/B runs:
-  // the norm lab had LayerNorm at 16384 x 2048 bf16 7% faster with one row a 256-thread block.
   static const char* block_knob = std::getenv("KILN_DEV_NORM_FWD_BLOCK");
-  static const int block_threads = block_knob ? std::atoi(block_knob) : kNormForwardThreads;
+  static const int block_threads = block_knob ? std::atoi(block_knob) : kNormForwardBlockThreads;
   if (block_threads < 32 || block_threads > kNormForwardThreads ||
       (block_threads & (block_threads - 1)) != 0) {
     throw Error(p.op + ": KILN_DEV_NORM_FWD_BLOCK must be a power of two in [32, " +
