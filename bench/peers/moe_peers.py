@@ -141,7 +141,9 @@ def main():
             # the [E * rows, cols] views: rows are multiples of 128, so the blocks are per expert).
             impls["kiln w8a16"] = lambda: kiln.fused_moe(x, w13_8, w2_8, weights, ids,
                                                          w13_scale=s13, w2_scale=s2)
-            if t >= 2:  # the by-expert GEMV kernels (forced only) beside the per-pick default
+            if t >= 2:  # each GEMV path forced: per pick, and by expert (MMA at these shapes)
+                impls["kiln w8a16 per-pick"] = with_env("KILN_FUSED_MOE", "gemv",
+                                                        impls["kiln w8a16"])
                 impls["kiln w8a16 by-expert"] = with_env("KILN_FUSED_MOE", "gemv_experts",
                                                          impls["kiln w8a16"])
         if kiln is not None and (t * K >= 1024 or t == 64):

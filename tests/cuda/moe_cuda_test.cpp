@@ -161,7 +161,12 @@ TEST_P(MoeCuda, MatchesReferenceSkippingBadPicks) {
               std::string::npos)
         << variant;
     EXPECT_EQ(variant.find(",w8,") != std::string::npos, c.fp8) << variant;
-    EXPECT_EQ(variant.find(",by_expert16,") != std::string::npos, c.by_expert) << variant;
+    // FP8 weights at the 16-byte shapes go by expert on tensor cores from kExpertsMmaMinEntries
+    // picks on (and whenever the by-expert kernels are forced).
+    const bool mma_shape = c.fp8 && c.vec_shape;
+    const bool by_expert = c.by_expert || (mma_shape && T * c.k >= cuda::kExpertsMmaMinEntries);
+    EXPECT_EQ(variant.find(",by_expert16,") != std::string::npos, by_expert) << variant;
+    EXPECT_EQ(variant.find(",mma,") != std::string::npos, by_expert && mma_shape) << variant;
   }
   testing::cuda_ok(cudaDeviceSynchronize(), "fused_moe");
   dout.download();
@@ -249,6 +254,20 @@ std::vector<Case> sweep() {
         cases.push_back(one);
       }
     }
+  }
+  // The by-expert MMA kernels (FP8 weights, 16-byte shapes): forced at T = 37 with every pick on
+  // one expert (runs of 16 picks: MMA rows 8-15 in use, a partial last run), both dtypes, a gated
+  // and the ungated activation; and taken by default at T = 40, k = 8 (320 picks) with a map.
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (MoeActivation a : {MoeActivation::swiglu, MoeActivation::relu2}) {
+      Case one{dtype, a, 37, 8, 8, true, false};
+      one.fp8 = one.by_expert = true;
+      one.routing = Case::Routing::one_expert;
+      cases.push_back(one);
+    }
+    Case by_default{dtype, MoeActivation::gelu_tanh, 40, 8, 16, true, true};
+    by_default.fp8 = true;
+    cases.push_back(by_default);
   }
   for (bool mapped : {false, true}) {  // FP8 weights, k = E and with a map
     Case c{DType::bf16,    MoeActivation::swiglu, mapped ? 7 : 37,

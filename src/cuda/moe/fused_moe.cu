@@ -12,13 +12,14 @@
 // the token.
 // FP8 weights (w8a16): the same kernels read e4m3 weights, 16 a lane a step, convert them
 // exactly and scale each pack's partial dot product by its 128 x 128 block's scale; they halve
-// the bytes of the decode path. Every T takes these kernels with FP8 weights.
+// the bytes of the decode path. From kExpertsMmaMinEntries picks on, FP8 weights go to the
+// by-expert MMA kernels instead where the shape allows (fused_moe_experts.cu, expert_mma.cuh).
 // Napkin math, decode (T = 1, k = 8, H = 4096, I = 1536, swiglu, bf16): the 8 picked experts'
 // weights, 8 * (2 * 1536 + 1536) * 4096 * 2 B = 302 MB, read once: ~95 us at 3.2 TB/s if the
 // warps keep the memory busy. At large T every pick re-reads its expert's rows (from L2 at best):
-// that is what the grouped path is for (and what fused_moe_experts.cu tries for the GEMV: no
-// faster yet). KILN_FUSED_MOE=gemv, =gemv_experts or =grouped forces one path (an A/B
-// switch; forcing a path that cannot take the problem is an error, not a fallback).
+// that is what the grouped path is for (and fused_moe_experts.cu's by-expert kernels).
+// KILN_FUSED_MOE=gemv, =gemv_experts or =grouped forces one path (an A/B switch; forcing a path
+// that cannot take the problem is an error, not a fallback).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -191,10 +192,16 @@ std::string fused_moe(const MoeProblem& p, Stream stream) {
   const bool up_vec =
       p.hidden % wvec == 0 && p.x.row_stride % vec == 0 && aligned16(p.x.data) && aligned16(p.w13);
   const bool down_vec = p.inter % wvec == 0 && aligned16(p.w2);
-  // The by-expert kernels only when forced: on the H100 (b3900df, DeepSeek-V3 shapes, e4m3
-  // weights) they ran T = 64 in 5.74 ms against the per-pick kernels' 5.89 and T = 16 in 2.12
-  // against 1.73, so the per-pick kernels stay the default at every T.
-  if (forced == "gemv_experts") return fused_moe_experts(p, a, g, up_vec, down_vec, stream);
+  // The by-expert kernels: forced, or with e4m3 weights on tensor cores from
+  // kExpertsMmaMinEntries picks on (moe_gemv.cuh). The FMA by-expert kernels only when forced: on
+  // the H100 (b3900df, DeepSeek-V3 shapes, e4m3 weights) they ran T = 64 in 5.74 ms against the
+  // per-pick kernels' 5.89 and T = 16 in 2.12 against 1.73.
+  const bool by_expert_mma = forced.empty() && p.tokens * p.k >= kExpertsMmaMinEntries &&
+                             fused_moe_experts_fits(p) &&
+                             fused_moe_experts_mma_fits(p, up_vec, down_vec);
+  if (forced == "gemv_experts" || by_expert_mma) {
+    return fused_moe_experts(p, a, g, up_vec, down_vec, stream);
+  }
   // Stream-ordered scratch: no sync, and capturable in a CUDA graph.
   const size_t bytes = static_cast<size_t>(p.tokens * p.k * p.inter * elem);
   void* scratch = nullptr;

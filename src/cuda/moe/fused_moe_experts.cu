@@ -1,13 +1,15 @@
-// fused_moe's decode path by expert (only when forced: KILN_FUSED_MOE=gemv_experts; on the H100 at
-// b3900df it ran DeepSeek-V3's w8a16 T = 64 in 5.74 ms against the per-pick kernels' 5.89 and
-// T = 16 in 2.12 against 1.73. Both are likely bound by instruction issue: at T = 64 the per-pick
-// kernels issue ~3.2 G warp instructions, ~3.5 ms at the H100's peak issue rate, an estimate; MMAs
-// over a run's picks would cut that). The same GEMV-style math as fused_moe.cu, but
-// with the picks grouped by local expert first, so each touched expert's weight rows are read (and,
-// for e4m3, converted) once for all the tokens routed to it. The per-pick kernels read them once a
-// pick: at DeepSeek-V3's T = 64 (512 picks over ~221 touched experts) that is 2.3 reads a row, and
-// the w8a16 per-pick path reached 1695 GB/s over the touched weights (H100, s9) where bf16's
-// grouped GEMM reached 2913.
+// fused_moe's decode path by expert: the picks grouped by local expert first, so each touched
+// expert's weight rows are read (and, for e4m3, converted) once for all the tokens routed to it.
+// The per-pick kernels (fused_moe.cu) read them once a pick: at DeepSeek-V3's T = 64 (512 picks
+// over ~221 touched experts) that is 2.3 reads a row, and the w8a16 per-pick path reached 1695
+// GB/s over the touched weights (H100, s9) where bf16's grouped GEMM reached 2913.
+// Two forms of steps 2 and 3 below:
+//  - e4m3 weights where the shape allows: a run's picks as the rows of tensor-core MMAs
+//    (expert_mma.cuh); fused_moe takes it by default from kExpertsMmaMinEntries picks on.
+//  - otherwise the GEMV-style FMA math of fused_moe.cu, only when forced
+//    (KILN_FUSED_MOE=gemv_experts): on the H100 at b3900df it ran DeepSeek-V3's w8a16 T = 64 in
+//    5.74 ms against the per-pick kernels' 5.89 and T = 16 in 2.12 against 1.73 (its instructions
+//    grow with the picks a row serves).
 //  1. moe_align (blocks of kExpertRun entries; bad ids and map values counted into bad_ids);
 //  2. up: block (run b, 8 columns): warp i computes act[entry, i] for the entries of run b,
 //     kChunk picks a pass over the weight row, rounded to x's dtype (the contract's rounding);
@@ -27,6 +29,8 @@
 #include "cuda/common/aligned.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/moe/expert_mma.cuh"
+#include "cuda/moe/expert_runs.cuh"
 #include "cuda/moe/fused_moe_launch.h"
 #include "cuda/moe/moe_align_launch.h"
 #include "cuda/moe/moe_gemv.cuh"
@@ -38,37 +42,8 @@ namespace {
 
 using namespace moe_gemv;
 
-// Entries an align block holds (the smallest block the moe_align contract takes), and picks a
-// warp carries through one pass over a weight row (its accumulators stay in registers).
-constexpr int kExpertRun = 16, kChunk = 4;
-
-struct ExpertRuns {
-  const int32_t* sorted;      // [capacity] entries t * k + j, padding = T * k
-  const int32_t* expert_ids;  // [capacity / kExpertRun], -1 past the end
-  const int32_t* post_pad;    // [1] slots in use
-  float* partial;             // [T * k, H] fp32
-  int64_t entries;            // T * k
-};
-
-// This block's run: its local expert (-1: none), how many entries it holds (a prefix of the run:
-// padding sits at its end) and where they are.
-struct Run {
-  int64_t expert = -1;
-  int count = 0;
-  const int32_t* entry = nullptr;
-};
-
-__device__ __forceinline__ Run load_run(const ExpertRuns& r) {
-  Run run;
-  const int64_t b = blockIdx.x;
-  if (b * kExpertRun >= *r.post_pad) return run;
-  run.expert = r.expert_ids[b];
-  run.entry = r.sorted + b * kExpertRun;
-  const int lane = threadIdx.x % 32;  // one entry a lane, counted by a ballot
-  const int32_t mine = lane < kExpertRun ? run.entry[lane] : -1;
-  run.count = __popc(__ballot_sync(~0u, mine >= 0 && mine < r.entries));
-  return run;
-}
+// Picks a warp carries through one pass over a weight row (its accumulators stay in registers).
+constexpr int kChunk = 4;
 
 // Dots of one weight row u (n elements) with kRows activation rows v[0 .. kRows), by the whole
 // warp: each weight pack is loaded and converted once and used for every row. A lane loads four
@@ -252,6 +227,10 @@ bool fused_moe_experts_fits(const MoeProblem& p) {
   return p.inter > 0 && p.local_experts <= kMoeAlignMaxLocalExperts && p.tokens * p.k > 0;
 }
 
+bool fused_moe_experts_mma_fits(const MoeProblem& p, bool up_vec, bool down_vec) {
+  return p.fp8_weights() && up_vec && down_vec && p.hidden % 64 == 0 && p.inter % 64 == 0;
+}
+
 std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, const FusedMoeGrid& g, bool up_vec,
                               bool down_vec, Stream stream) {
   const auto s = static_cast<cudaStream_t>(stream);
@@ -274,6 +253,9 @@ std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, const FusedMoeGrid
                      reinterpret_cast<const int32_t*>(base + expert_at),
                      reinterpret_cast<const int32_t*>(base + post_pad_at),
                      reinterpret_cast<float*>(base + partial_at), entries};
+  // The MMA kernels' blocks cover 8 columns, as the FMA kernels' 8 warps do: the same grid.
+  static_assert(kMmaRows == kFusedMoeWarps);
+  const bool mma = fused_moe_experts_mma_fits(p, up_vec, down_vec);
   const bool combine_vec = p.hidden % 8 == 0 && p.out.row_stride % 8 == 0 && aligned16(p.out.data);
   try {
     moe_align(
@@ -288,19 +270,34 @@ std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, const FusedMoeGrid
         constexpr int kVec = 16 / sizeof(W);
         const dim3 block(kFusedMoeWarps * 32);
         const dim3 up_grid(static_cast<unsigned>(runs), static_cast<unsigned>(g.up_y));
+        const dim3 down_grid(static_cast<unsigned>(runs), static_cast<unsigned>(g.down_y));
         dispatch_value<act::Kind::swiglu, act::Kind::gelu_tanh, act::Kind::gelu_erf,
                        act::Kind::relu2>(p.act_kind(), "fused_moe activation", [&](auto k) {
+          constexpr act::Kind K = decltype(k)::value;
+          if constexpr (decltype(fp8)::value) {
+            if (mma) {
+              moe_up_experts_mma_kernel<T, K><<<up_grid, block, 0, s>>>(a, r);
+              return;
+            }
+          }
           dispatch_bool(up_vec, [&](auto vec) {
             constexpr int kV = decltype(vec)::value ? kVec : 1;
-            moe_up_experts_kernel<T, W, kV, decltype(k)::value><<<up_grid, block, 0, s>>>(a, r);
+            moe_up_experts_kernel<T, W, kV, K><<<up_grid, block, 0, s>>>(a, r);
           });
         });
         KILN_CUDA_CHECK(cudaGetLastError());
-        const dim3 down_grid(static_cast<unsigned>(runs), static_cast<unsigned>(g.down_y));
-        dispatch_bool(down_vec, [&](auto vec) {
-          constexpr int kV = decltype(vec)::value ? kVec : 1;
-          moe_down_experts_kernel<T, W, kV><<<down_grid, block, 0, s>>>(a, r);
-        });
+        [&] {
+          if constexpr (decltype(fp8)::value) {
+            if (mma) {
+              moe_down_experts_mma_kernel<T><<<down_grid, block, 0, s>>>(a, r);
+              return;
+            }
+          }
+          dispatch_bool(down_vec, [&](auto vec) {
+            constexpr int kV = decltype(vec)::value ? kVec : 1;
+            moe_down_experts_kernel<T, W, kV><<<down_grid, block, 0, s>>>(a, r);
+          });
+        }();
         KILN_CUDA_CHECK(cudaGetLastError());
         dispatch_bool(combine_vec, [&](auto vec) {
           constexpr int kW = decltype(vec)::value ? 8 : 1;
@@ -317,8 +314,9 @@ std::string fused_moe_experts(const MoeProblem& p, MoeArgs a, const FusedMoeGrid
   }
   KILN_CUDA_CHECK(cudaFreeAsync(base, s));
   return "fused_moe_gemv<" + std::string(dtype_name(p.dtype)) + (p.fp8_weights() ? ",w8" : "") +
-         ",by_expert" + std::to_string(kExpertRun) + "," + act::kind_name(p.act_kind()) +
-         (up_vec ? ",up_vec" : ",up_scalar") + (down_vec ? ",down_vec" : ",down_scalar") + ">";
+         ",by_expert" + std::to_string(kExpertRun) + (mma ? ",mma" : "") + "," +
+         act::kind_name(p.act_kind()) + (up_vec ? ",up_vec" : ",up_scalar") +
+         (down_vec ? ",down_vec" : ",down_scalar") + ">";
 }
 
 }  // namespace kiln::cuda

@@ -72,6 +72,12 @@ inline MoeAlignArgs fused_moe_align_args(const MoeProblem& p, int block_size, in
 // (bench/results/2026-11-23-h100-s6). KILN_FUSED_MOE=gemv or =grouped forces a path.
 inline constexpr int64_t kGroupedMinEntries = 512;
 bool fused_moe_grouped_fits(const MoeProblem& p);
+
+// fused_moe takes the by-expert MMA kernels (e4m3 weights, moe_gemv.cuh) from this many routed
+// entries on. At DeepSeek-V3's w8a16 T = 64 (512 entries) the per-pick kernels read the touched
+// weights at 56% of copy (H100, s9); at T = 16 (128) at 89%. NOT YET MEASURED with the MMA
+// kernels: 256 is a first guess between the two.
+inline constexpr int64_t kExpertsMmaMinEntries = 256;
 std::string fused_moe_grouped(const MoeProblem& p, Stream stream);
 
 }  // namespace kiln::cuda

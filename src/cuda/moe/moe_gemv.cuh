@@ -144,11 +144,14 @@ __device__ __forceinline__ const float* scale_row(const float* scales, int64_t e
 namespace kiln::cuda {
 
 // fused_moe_experts.cu: the decode kernels with the picks grouped by local expert (each touched
-// expert's rows read once for all its tokens); fused_moe runs them only when forced
-// (KILN_FUSED_MOE=gemv_experts): not yet faster than the per-pick kernels. `a` is the per-pick
-// kernels' argument block (its act scratch is replaced), g their grid (the column blocks are the
-// same); up_vec / down_vec as there. fits: I > 0
-// and at most kMoeAlignMaxLocalExperts local experts (the align kernel's limit).
+// expert's rows read once for all its tokens). With e4m3 weights and shapes mma_fits takes
+// (H and I multiples of 64, 16-byte packs: up_vec and down_vec), on tensor cores
+// (expert_mma.cuh), which fused_moe picks from kExpertsMmaMinEntries routed entries on; otherwise
+// FMA kernels, run only when forced (KILN_FUSED_MOE=gemv_experts): not faster than the per-pick
+// kernels. `a` is the per-pick kernels' argument block (its act scratch is replaced), g their
+// grid (the column blocks are the same); up_vec / down_vec as there. fits: I > 0 and at most
+// kMoeAlignMaxLocalExperts local experts (the align kernel's limit).
+bool fused_moe_experts_mma_fits(const MoeProblem& p, bool up_vec, bool down_vec);
 bool fused_moe_experts_fits(const MoeProblem& p);
 std::string fused_moe_experts(const MoeProblem& p, moe_gemv::MoeArgs a, const FusedMoeGrid& g,
                               bool up_vec, bool down_vec, Stream stream);
