@@ -45,6 +45,11 @@ TEST(QuantizeConfig, RowsAndBlocksTakeTheWholeBlockAndFoldRowsPast65535) {
   c = quant_tile_config(128, 64, true, 2, true);
   EXPECT_EQ(c.grid_x, 64);
   EXPECT_EQ(c.grid_y, 128);
+  // Tiles of at most 256 x 4 accesses (an 8192-wide bf16 row) take the 4-access kernel; a
+  // 128 x 128 bf16 block (2048 accesses) and wider rows the 8-access one.
+  EXPECT_EQ(quant_tile_config(16384, 1, true, 2, true, 1024).items, kQuantWideItemsSmall);
+  EXPECT_EQ(quant_tile_config(16384, 1, true, 2, true, 1025).items, kQuantWideItems);
+  EXPECT_EQ(quant_tile_config(128, 64, true, 2, true, 2048).items, kQuantWideItems);
 }
 
 TEST(QuantizeConfig, AbsmaxGridAimsAtSixteenBlocksASm) {

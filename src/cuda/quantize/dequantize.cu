@@ -9,8 +9,8 @@
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
-#include "cuda/common/row_launch.h"
 #include "cuda/common/fp8_pack.cuh"
+#include "cuda/common/row_launch.h"
 #include "cuda/quantize/quantize_launch.h"
 
 namespace kiln::cuda {

@@ -32,9 +32,10 @@ std::string quantize_fp8(const QuantizeProblem& p, Stream stream) {
   QuantTiles tiling =
       per_tensor ? quant_tiles(QuantGranularity::group, p.x.rows, p.x.cols) : p.tiles;
   if (per_tensor && tiling.grid_rows == 0) tiling.grid_rows = 1;
-  const QuantTileConfig c =
-      quant_tile_config(tiling.grid_rows, tiling.grid_cols, wide, elem_bytes, vec);
-  const int64_t vecs_per_row = (tiling.tile_cols + c.vec_width - 1) / c.vec_width;
+  const int vec_width = vec ? 16 / elem_bytes : 1;
+  const int64_t vecs_per_row = (tiling.tile_cols + vec_width - 1) / vec_width;
+  const QuantTileConfig c = quant_tile_config(tiling.grid_rows, tiling.grid_cols, wide, elem_bytes,
+                                              vec, tiling.tile_rows * vecs_per_row);
   QuantTileArgs a{};
   a.x = p.x.data;
   a.values = p.values.data;

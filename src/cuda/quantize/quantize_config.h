@@ -14,7 +14,9 @@
 //   the same 1 x 128 tiles with its one scale.
 // - Rows and 128 x 128 blocks: the whole 256-thread block, up to 8 accesses a thread (a 128 x
 //   128 bf16 block, or a 16384-wide bf16 row, in registers: 32 registers of packed bf16), the
-//   absmax through shared memory. Wider rows (and f32 blocks) stream.
+//   absmax through shared memory. Wider rows (and f32 blocks) stream. Tiles of at most 1024
+//   accesses (an 8192-wide bf16 row) take a 4-access kernel: the 8-access one needs 117
+//   registers, two blocks a SM, and quantized 16384 x 8192 bf16 rows at 53% of copy (H100).
 // A block of kQuantThreads holds 256 / team teams: teams_x across a row of tiles (a power of two,
 // no more than the row has) and teams_y tile rows; blockIdx.x walks the tile columns,
 // blockIdx.y (and a loop of stride gridDim.y * teams_y) the tile rows.
@@ -25,6 +27,7 @@ namespace kiln::cuda {
 
 inline constexpr int kQuantThreads = 256;
 inline constexpr int kQuantWideItems = 8;
+inline constexpr int kQuantWideItemsSmall = 4;
 
 struct QuantTileConfig {
   int vec_width = 1;
@@ -36,14 +39,17 @@ struct QuantTileConfig {
 };
 
 // grid_rows x grid_cols tiles; `wide`: a team of the whole block (rows, blocks), else 1 x 128
-// groups; elem_bytes: x's element size; aligned: 16-byte accesses possible.
+// groups; elem_bytes: x's element size; aligned: 16-byte accesses possible; tile_vecs: a tile's
+// accesses (wide tiles only).
 inline QuantTileConfig quant_tile_config(int64_t grid_rows, int64_t grid_cols, bool wide,
-                                         int elem_bytes, bool aligned) {
+                                         int elem_bytes, bool aligned, int64_t tile_vecs = 0) {
   QuantTileConfig c;
   c.vec_width = aligned ? 16 / elem_bytes : 1;
   if (wide) {
     c.team = kQuantThreads;
-    c.items = kQuantWideItems;
+    c.items = tile_vecs > 0 && tile_vecs <= int64_t{kQuantThreads} * kQuantWideItemsSmall
+                  ? kQuantWideItemsSmall
+                  : kQuantWideItems;
   } else {
     c.team = std::min(32, 128 / c.vec_width);
     c.items = 128 / (c.vec_width * c.team);

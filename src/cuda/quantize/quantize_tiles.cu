@@ -7,6 +7,7 @@
 // once, one fp32 scale a tile.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
@@ -46,8 +47,14 @@ __device__ __forceinline__ float fold_absmax(const Pack<T, W>& p, float m) {
   return m;
 }
 
+// The 4-access block-wide kernel is held to 64 registers (four blocks a SM).
+template <int TEAM, int ITEMS>
+constexpr int quant_min_blocks() {
+  return TEAM == kQuantThreads && ITEMS == kQuantWideItemsSmall ? 4 : 1;
+}
+
 template <typename T, __nv_fp8_interpretation_t Q, int W, int TEAM, int ITEMS>
-__global__ void __launch_bounds__(kQuantThreads)
+__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<TEAM, ITEMS>())
     quant_tiles_kernel(const __grid_constant__ QuantTileArgs a) {
   constexpr int kChunk = TEAM * ITEMS;  // a team's accesses per pass
   const int lane = threadIdx.x % TEAM, team = threadIdx.x / TEAM;
@@ -144,10 +151,8 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
       constexpr __nv_fp8_interpretation_t kQ = decltype(e5m2)::value ? __NV_E5M2 : __NV_E4M3;
       dispatch_bool(c.vec_width > 1, [&](auto vec) {
         constexpr int kW = decltype(vec)::value ? 16 / static_cast<int>(sizeof(T)) : 1;
-        dispatch_bool(c.team == kQuantThreads, [&](auto wide) {
-          constexpr bool kWide = decltype(wide)::value;
-          constexpr int kTeam = kWide ? kQuantThreads : std::min(32, 128 / kW);
-          constexpr int kItems = kWide ? kQuantWideItems : 128 / (kW * kTeam);
+        auto launch = [&](auto team, auto items) {
+          constexpr int kTeam = decltype(team)::value, kItems = decltype(items)::value;
           if (c.vec_width != kW || c.team != kTeam || c.items != kItems) {
             throw Error("quantize_fp8: launch config does not match an instantiated kernel");
           }
@@ -155,7 +160,16 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
               <<<dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y)),
                  kQuantThreads, 0, stream>>>(a);
           KILN_CUDA_CHECK(cudaGetLastError());
-        });
+        };
+        if (c.team == kQuantThreads) {
+          dispatch_value<kQuantWideItemsSmall, kQuantWideItems>(
+              c.items, "quantize_fp8 accesses a thread",
+              [&](auto items) { launch(std::integral_constant<int, kQuantThreads>{}, items); });
+        } else {
+          constexpr int kTeam = std::min(32, 128 / kW);
+          launch(std::integral_constant<int, kTeam>{},
+                 std::integral_constant<int, 128 / (kW * kTeam)>{});
+        }
       });
     });
   });
