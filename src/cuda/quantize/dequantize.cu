@@ -25,6 +25,10 @@ struct DequantArgs {
   int row_shift, col_shift;                    // log2 of the tile's edge (7) or 0
 };
 
+// Rows a thread has in flight: the row launch is sized so that each thread walks at least this
+// many (one 16-byte access of values a thread ran at 79% of copy on the H100, 16384 x 8192).
+constexpr int kDequantRows = 2;
+
 template <typename T, __nv_fp8_interpretation_t Q, int W>
 __global__ void __launch_bounds__(kRowBlockThreads)
     dequant_kernel(const __grid_constant__ DequantArgs a) {
@@ -32,14 +36,30 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   if (c >= a.cols) return;
   const int64_t step = int64_t{gridDim.y} * blockDim.y;
   const int64_t scale_col = (c >> a.col_shift) * a.scale_col_stride;
-  for (int64_t r = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r < a.rows; r += step) {
-    const float s = a.scales[(r >> a.row_shift) * a.scale_row_stride + scale_col];
-    float f[W];
-    from_fp8<Q, W>(*reinterpret_cast<const Pack<uint8_t, W>*>(a.values + r * a.values_stride + c),
-                   f);
+  // kDequantRows rows a pass, all loaded before any is stored (out may alias nothing the compiler
+  // can prove, so it would not move a later row's load above a store).
+  for (int64_t r0 = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r0 < a.rows;
+       r0 += kDequantRows * step) {
+    Pack<uint8_t, W> v[kDequantRows];
+    float s[kDequantRows];
 #pragma unroll
-    for (int k = 0; k < W; ++k) f[k] *= s;
-    store_floats<T, W>(static_cast<T*>(a.out) + r * a.out_stride + c, f);
+    for (int j = 0; j < kDequantRows; ++j) {
+      const int64_t r = r0 + j * step;
+      if (r < a.rows) {
+        v[j] = *reinterpret_cast<const Pack<uint8_t, W>*>(a.values + r * a.values_stride + c);
+        s[j] = a.scales[(r >> a.row_shift) * a.scale_row_stride + scale_col];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kDequantRows; ++j) {
+      const int64_t r = r0 + j * step;
+      if (r >= a.rows) break;
+      float f[W];
+      from_fp8<Q, W>(v[j], f);
+#pragma unroll
+      for (int k = 0; k < W; ++k) f[k] *= s[j];
+      store_floats<T, W>(static_cast<T*>(a.out) + r * a.out_stride + c, f);
+    }
   }
 }
 
@@ -64,7 +84,10 @@ std::string dequantize_fp8(const DequantizeProblem& p, Stream stream) {
   a.scale_col_stride = by_col ? p.tiles.col_stride : 0;
   a.row_shift = g == QuantGranularity::block ? 7 : 0;
   a.col_shift = by_col ? 7 : 0;
-  const RowLaunch launch = row_launch(a.rows, a.cols, vec ? kVec : 1);
+  const int width = vec ? kVec : 1;
+  const RowShape one_pass = row_shape(a.rows, a.cols, width);
+  const int64_t passes = (one_pass.blocks_y + kDequantRows - 1) / kDequantRows;
+  const RowLaunch launch = row_launch(a.rows, a.cols, width, one_pass.blocks_x * passes);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.out.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;

@@ -47,14 +47,21 @@ __device__ __forceinline__ float fold_absmax(const Pack<T, W>& p, float m) {
   return m;
 }
 
-// The 4-access block-wide kernel is held to 64 registers (four blocks a SM).
-template <int TEAM, int ITEMS>
+// Blocks a SM each instance is held to (registers: 65536 / (256 x blocks)). 16-byte bf16/f16
+// 1 x 128 groups: 8 (32 registers; 54 unbounded, four blocks a SM, and 63% of copy on the H100 at
+// 16384 x 8192 bf16: a thread has one 16-byte access in flight). The 4-access block-wide kernel: 4
+// (64). The 8-access one (128 x 128 blocks, rows past 1024 accesses): 3 (80 registers; it spills
+// 16-32 bytes there; unbounded it took 117-122, two blocks a SM, and ran 128 x 128 bf16 blocks at
+// 75% of copy on the H100).
+template <typename T, int TEAM, int ITEMS>
 constexpr int quant_min_blocks() {
-  return TEAM == kQuantThreads && ITEMS == kQuantWideItemsSmall ? 4 : 1;
+  // Held lower where ptxas spills: 16-byte f32 groups at 8, scalar groups at 6.
+  if constexpr (TEAM != kQuantThreads) return ITEMS > 1 ? 4 : sizeof(T) == 2 ? 8 : 6;
+  return ITEMS == kQuantWideItemsSmall ? 4 : 3;
 }
 
 template <typename T, __nv_fp8_interpretation_t Q, int W, int TEAM, int ITEMS>
-__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<TEAM, ITEMS>())
+__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<T, TEAM, ITEMS>())
     quant_tiles_kernel(const __grid_constant__ QuantTileArgs a) {
   constexpr int kChunk = TEAM * ITEMS;  // a team's accesses per pass
   const int lane = threadIdx.x % TEAM, team = threadIdx.x / TEAM;
@@ -76,24 +83,32 @@ __global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<TEAM, ITEMS>()
     const int64_t ti = ti0 + ty;
     const bool active = ti < grid_rows && tj < a.grid_cols;
     const int64_t r0 = ti * a.tile_rows, c0 = tj * a.tile_cols;
-    // Access v of the tile: its element offsets in x and values, false when outside x.
-    auto locate = [&](int64_t v, int64_t& x_off, int64_t& q_off) {
-      int64_t r = r0, c = c0 + v * W;
-      if (a.tile_rows > 1) {
-        r += v >> a.vecs_per_row_log2;
-        c = c0 + (v & row_mask) * W;
-      }
+    // Access v = v0 + i * TEAM + lane of the tile (v0 a multiple of kChunk): its element offsets
+    // in x and values, false when outside x. TEAM is a multiple of a block tile's accesses a row,
+    // so item i sits (TEAM >> vecs_per_row_log2) rows below item 0 in the same column, or, in a
+    // row tile, TEAM accesses to its right: offsets are a base plus i steps, not recomputed from
+    // v by shifts and masks an item.
+    const int64_t lane_row = a.tile_rows > 1 ? lane >> a.vecs_per_row_log2 : 0;
+    const int64_t lane_col = (a.tile_rows > 1 ? lane & row_mask : lane) * W;
+    const int64_t row_step = a.tile_rows > 1 ? TEAM >> a.vecs_per_row_log2 : 0;
+    const int64_t col_step = a.tile_rows > 1 ? 0 : int64_t{TEAM} * W;
+    auto locate = [&](int64_t v0, int i, int64_t& x_off, int64_t& q_off) {
+      const int64_t chunk_rows = a.tile_rows > 1 ? v0 >> a.vecs_per_row_log2 : 0;
+      const int64_t chunk_cols = a.tile_rows > 1 ? 0 : v0 * W;
+      const int64_t r = r0 + chunk_rows + lane_row + i * row_step;
+      const int64_t c = c0 + chunk_cols + lane_col + i * col_step;
       x_off = r * a.x_stride + c;
       q_off = r * a.values_stride + c;
-      return active && v < a.tile_vecs && r < rows && c < a.cols;
+      return active && v0 + i * TEAM + lane < a.tile_vecs && r < rows && c < a.cols;
     };
-    auto load = [&](int64_t v) {
+    auto load = [&](int64_t v0, int i) {
       int64_t xo, qo;
-      return locate(v, xo, qo) ? *reinterpret_cast<const Pack<T, W>*>(x + xo) : splat<T, W>(0.f);
+      return locate(v0, i, xo, qo) ? *reinterpret_cast<const Pack<T, W>*>(x + xo)
+                                   : splat<T, W>(0.f);
     };
-    auto store = [&](int64_t v, const Pack<T, W>& p, float inv) {
+    auto store = [&](int64_t v0, int i, const Pack<T, W>& p, float inv) {
       int64_t xo, qo;
-      if (!locate(v, xo, qo)) return;
+      if (!locate(v0, i, xo, qo)) return;
       float f[W];
       widen(p, f);
       *reinterpret_cast<Pack<uint8_t, W>*>(q + qo) = to_fp8<Q, W>(f, inv);
@@ -103,7 +118,7 @@ __global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<TEAM, ITEMS>()
     float amax = 0.f;
     if (cached) {
 #pragma unroll
-      for (int i = 0; i < ITEMS; ++i) regs[i] = load(i * TEAM + lane);
+      for (int i = 0; i < ITEMS; ++i) regs[i] = load(0, i);
       if (reduce) {
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) amax = fold_absmax(regs[i], amax);
@@ -111,7 +126,7 @@ __global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<TEAM, ITEMS>()
     } else if (reduce) {
       for (int64_t v0 = 0; v0 < a.tile_vecs; v0 += kChunk) {
 #pragma unroll
-        for (int i = 0; i < ITEMS; ++i) regs[i] = load(v0 + i * TEAM + lane);
+        for (int i = 0; i < ITEMS; ++i) regs[i] = load(v0, i);
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) amax = fold_absmax(regs[i], amax);
       }
@@ -129,13 +144,13 @@ __global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<TEAM, ITEMS>()
     const float inv = 1.f / scale;
     if (cached) {
 #pragma unroll
-      for (int i = 0; i < ITEMS; ++i) store(i * TEAM + lane, regs[i], inv);
+      for (int i = 0; i < ITEMS; ++i) store(0, i, regs[i], inv);
     } else {
       for (int64_t v0 = 0; v0 < a.tile_vecs; v0 += kChunk) {
 #pragma unroll
-        for (int i = 0; i < ITEMS; ++i) regs[i] = load(v0 + i * TEAM + lane);
+        for (int i = 0; i < ITEMS; ++i) regs[i] = load(v0, i);
 #pragma unroll
-        for (int i = 0; i < ITEMS; ++i) store(v0 + i * TEAM + lane, regs[i], inv);
+        for (int i = 0; i < ITEMS; ++i) store(v0, i, regs[i], inv);
       }
     }
   }
