@@ -6,23 +6,23 @@
 namespace kiln::cuda {
 namespace {
 
-TEST(QuantizeConfig, GroupsGetATeamOfOneAccessAThread) {
-  // bf16 16384 x 8192: 64 groups a row, 16 teams of 16 threads a block, all across one row.
+TEST(QuantizeConfig, GroupsGetATeamOfTwoAccessesAThread) {
+  // bf16 16384 x 8192: 64 groups a row, 32 teams of 8 threads a block, all across one row.
   QuantTileConfig c = quant_tile_config(16384, 64, false, 2, true);
   EXPECT_EQ(c.vec_width, 8);
-  EXPECT_EQ(c.team, 16);
-  EXPECT_EQ(c.items, 1);
-  EXPECT_EQ(1 << c.teams_x_log2, 16);
+  EXPECT_EQ(c.team, 8);
+  EXPECT_EQ(c.items, 2);
+  EXPECT_EQ(1 << c.teams_x_log2, 32);
   EXPECT_EQ(c.teams_y, 1);
-  EXPECT_EQ(c.grid_x, 4);
+  EXPECT_EQ(c.grid_x, 2);
   EXPECT_EQ(c.grid_y, 16384);
-  // f32: 4-element accesses, a warp a group; N = 128: one group a row, 8 rows a block.
+  // f32: 4-element accesses, 16 threads a group; N = 128: one group a row, 16 rows a block.
   c = quant_tile_config(1000, 1, false, 4, true);
-  EXPECT_EQ(c.team, 32);
-  EXPECT_EQ(c.items, 1);
+  EXPECT_EQ(c.team, 16);
+  EXPECT_EQ(c.items, 2);
   EXPECT_EQ(c.teams_x_log2, 0);
-  EXPECT_EQ(c.teams_y, 8);
-  EXPECT_EQ(c.grid_y, 125);
+  EXPECT_EQ(c.teams_y, 16);
+  EXPECT_EQ(c.grid_y, 63);
   // Unaligned: scalar accesses, 32 threads x 4 a group; 3 groups a row round up to 4 teams.
   c = quant_tile_config(5, 3, false, 2, false);
   EXPECT_EQ(c.vec_width, 1);

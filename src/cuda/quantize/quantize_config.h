@@ -7,9 +7,9 @@
 // pass over x. A thread makes `items` accesses of `vec_width` elements (16 bytes when every row
 // is aligned) per tile; a tile with more accesses than team * items streams (two passes, the
 // second re-reading x from L2).
-// - 1 x 128 groups: a team of 128 / vec_width threads (16 for bf16/f16, 32 for f32), one 16-byte
-//   access each (the norm kernels measured one access a thread fastest on the H100: they are
-//   issue-bound, so threads in flight beat accesses a thread), the absmax by 4-5 shuffles.
+// - 1 x 128 groups: a team of 64 / vec_width threads (8 for bf16/f16, 16 for f32), two 16-byte
+//   accesses each, the absmax by 3-4 shuffles. One access a thread (teams of 16) ran bf16 groups
+//   at 63-76% of copy on the H100 (16384 x 8192), too few bytes in flight a thread.
 //   Unaligned rows: 32 threads, 4 scalar accesses each. The per-tensor quantization pass uses
 //   the same 1 x 128 tiles with its one scale.
 // - Rows and 128 x 128 blocks: the whole 256-thread block, up to 8 accesses a thread (a 128 x
@@ -28,6 +28,11 @@ namespace kiln::cuda {
 inline constexpr int kQuantThreads = 256;
 inline constexpr int kQuantWideItems = 8;
 inline constexpr int kQuantWideItemsSmall = 4;
+
+// Threads of a 1 x 128 group's team for accesses of vec_width elements.
+constexpr int quant_group_team(int vec_width) {
+  return vec_width > 1 ? 64 / vec_width : 32;
+}
 
 struct QuantTileConfig {
   int vec_width = 1;
@@ -51,7 +56,7 @@ inline QuantTileConfig quant_tile_config(int64_t grid_rows, int64_t grid_cols, b
                   ? kQuantWideItemsSmall
                   : kQuantWideItems;
   } else {
-    c.team = std::min(32, 128 / c.vec_width);
+    c.team = quant_group_team(c.vec_width);
     c.items = 128 / (c.vec_width * c.team);
   }
   const int teams = kQuantThreads / c.team;

@@ -47,21 +47,20 @@ __device__ __forceinline__ float fold_absmax(const Pack<T, W>& p, float m) {
   return m;
 }
 
-// Blocks a SM each instance is held to (registers: 65536 / (256 x blocks)). 16-byte bf16/f16
-// 1 x 128 groups: 8 (32 registers; 54 unbounded, four blocks a SM, and 63% of copy on the H100 at
-// 16384 x 8192 bf16: a thread has one 16-byte access in flight). The 4-access block-wide kernel: 4
-// (64). The 8-access one (128 x 128 blocks, rows past 1024 accesses): 3 (80 registers; it spills
-// 16-32 bytes there; unbounded it took 117-122, two blocks a SM, and ran 128 x 128 bf16 blocks at
-// 75% of copy on the H100).
-template <typename T, int TEAM, int ITEMS>
+// Blocks a SM each instance is held to (registers: 65536 / (256 x blocks)). 16-byte 1 x 128
+// groups: 8 (32 registers; unbounded, teams of 16 with one access a thread took 54, four blocks
+// a SM, and ran bf16 groups at 63% of copy on the H100 at 16384 x 8192). Scalar groups: 4. The
+// 4-access block-wide kernel: 4 (64). The 8-access one (128 x 128 blocks, rows past 1024
+// accesses): 3 (80 registers; it spills 16-32 bytes there; unbounded it took 117-122, two blocks a
+// SM, and ran 128 x 128 bf16 blocks at 75% of copy; at 80, 95%).
+template <typename T, int W, int TEAM, int ITEMS>
 constexpr int quant_min_blocks() {
-  // Held lower where ptxas spills: 16-byte f32 groups at 8, scalar groups at 6.
-  if constexpr (TEAM != kQuantThreads) return ITEMS > 1 ? 4 : sizeof(T) == 2 ? 8 : 6;
+  if constexpr (TEAM != kQuantThreads) return W > 1 ? 8 : 4;
   return ITEMS == kQuantWideItemsSmall ? 4 : 3;
 }
 
 template <typename T, __nv_fp8_interpretation_t Q, int W, int TEAM, int ITEMS>
-__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<T, TEAM, ITEMS>())
+__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<T, W, TEAM, ITEMS>())
     quant_tiles_kernel(const __grid_constant__ QuantTileArgs a) {
   constexpr int kChunk = TEAM * ITEMS;  // a team's accesses per pass
   const int lane = threadIdx.x % TEAM, team = threadIdx.x / TEAM;
@@ -181,7 +180,7 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
               c.items, "quantize_fp8 accesses a thread",
               [&](auto items) { launch(std::integral_constant<int, kQuantThreads>{}, items); });
         } else {
-          constexpr int kTeam = std::min(32, 128 / kW);
+          constexpr int kTeam = quant_group_team(kW);
           launch(std::integral_constant<int, kTeam>{},
                  std::integral_constant<int, 128 / (kW * kTeam)>{});
         }
