@@ -26,8 +26,9 @@ struct DequantArgs {
 };
 
 // Rows a thread has in flight: the row launch is sized so that each thread walks at least this
-// many. On the H100 (16384 x 8192 groups to bf16) one row ran at 79% of copy, two at 82%.
-constexpr int kDequantRows = 4;
+// many. On the H100 (16384 x 8192 groups to bf16) one row ran at 79% of copy, two at 82%, four
+// at 80%: not latency-bound on its loads (torch.compile's kernel: 97%; not yet understood).
+constexpr int kDequantRows = 2;
 
 template <typename T, __nv_fp8_interpretation_t Q, int W>
 __global__ void __launch_bounds__(kRowBlockThreads)
