@@ -72,9 +72,6 @@ __global__ void __launch_bounds__(kRowBlockThreads)
 // <dout[t, :], x[t, j, :]>, one block a token (the block sized so every thread makes the same
 // number of accesses), dout read once. The dot products are reduced in a fixed order: warp
 // butterflies, then the warps in order.
-constexpr int kLoadAhead = 4;
-static_assert(kMoeSumMaxK % kLoadAhead == 0);
-
 template <typename T, typename W, int kW>
 __global__ void __launch_bounds__(kRowBlockThreads)
     moe_sum_backward_dweights_kernel(const __grid_constant__ MoeSumArgs a) {
@@ -87,34 +84,18 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     for (int c = threadIdx.x * kW; c < a.cols; c += blockDim.x * kW) {
       float g[kW];
       load_floats<T, kW>(static_cast<const T*>(a.out) + t * a.out_stride + c, g);
-      // kLoadAhead rows of x loaded before any of their dx rows is stored: the compiler cannot
-      // move a load above a store to dx (they may alias), so one row at a time left a DRAM
-      // latency a row in the chain (88% of copy, 0.95x torch.compile on the H100, s10).
 #pragma unroll
-      for (int j0 = 0; j0 < kMoeSumMaxK; j0 += kLoadAhead) {
-        if (j0 >= a.k) break;
-        float v[kLoadAhead][kW];
+      for (int j = 0; j < kMoeSumMaxK; ++j) {
+        if (j >= a.k) break;
+        float v[kW], d[kW];
+        load_floats<T, kW>(static_cast<const T*>(a.x) + t * a.x_token_stride + j * a.x_stride + c,
+                           v);
 #pragma unroll
-        for (int q = 0; q < kLoadAhead; ++q) {
-          const int j = j0 + q;
-          if (j < a.k) {
-            load_floats<T, kW>(
-                static_cast<const T*>(a.x) + t * a.x_token_stride + j * a.x_stride + c, v[q]);
-          }
+        for (int e = 0; e < kW; ++e) {
+          dot[j] += g[e] * v[e];
+          d[e] = w[j] * g[e];
         }
-#pragma unroll
-        for (int q = 0; q < kLoadAhead; ++q) {
-          const int j = j0 + q;
-          if (j >= a.k) break;
-          float d[kW];
-#pragma unroll
-          for (int e = 0; e < kW; ++e) {
-            dot[j] += g[e] * v[q][e];
-            d[e] = w[j] * g[e];
-          }
-          store_floats<T, kW>(static_cast<T*>(a.dx) + t * a.dx_token_stride + j * a.dx_stride + c,
-                              d);
-        }
+        store_floats<T, kW>(static_cast<T*>(a.dx) + t * a.dx_token_stride + j * a.dx_stride + c, d);
       }
     }
 #pragma unroll
