@@ -9,7 +9,8 @@
 // cases also run with KILN_FUSED_MOE=grouped (the prefill path forced down to T = 1, x's rows
 // padded by 8 or by 3: the gather's 16-byte and element copies). FP8 weights (e4m3, random block
 // scales, several blocks with partial last ones) run the GEMV kernels' w8a16 form. Forced by
-// KILN_FUSED_MOE=gemv_experts, the by-expert GEMV kernels (picks grouped by local expert first).
+// KILN_FUSED_MOE=gemv_experts, the by-expert kernels (picks grouped by local expert first; FP8
+// weights at the 16-byte shapes on MMAs, which they also take by default from 256 picks on).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -50,7 +51,7 @@ struct Case {
   int64_t tokens, k, experts;
   bool vec_shape, mapped;
   bool grouped = false;    // KILN_FUSED_MOE=grouped
-  bool by_expert = false;  // KILN_FUSED_MOE=gemv_experts (FP8 weights take it from T = 2 anyway)
+  bool by_expert = false;  // KILN_FUSED_MOE=gemv_experts
   bool fp8 = false;        // e4m3 weights with 128 x 128 block scales (w8a16)
   bool w8a8 = false;       // fp8 and e4m3 activations too (the FP8 grouped GEMMs)
   // Routing: random picks; every expert once a token (k = E, a permutation); or every pick to

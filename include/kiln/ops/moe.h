@@ -22,8 +22,10 @@
 // that are multiples of 128, quantize_fp8's block granularity over the [E_local * rows, cols]
 // view writes exactly this layout.) x stays bf16/f16; the products are fp32 on the weights
 // dequantized as they are read; the intermediate is rounded to x's dtype. With bf16/f16 weights
-// the scales are absent. On CUDA, w8a16 takes the GEMV kernels at every T; w8a8 (below) the FP8
-// grouped GEMMs.
+// the scales are absent. On CUDA, w8a16 takes the per-pick GEMV kernels below 256 picks (T k) and
+// the by-expert kernels from 256 on (a run of up to 16 picks of one expert on tensor-core MMAs,
+// where H and I are multiples of 64 and the rows 16-byte aligned; else the per-pick ones); w8a8
+// (below) the FP8 grouped GEMMs.
 // bad_ids: int32 [1] on x's device, a counter the caller zeroes and reads when it likes (ops never
 // synchronise; DESIGN.md "Errors").
 // CPU tensors run the float64 reference; their ids and map values are host data, checked before
@@ -33,9 +35,10 @@
 // Ids and map values are on the device there: a pick whose id is outside [0, E) or whose map value
 // is outside [-1, E_local) is skipped (contributes 0, never dereferenced) and counted into bad_ids.
 // The receipt names the path. T = 0 or H = 0 reads nothing (and counts nothing).
-// KILN_FUSED_MOE=gemv | gemv_experts | grouped forces the per-pick GEMV kernels, the by-expert GEMV
-// kernels (picks grouped by local expert first; not faster so far) or the grouped path, for A/B
-// runs: forcing a path that cannot take the problem, or any other value, is a kiln::Error.
+// KILN_FUSED_MOE=gemv | gemv_experts | grouped forces the per-pick GEMV kernels, the by-expert
+// kernels (picks grouped by local expert first: the MMA form for FP8 weights where it fits, FMA
+// GEMV kernels otherwise) or the grouped path, for A/B runs: forcing a path that cannot take the
+// problem, or any other value, is a kiln::Error.
 #include <cstdint>
 
 #include "kiln/core/core.h"

@@ -26,8 +26,9 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     topk_weights f32 [T, k]; topk_ids int32 [T, k]. The intermediate is rounded to x's dtype.
     FP8 weights (w8a16): w13 and w2 as torch.float8_e4m3fn with float32 128 x 128 block scales
     w13_scale [E_local, ceil(rows13 / 128), ceil(H / 128)] and w2_scale [E_local, ceil(H / 128),
-    ceil(I / 128)] (an element stands for w * its block's scale); on CUDA they take the GEMV
-    kernels at every T. fp8_activations=True (w8a8, FP8 weights only) quantizes x and the
+    ceil(I / 128)] (an element stands for w * its block's scale); on CUDA they take the per-pick
+    GEMV kernels below 256 picks (T k) and from 256 on the by-expert kernels (an expert's picks
+    on tensor-core MMAs; H and I multiples of 64). fp8_activations=True (w8a8, FP8 weights only) quantizes x and the
     intermediate to e4m3 in 1 x 128 groups as well (scale = max(amax, 1e-4) / 448, DeepSeek-V3's
     recipe) and runs both products on FP8 wgmma at every T (Hopper only; the CPU reference
     quantizes the same way). Inference only (no gradient).
