@@ -10,14 +10,16 @@
 // (kRows), min blocks a SM (launch bounds), rows walked in a contiguous chunk a block or strided
 // across the grid (kChunk), the next row's x and dy prefetched into registers (kPrefetch), and the
 // block's rows folded in shared memory into one partial a block (kFoldRows; else one partial a
-// row slot, as kiln does today). kiln (2026-11-22): persistent, 512 threads, LayerNorm 2 accesses,
-// the next row staged by cp.async, one partial a row slot: 62 / 72 / 79 % of copy at N = 2048 /
-// 4096 / 8192.
+// row slot), and the next row staged by cp.async in shared memory as kiln does (kStage, s10: not
+// yet run; the question is whether staging is why kiln's port trails the lab's register prefetch).
+// kiln (2026-11-22): persistent, 512 threads, LayerNorm 2 accesses, the next row staged by
+// cp.async, one partial a row slot: 62 / 72 / 79 % of copy at N = 2048 / 4096 / 8192.
 #include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "../../src/cuda/common/cp_async.cuh"
 #include "lab_common.cuh"
 
 struct Args {
@@ -34,7 +36,7 @@ struct Args {
 };
 
 template <int kTpr, int kVpt, int kRows, int kMin, bool kLayer, bool kChunk, bool kPrefetch,
-          bool kFoldRows, bool kWeightGlobal = false>
+          bool kFoldRows, bool kWeightGlobal = false, bool kStage = false>
 __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) {
   __shared__ float scratch[2][kRows * (kTpr / 32) * 4];
   // Folding the block's rows: [kRows][kTpr * kVpt * 8] floats would not fit for wide rows, so
@@ -59,6 +61,24 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
     }
   };
   load_weight();
+  // kStage: the next row's x and dy copied by cp.async into a two-buffer ring in the dynamic
+  // shared memory (kiln's RowStage), read back by the thread that copied them; the fold reuses
+  // the memory after the loop. Else (kPrefetch) into registers.
+  auto stage_slot = [&](int buf, int tensor, int i) {
+    return reinterpret_cast<uint4*>(fold) +
+           ((((buf * kRows + threadIdx.y) * 2 + tensor) * kVpt + i) * kTpr + threadIdx.x);
+  };
+  auto stage_fetch = [&](int r, int buf) {
+    const uint4* xs = reinterpret_cast<const uint4*>(a.x + size_t(r) * a.cols);
+    const uint4* gs = reinterpret_cast<const uint4*>(a.dy + size_t(r) * a.cols);
+#pragma unroll
+    for (int i = 0; i < kVpt; ++i) {
+      kiln::cuda::cp_async16(stage_slot(buf, 0, i), xs + i * kTpr + threadIdx.x);
+      kiln::cuda::cp_async16(stage_slot(buf, 1, i), gs + i * kTpr + threadIdx.x);
+    }
+    kiln::cuda::cp_async_commit();
+  };
+  int buf = 0;
   P8 xv[kVpt], gv[kVpt];
   auto load = [&](int r, P8(&xd)[kVpt], P8(&gd)[kVpt]) {
     const P8* xs = reinterpret_cast<const P8*>(a.x + size_t(r) * a.cols);
@@ -72,13 +92,30 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
   // Every thread of the block runs the same number of iterations (barriers inside): rows past
   // `end` are computed on row 0's data and not stored.
   const int iters = kChunk ? per : (a.rows + slots - 1) / slots;
-  if (iters > 0) load(row < end ? row : 0, xv, gv);
+  if (iters > 0) {
+    if constexpr (kStage) {
+      stage_fetch(row < end ? row : 0, 0);
+    } else {
+      load(row < end ? row : 0, xv, gv);
+    }
+  }
   int parity = 0;
   for (int it = 0; it < iters; ++it) {
     const bool live = row < end;
     P8 xn[kVpt], gn[kVpt];
     const int next = row + step;
-    if (kPrefetch && it + 1 < iters) load(next < end ? next : 0, xn, gn);
+    if constexpr (kStage) {
+      kiln::cuda::cp_async_wait<0>();
+#pragma unroll
+      for (int i = 0; i < kVpt; ++i) {
+        xv[i] = *reinterpret_cast<const P8*>(stage_slot(buf, 0, i));
+        gv[i] = *reinterpret_cast<const P8*>(stage_slot(buf, 1, i));
+      }
+      if (it + 1 < iters) stage_fetch(next < end ? next : 0, buf ^ 1);
+      buf ^= 1;
+    } else if (kPrefetch && it + 1 < iters) {
+      load(next < end ? next : 0, xn, gn);
+    }
     if constexpr (kWeightGlobal) load_weight();
     float xf[kVpt][8], gf[kVpt][8];
     float s[4] = {0.f, 0.f, 0.f, 0.f};
@@ -126,11 +163,13 @@ __global__ void __launch_bounds__(kTpr* kRows, kMin) lab_backward(const Args a) 
         dxr[i * kTpr + threadIdx.x] = narrow8(out);
       }
     }
-    if (!kPrefetch && it + 1 < iters) load(next < end ? next : 0, xn, gn);
+    if constexpr (!kStage) {
+      if (!kPrefetch && it + 1 < iters) load(next < end ? next : 0, xn, gn);
 #pragma unroll
-    for (int i = 0; i < kVpt; ++i) {
-      xv[i] = xn[i];
-      gv[i] = gn[i];
+      for (int i = 0; i < kVpt; ++i) {
+        xv[i] = xn[i];
+        gv[i] = gn[i];
+      }
     }
     row = next;
   }
@@ -200,21 +239,23 @@ struct Variant {
 };
 
 template <int kTpr, int kVpt, int kRows, int kMin, bool kLayer, bool kChunk, bool kPrefetch,
-          bool kFoldRows, bool kWeightGlobal = false>
+          bool kFoldRows, bool kWeightGlobal = false, bool kStage = false>
 Variant make(const char* tag) {
   Variant v;
   v.cols = kTpr * kVpt * 8;
   v.layer = kLayer;
   char buf[200];
-  std::snprintf(buf, sizeof buf, "%s %s tpr%d vpt%d rows%d min%d%s%s%s%s", kLayer ? "ln " : "rms",
+  std::snprintf(buf, sizeof buf, "%s %s tpr%d vpt%d rows%d min%d%s%s%s%s%s", kLayer ? "ln " : "rms",
                 tag, kTpr, kVpt, kRows, kMin, kChunk ? " chunk" : " strided",
                 kPrefetch ? " prefetch" : "", kFoldRows ? " foldrows" : "",
-                kWeightGlobal ? " wglobal" : "");
+                kWeightGlobal ? " wglobal" : "", kStage ? " stage" : "");
   v.name = buf;
   v.launch = [](const Args& a, int sms, cudaStream_t s) {
-    auto k =
-        lab_backward<kTpr, kVpt, kRows, kMin, kLayer, kChunk, kPrefetch, kFoldRows, kWeightGlobal>;
-    const size_t fold_bytes = kFoldRows && kRows > 1 ? size_t(2) * kTpr * kVpt * 8 * 4 : 0;
+    auto k = lab_backward<kTpr, kVpt, kRows, kMin, kLayer, kChunk, kPrefetch, kFoldRows,
+                          kWeightGlobal, kStage>;
+    const size_t stage_bytes = kStage ? size_t(2) * kRows * 2 * kVpt * kTpr * 16 : 0;
+    const size_t fold_bytes =
+        std::max(stage_bytes, kFoldRows && kRows > 1 ? size_t(2) * kTpr * kVpt * 8 * 4 : size_t(0));
     if (fold_bytes > 48 * 1024) {
       cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fold_bytes));
     }
@@ -248,6 +289,9 @@ void add_variants(std::vector<Variant>& vs) {
     // kiln's port of the best shape read the weight from global memory a pass and was slower
     // than the old kernel (s8): the same shape with that one difference.
     vs.push_back(make<kV / 2, 2, kR, 1, kL, false, true, true, true>("kiln-like"));
+    // kiln's staging (cp.async into shared memory, s10's question: kiln's port of the prefetch
+    // foldrows shape ran 4% (rms) and 10% (ln) slower than the lab's at N = 2048).
+    vs.push_back(make<kV / 2, 2, kR, 1, kL, false, false, true, true, true>("kiln-like"));
   }
   // One row a block, 2 accesses, contiguous chunks (Liger's shape), with and without prefetch.
   vs.push_back(make<kV / 2, 2, 1, 1, kL, true, true, false>("row"));
