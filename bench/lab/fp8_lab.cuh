@@ -21,6 +21,48 @@ __device__ __forceinline__ uint32_t cvt_pair(uint16_t two) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+// One step of the labs' f16-MMA GEMV shape. Lane 4g + p holds 16 e4m3 weights of weight row g at
+// columns c .. c + 15 (wp) and row g of A at the same columns in f16 (x0: c .. c + 7, x1: c + 8 ..
+// c + 15; A rows 8-15 zero). Four m16n8k16 MMAs (MMA q: k slots 2p, 2p + 1 <- columns c + 4q, +1;
+// slots 2p + 8, 2p + 9 <- c + 4q + 2, +3) give A row g's sums with weight rows 2p, 2p + 1, added
+// into acc times the block scale.
+__device__ __forceinline__ void mma_pack_step(const uint4& wp, const uint4& x0, const uint4& x1,
+                                              float scale, float (&acc)[2]) {
+  const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+  const uint16_t* pairs = reinterpret_cast<const uint16_t*>(&wp);
+  float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t afrag[4] = {xw[2 * q], 0u, xw[2 * q + 1], 0u};
+    mma_16816<__half>(part, afrag, cvt_pair(pairs[2 * q]), cvt_pair(pairs[2 * q + 1]));
+  }
+  acc[0] = fmaf(part[0], scale, acc[0]);
+  acc[1] = fmaf(part[1], scale, acc[1]);
+}
+
+// The f16-MMA GEMV shape over one block's 8 weight rows (w: row g of them, lane 4g + p; s: their
+// 128-row block's scales along K) and A row g (x, f16, or null: a zero row): warp `warp` takes the
+// 64-column chunks warp, warp + 8, ..., one 16-byte weight pack a lane a step, the next pack
+// loaded before the current one is used. acc: A row g's sums with weight rows 2p, 2p + 1.
+template <int kK>
+__device__ __forceinline__ void mma_row_sums(const uint8_t* w, const float* s, const __half* x,
+                                             int warp, int p, float (&acc)[2]) {
+  constexpr int kSteps = kK / (32 * 16);  // packs a lane
+  uint4 next = *reinterpret_cast<const uint4*>(w + (4 * warp + p) * 16);
+  for (int j = 0; j < kSteps; ++j) {
+    const int c = (4 * warp + p + 32 * j) * 16;
+    const uint4 wp = next;
+    if (j + 1 < kSteps) next = *reinterpret_cast<const uint4*>(w + c + 32 * 16);
+    uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+    if (x != nullptr) {
+      x0 = *reinterpret_cast<const uint4*>(x + c);
+      x1 = *reinterpret_cast<const uint4*>(x + c + 8);
+    }
+    const int kb = (c - p * 16) >> 7;  // the 4 lanes' 64 columns start at c - 16p
+    mma_pack_step(wp, x0, x1, s[kb], acc);
+  }
+}
+
 inline double e4m3_value(uint8_t b) {
   const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
   const double v = e == 0 ? m / 8.0 * std::ldexp(1.0, -6) : (1 + m / 8.0) * std::ldexp(1.0, e - 7);

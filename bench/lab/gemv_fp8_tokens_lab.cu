@@ -91,33 +91,8 @@ __global__ void __launch_bounds__(256) gemv_mma(const Args a) {
   const int row0 = blockIdx.x * 8;
   const uint8_t* w = a.w + size_t(row0 + g) * kK;
   const float* s = a.scale + (row0 / 128) * kKB;
-  const __half* xg = a.xh + size_t(g < R ? g : 0) * kK;
   float acc[2] = {0.f, 0.f};
-  constexpr int kSteps = kK / (32 * 16);  // 14 packs a lane
-  uint4 next = *reinterpret_cast<const uint4*>(w + (4 * warp + p) * 16);
-  for (int j = 0; j < kSteps; ++j) {
-    const int c = (4 * warp + p + 32 * j) * 16;
-    const uint4 wp = next;
-    if (j + 1 < kSteps) next = *reinterpret_cast<const uint4*>(w + c + 32 * 16);
-    uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
-    if (g < R) {
-      x0 = *reinterpret_cast<const uint4*>(xg + c);
-      x1 = *reinterpret_cast<const uint4*>(xg + c + 8);
-    }
-    const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    const uint16_t* pairs = reinterpret_cast<const uint16_t*>(&wp);
-    float part[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      // k slots 2p, 2p + 1 <- columns c + 4q, +1; slots 2p + 8, 2p + 9 <- c + 4q + 2, +3.
-      const uint32_t afrag[4] = {xw[2 * q], 0u, xw[2 * q + 1], 0u};
-      mma_16816<__half>(part, afrag, cvt_pair(pairs[2 * q]), cvt_pair(pairs[2 * q + 1]));
-    }
-    // part[0..1]: token g's sums for weight rows 2p, 2p + 1 (part[2..3]: tokens 8-15, zero).
-    const int kb = (c - p * 16) >> 7;  // the 4 lanes' 64 columns start at c - 16p
-    acc[0] = fmaf(part[0], s[kb], acc[0]);
-    acc[1] = fmaf(part[1], s[kb], acc[1]);
-  }
+  mma_row_sums<kK>(w, s, g < R ? a.xh + size_t(g) * kK : nullptr, warp, p, acc);
   if (g < R) {
     sums[warp][g][2 * p] = acc[0];
     sums[warp][g][2 * p + 1] = acc[1];

@@ -109,10 +109,28 @@ __device__ __forceinline__ void mma_rows(const uint8_t* const (&w)[kMats],
   }
 }
 
-// The warps' acc into sums[kMats][16 picks][8 rows], added in warp order.
+// A block's sums over K: each warp's mma_rows part, then [kMats][16 picks][8 rows] added in warp
+// order.
 template <int kMats>
 struct BlockSums {
   float part[kFusedMoeWarps][kMats][kExpertRun][kMmaRows];
+
+  // Every thread of the block: its warp's part for a run of `count` picks (row_of(pick): the
+  // pick's activation row, null past the run), put in place, then a barrier. w, scales, warp, g
+  // and p as in mma_rows.
+  template <typename T, typename RowOf>
+  __device__ __forceinline__ void gather(const uint8_t* const (&w)[kMats],
+                                         const float* const (&scales)[kMats], int count,
+                                         const RowOf& row_of, int64_t n, int warp, int g, int p) {
+    float acc[kMats][4] = {};
+    if (count > 8) {
+      mma_rows<T, kMats, true>(w, scales, row_of(g), row_of(g + 8), n, warp, p, acc);
+    } else {
+      mma_rows<T, kMats, false>(w, scales, row_of(g), nullptr, n, warp, p, acc);
+    }
+    put(acc, warp, g, p);
+    __syncthreads();
+  }
 
   __device__ __forceinline__ void put(const float (&acc)[kMats][4], int warp, int g, int p) {
 #pragma unroll
@@ -155,14 +173,7 @@ __global__ void __launch_bounds__(kFusedMoeWarps * 32, kMmaUpBlocksPerSm)
   auto row_of = [&](int pick) {
     return pick < run.count ? x + run.entry[pick] / a.k * a.x_stride : nullptr;
   };
-  float acc[kMats][4] = {};
-  if (run.count > 8) {
-    mma_rows<T, kMats, true>(w, scales, row_of(g), row_of(g + 8), a.hidden, warp, p, acc);
-  } else {
-    mma_rows<T, kMats, false>(w, scales, row_of(g), nullptr, a.hidden, warp, p, acc);
-  }
-  sums.put(acc, warp, g, p);
-  __syncthreads();
+  sums.template gather<T>(w, scales, run.count, row_of, a.hidden, warp, g, p);
   const int pick = threadIdx.x / kMmaRows, row = threadIdx.x % kMmaRows;
   if (pick < run.count) {
     const float up = kGated ? sums.total(kMats - 1, pick, row) : 0.f;
@@ -187,14 +198,7 @@ __global__ void __launch_bounds__(kFusedMoeWarps * 32)
   auto row_of = [&](int pick) {
     return pick < run.count ? act + int64_t{run.entry[pick]} * a.inter : nullptr;
   };
-  float acc[1][4] = {};
-  if (run.count > 8) {
-    mma_rows<T, 1, true>(w, scales, row_of(g), row_of(g + 8), a.inter, warp, p, acc);
-  } else {
-    mma_rows<T, 1, false>(w, scales, row_of(g), nullptr, a.inter, warp, p, acc);
-  }
-  sums.put(acc, warp, g, p);
-  __syncthreads();
+  sums.template gather<T>(w, scales, run.count, row_of, a.inter, warp, g, p);
   const int pick = threadIdx.x / kMmaRows, row = threadIdx.x % kMmaRows;
   if (pick < run.count) {
     const int64_t entry = run.entry[pick];

@@ -72,12 +72,12 @@ inline MoeAlignArgs fused_moe_align_args(const MoeProblem& p, int block_size, in
 // (bench/results/2026-11-23-h100-s6). KILN_FUSED_MOE=gemv or =grouped forces a path.
 inline constexpr int64_t kGroupedMinEntries = 512;
 bool fused_moe_grouped_fits(const MoeProblem& p);
+std::string fused_moe_grouped(const MoeProblem& p, Stream stream);
 
 // fused_moe takes the by-expert MMA kernels (e4m3 weights, moe_gemv.cuh) from this many routed
 // entries on. At DeepSeek-V3's w8a16 shapes on the H100 (0c32f5c): T = 64 (512 entries) 3.69 ms
 // by expert against 5.85 per pick (89% and 56% of copy over the touched weights); T = 16 (128)
 // 1.76 against 1.75, even, so the per-pick kernels keep the small counts.
 inline constexpr int64_t kExpertsMmaMinEntries = 256;
-std::string fused_moe_grouped(const MoeProblem& p, Stream stream);
 
 }  // namespace kiln::cuda

@@ -44,14 +44,17 @@ inline int64_t next_pow2(int64_t v) {
   return p;
 }
 
+// block_threads: the threads of a block's rows; a row wider than that takes up to
+// max_threads_per_row (default block_threads) in a block of its own.
 inline NormConfig norm_row_config(int64_t rows, int64_t cols, int elem_bytes, bool aligned,
                                   int target_vecs_per_thread, int max_vecs_per_thread,
-                                  int block_threads) {
+                                  int block_threads, int max_threads_per_row = 0) {
   NormConfig c;
   c.vec_width = aligned ? 16 / elem_bytes : 1;
   const int64_t vecs = ceil_div(cols, c.vec_width);
+  const int tpr_cap = max_threads_per_row > 0 ? max_threads_per_row : block_threads;
   c.threads_per_row = static_cast<int>(
-      std::clamp<int64_t>(next_pow2(ceil_div(vecs, target_vecs_per_thread)), 32, block_threads));
+      std::clamp<int64_t>(next_pow2(ceil_div(vecs, target_vecs_per_thread)), 32, tpr_cap));
   const int64_t per_thread = ceil_div(vecs, c.threads_per_row);
   c.vecs_per_thread =
       per_thread > max_vecs_per_thread ? 0 : static_cast<int>(next_pow2(per_thread));
@@ -82,11 +85,8 @@ inline NormConfig norm_forward_config(int64_t rows, int64_t cols, int elem_bytes
                                       int block_threads = kNormForwardBlockThreads) {
   const int64_t vecs = ceil_div(cols, aligned ? 16 / elem_bytes : 1);
   const int target = target_vecs_per_thread > 0 ? target_vecs_per_thread : vecs <= 256 ? 1 : 2;
-  NormConfig c = norm_row_config(rows, cols, elem_bytes, aligned, target, kNormForwardMaxVecs,
-                                 kNormForwardThreads);
-  c.rows_per_block = std::max(1, std::min(block_threads, kNormForwardThreads) / c.threads_per_row);
-  c.grid = std::max<int64_t>(1, ceil_div(rows, c.rows_per_block));
-  return c;
+  return norm_row_config(rows, cols, elem_bytes, aligned, target, kNormForwardMaxVecs,
+                         std::min(block_threads, kNormForwardThreads), kNormForwardThreads);
 }
 
 // The backward keeps one dweight/dbias partial per row slot (block x rows_per_block), so the

@@ -53,14 +53,14 @@ __device__ __forceinline__ float fold_absmax(const Pack<T, W>& p, float m) {
 // 4-access block-wide kernel: 4 (64). The 8-access one (128 x 128 blocks, rows past 1024
 // accesses): 3 (80 registers; it spills 16-32 bytes there; unbounded it took 117-122, two blocks a
 // SM, and ran 128 x 128 bf16 blocks at 75% of copy; at 80, 95%).
-template <typename T, int W, int TEAM, int ITEMS>
+template <int W, int TEAM, int ITEMS>
 constexpr int quant_min_blocks() {
   if constexpr (TEAM != kQuantThreads) return W > 1 ? 8 : 4;
   return ITEMS == kQuantWideItemsSmall ? 4 : 3;
 }
 
 template <typename T, __nv_fp8_interpretation_t Q, int W, int TEAM, int ITEMS>
-__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<T, W, TEAM, ITEMS>())
+__global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<W, TEAM, ITEMS>())
     quant_tiles_kernel(const __grid_constant__ QuantTileArgs a) {
   constexpr int kChunk = TEAM * ITEMS;  // a team's accesses per pass
   const int lane = threadIdx.x % TEAM, team = threadIdx.x / TEAM;
