@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
-#include <string_view>
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
@@ -62,10 +61,7 @@ struct BackwardRow {
   }
 };
 
-// kRegs: the vector path prefetches the next row into registers (the norm lab's shape) instead of
-// staging it in shared memory by cp.async; a lab knob (KILN_DEV_NORM_BWD_STAGE=regs) for the A/B
-// the lab asks for (s10: kiln's port trails the lab's kernel by 4% rms, 10% ln at N = 2048).
-template <typename T, typename P, bool kLayer, int kW, int kVpt, bool kRegs>
+template <typename T, typename P, bool kLayer, int kW, int kVpt>
 __global__ void __launch_bounds__(kNormBackwardThreads)
     norm_backward_kernel(const __grid_constant__ NormBackwardArgs a) {
   // Two halves, used by alternate rows, so the reduction needs no trailing barrier.
@@ -83,7 +79,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
     // Vector path: the next rows' x, dy (and dresidual) are copied to shared memory with
     // cp.async while this row is reduced and written, so the block (one per SM: x, dy and the
     // accumulators need ~120 registers a thread) keeps DRAM busy through its barriers.
-    constexpr bool kStaged = kW * sizeof(T) == 16 && !kRegs;
+    constexpr bool kStaged = kW * sizeof(T) == 16;
     extern __shared__ uint4 stage_memory[];
     const RowStage<kNormStages, kVpt> stage{stage_memory, a.dresidual ? 3 : 2};
     auto fetch = [&](int64_t row, int s) {
@@ -103,29 +99,6 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
                                     : from_float<T>(0.f);
     };
     T next_shift = shift_of(first_base + threadIdx.y);
-    // kRegs: the next row's packs (loaded one row ahead; zeros past the end or the columns).
-    Pack<T, kW> next_x[kRegs ? kVpt : 1], next_dy[kRegs ? kVpt : 1], next_dr[kRegs ? kVpt : 1];
-    auto load_next = [&](int64_t row) {
-      if constexpr (kRegs) {
-        const bool ok = row < a.rows;
-        const int64_t r = ok ? row : 0;
-#pragma unroll
-        for (int i = 0; i < kVpt; ++i) {
-          const int c = (i * tpr + threadIdx.x) * kW;
-          if (ok && c < a.cols) {
-            next_x[i] = *reinterpret_cast<const Pack<T, kW>*>(static_cast<const T*>(a.x) +
-                                                              r * a.x_stride + c);
-            next_dy[i] = *reinterpret_cast<const Pack<T, kW>*>(static_cast<const T*>(a.dy) +
-                                                               r * a.dy_stride + c);
-            if (a.dresidual) {
-              next_dr[i] = *reinterpret_cast<const Pack<T, kW>*>(
-                  static_cast<const T*>(a.dresidual) + r * a.dresidual_stride + c);
-            }
-          }
-        }
-      }
-    };
-    load_next(first_base + threadIdx.y);
 #pragma unroll
     for (int s = 0; s + 1 < kNormStages; ++s) fetch(first_base + threadIdx.y + s * row_step, s);
     int buf = 0;
@@ -151,10 +124,6 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
             xp[i] = stage.template read<Vec>(buf, 0, i);
             gp[i] = stage.template read<Vec>(buf, 1, i);
             if (io.dresidual) rp[i] = stage.template read<Vec>(buf, 2, i);
-          } else if constexpr (kRegs) {
-            xp[i] = next_x[i];
-            gp[i] = next_dy[i];
-            if (io.dresidual) rp[i] = next_dr[i];
           } else {
             xp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.x + c);
             gp[i] = *reinterpret_cast<const Pack<T, kW>*>(io.dy + c);
@@ -165,7 +134,6 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
           for (int k = 0; k < kW; ++k) xp[i].v[k] = gp[i].v[k] = from_float<T>(0.f);
         }
       }
-      load_next(row + row_step);
       const float shift = to_float(next_shift);
       next_shift = shift_of(row + row_step);
       fetch(row + (kNormStages - 1) * row_step, buf == 0 ? kNormStages - 1 : buf - 1);
@@ -390,36 +358,23 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
     return v ? std::clamp(std::atoi(v), 1, kNormBackwardMaxVecs) : 0;
   }();
   const int target_vecs = knob ? knob : p.kind == NormKind::layer ? 2 : 1;
-  static const bool regs_knob = [] {
-    const char* v = std::getenv("KILN_DEV_NORM_BWD_STAGE");
-    if (v == nullptr || std::string_view(v) == "smem") return false;
-    if (std::string_view(v) == "regs") return true;
-    throw Error(std::string("norm backward: KILN_DEV_NORM_BWD_STAGE must be smem or regs, got '") +
-                v + "'");
-  }();
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.x.dtype, p.op, [&](auto xt) {
     using T = typename CudaType<decltype(xt)::value>::type;
     dispatch_bool(p.param_dtype == DType::f32, [&](auto pf) {
       using P = std::conditional_t<decltype(pf)::value, float, T>;
       dispatch_bool(p.kind == NormKind::layer, [&](auto layer) {
-        // 0: element accesses (unaligned), 1: 16-byte rows staged by cp.async, 2: 16-byte rows
-        // prefetched into registers (KILN_DEV_NORM_BWD_STAGE=regs).
-        const int mode = !aligned ? 0 : regs_knob ? 2 : 1;
-        dispatch_value<0, 1, 2>(mode, "norm_backward mode", [&](auto m) {
-          constexpr bool kRegsMode = decltype(m)::value == 2;
-          constexpr int kW = decltype(m)::value > 0 ? 16 / sizeof(T) : 1;
+        dispatch_bool(aligned, [&](auto vec) {
+          constexpr int kW = decltype(vec)::value ? 16 / sizeof(T) : 1;
           const NormConfig probe =
               norm_backward_config(p.rows, p.cols, elem, aligned, sms, 1, target_vecs);
           dispatch_value<1, 2, 0>(
               probe.vecs_per_thread, "norm_backward vecs_per_thread", [&](auto vpt) {
                 constexpr int kVpt = decltype(vpt)::value;
-                // The streaming path (kVpt = 0) stages nothing: one instance serves both modes.
-                constexpr bool kRegs = kRegsMode && kVpt > 0;
-                auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt, kRegs>;
+                auto kernel = norm_backward_kernel<T, P, decltype(layer)::value, kW, kVpt>;
                 const int tensors = p.dresidual.data ? 3 : 2;
                 const size_t stage_bytes =
-                    kVpt > 0 && kW * sizeof(T) == 16 && !kRegs
+                    kVpt > 0 && kW * sizeof(T) == 16
                         ? RowStage<kNormStages, kVpt>::bytes(probe.threads(), tensors)
                         : 0;
                 // The vector path folds its rows through a buffer of one row of dweight (and
@@ -462,8 +417,8 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                       static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
                   KILN_CUDA_CHECK(cudaGetLastError());
                 }
-                variant = norm_variant_name("norm_backward", p, kW, kVpt, cfg) +
-                          (kRegs ? ",regs" : "") + "> + fold_partials";
+                variant =
+                    norm_variant_name("norm_backward", p, kW, kVpt, cfg) + "> + fold_partials";
               });
         });
       });
