@@ -66,8 +66,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* const s_v = s_k + kKBytes;             // the same for V
   uint8_t* const s_q = s_v + kKBytes;             // [kStages][kBoxes][kQueryStep][128 B]
   uint8_t* const s_do = s_q + kStages * kQBytes;  // the same for dO
-  __shared__ float s_lse2[kStages][kQueryStep], s_delta[kStages][kQueryStep];
-  __shared__ int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep], s_doc[kStages][kQueryStep];
+  // Per stage: each query row's log2 lse, delta, visible keys and document (read in pairs by the
+  // consumers: 8-byte aligned), and per consumer warpgroup whether all its keys are visible to
+  // every row of the item (no per-element mask then).
+  __shared__ __align__(16) float s_lse2[kStages][kQueryStep], s_delta[kStages][kQueryStep];
+  __shared__ __align__(16) int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep],
+      s_doc[kStages][kQueryStep];
+  __shared__ int s_full[kStages][2];
   __shared__ uint64_t kv_full, q_full[kStages], q_empty[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -141,6 +146,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
       if (lane == 0) barrier_arrive(&kv_full);
     }
+    // Each consumer warpgroup's 64 keys: all valid, and with documents all in one (which).
+    struct {
+      bool valid;
+      int doc;
+    } group_keys[2];
+    for (int g = 0; g < 2; ++g) {
+      const int g0 = k0 + 64 * g, g1 = g0 + 64;
+      group_keys[g].valid = g1 <= kv_limit;
+      group_keys[g].doc = 0;
+      if (docs && group_keys[g].valid) {
+        group_keys[g].doc = f.doc_k[k_begin + g0];
+        group_keys[g].valid = group_keys[g].doc == f.doc_k[k_begin + g1 - 1];
+      }
+    }
     int it = 0;
     for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
       const int s = it % kStages;
@@ -148,16 +167,30 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int head = kv_head * group + item / q_tiles, m0 = item % q_tiles * kQueryStep;
       if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
       __syncwarp();
+      bool full[2] = {true, true};
       for (int r = lane; r < kQueryStep; r += 32) {
         const int i = m0 + r;
-        const bool in = i < seq.lq;
-        const float l = in ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
+        const bool in = i < seq.lq, valid = i < seq.valid_q;
+        // Rows past the valid prefix get lse +inf, so p = 0 with or without the mask.
+        const float l = valid ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
         s_lse2[s][r] = l == -INFINITY ? INFINITY : l * kLog2e;  // +inf: p = 0
         s_delta[s][r] = in ? a.delta[head * f.total_q + q_begin + i] : 0.f;
         const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
         s_lo[s][r] = in ? static_cast<int>(kr.lo) : 0;  // rows past the sequence see nothing
         s_hi[s][r] = in ? static_cast<int>(kr.hi) : 0;
-        s_doc[s][r] = docs && in ? f.doc_q[q_begin + i] : 0;
+        const int doc = docs && in ? f.doc_q[q_begin + i] : 0;
+        s_doc[s][r] = doc;
+        for (int g = 0; g < 2; ++g) {  // does this row see all of warpgroup g's keys?
+          const int g0 = k0 + 64 * g;
+          full[g] = full[g] && group_keys[g].valid &&
+                    (!valid || (kr.lo <= g0 && kr.hi >= g0 + 64 &&
+                                (!docs || doc == group_keys[g].doc)));
+        }
+      }
+      const bool full0 = __all_sync(~0u, full[0]), full1 = __all_sync(~0u, full[1]);
+      if (lane == 0) {
+        s_full[s][0] = full0;
+        s_full[s][1] = full1;
       }
       __syncwarp();
       if (lane == 0) {
@@ -218,22 +251,46 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_accumulators(st);
     fence_accumulators(dpt);
 
-    // Pᵀ and dSᵀ: row = key (this thread's two), column = query of the item.
-    uint32_t pa[kQueryStep / 16][4], dsa[kQueryStep / 16][4];
+    // Pᵀ and dSᵀ: row = key (this thread's two), column = query of the item. Branch-free, and
+    // masked only where some pair is not visible: a branch an element cost ~40 instructions
+    // an element and left the exp2s no overlap (s10 SASS).
+    auto scores_to_grads = [&](auto masked) {
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
+      for (int nt = 0; nt < kNT; ++nt) {
+        const int col = 8 * nt + 2 * (lane % 4);  // this thread's columns col and col + 1
+        const float2 lse2 = *reinterpret_cast<const float2*>(&s_lse2[s][col]);
+        const float2 delta = *reinterpret_cast<const float2*>(&s_delta[s][col]);
+        int2 lo{}, hi{}, doc{};
+        if constexpr (decltype(masked)::value) {
+          lo = *reinterpret_cast<const int2*>(&s_lo[s][col]);
+          hi = *reinterpret_cast<const int2*>(&s_hi[s][col]);
+          doc = *reinterpret_cast<const int2*>(&s_doc[s][col]);
+        }
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int h = c / 2, col = 8 * nt + 2 * (lane % 4) + c % 2, j = key_row + 8 * h;
-        float th = 0.f;
-        const float t = Math::log2_score(f, st[4 * nt + c], th);
-        const bool see =
-            j >= s_lo[s][col] && j < s_hi[s][col] && (!docs || s_doc[s][col] == key_doc[h]);
-        const float pv = see ? fast_exp2(t - s_lse2[s][col]) : 0.f;
-        st[4 * nt + c] = pv;
-        dpt[4 * nt + c] = see ? Math::dscore(pv * (dpt[4 * nt + c] - s_delta[s][col]), th) : 0.f;
+        for (int c = 0; c < 4; ++c) {
+          const bool odd = c % 2;
+          float th = 0.f;
+          const float t = Math::log2_score(f, st[4 * nt + c], th);
+          float pv = fast_exp2(t - (odd ? lse2.y : lse2.x));
+          float ds = Math::dscore(pv * (dpt[4 * nt + c] - (odd ? delta.y : delta.x)), th);
+          if constexpr (decltype(masked)::value) {
+            const int j = key_row + 8 * (c / 2);
+            const bool see = (j >= (odd ? lo.y : lo.x)) & (j < (odd ? hi.y : hi.x)) &
+                             (!docs | ((odd ? doc.y : doc.x) == key_doc[c / 2]));
+            pv = see ? pv : 0.f;
+            ds = see ? ds : 0.f;
+          }
+          st[4 * nt + c] = pv;
+          dpt[4 * nt + c] = ds;
+        }
       }
+    };
+    if (s_full[s][wg]) {
+      scores_to_grads(std::false_type{});
+    } else {
+      scores_to_grads(std::true_type{});
     }
+    uint32_t pa[kQueryStep / 16][4], dsa[kQueryStep / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kQueryStep / 16; ++kk) {
 #pragma unroll
@@ -437,20 +494,42 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_accumulators(dp);
     if (lane == 0) barrier_arrive(&v_empty[s]);
 
-    const bool full = tiles.fully_visible(n);
-    uint32_t dsa[kKeyStep / 16][4];
+    // dS, branch-free as in dK/dV; 0: no mask (every pair visible), 1: key ranges, 2: and
+    // documents (the keys' ids read here, clamped to the valid keys the ranges already bound).
+    auto scores_to_grads = [&](auto mask) {
+      constexpr int kMask = decltype(mask)::value;
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
+      for (int nt = 0; nt < kNT; ++nt) {
+        const int j0 = n * kKeyStep + 8 * nt + 2 * (lane % 4);
+        int key_doc[2] = {0, 0};
+        if constexpr (kMask == 2) {
+          const int last = static_cast<int>(seq.valid_k) - 1;
+          key_doc[0] = tiles.doc_k[min(j0, last)];
+          key_doc[1] = tiles.doc_k[min(j0 + 1, last)];
+        }
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int h = c / 2, j = n * kKeyStep + 8 * nt + 2 * (lane % 4) + c % 2;
-        float th = 0.f;
-        const float t = Math::log2_score(f, sc[4 * nt + c], th);
-        const bool see = full || (j >= lo[h] && j < hi[h] && (!docs || tiles.doc_k[j] == doc[h]));
-        const float pv = see ? fast_exp2(t - lse2[h]) : 0.f;
-        sc[4 * nt + c] = see ? Math::dscore(pv * (dp[4 * nt + c] - delta[h]), th) : 0.f;
+        for (int c = 0; c < 4; ++c) {
+          const int h = c / 2, j = j0 + c % 2;
+          float th = 0.f;
+          const float t = Math::log2_score(f, sc[4 * nt + c], th);
+          const float pv = fast_exp2(t - lse2[h]);
+          float ds = Math::dscore(pv * (dp[4 * nt + c] - delta[h]), th);
+          if constexpr (kMask > 0) {
+            const bool see = (j >= lo[h]) & (j < hi[h]) & (kMask == 1 | key_doc[c % 2] == doc[h]);
+            ds = see ? ds : 0.f;
+          }
+          sc[4 * nt + c] = ds;
+        }
       }
+    };
+    if (tiles.fully_visible(n)) {
+      scores_to_grads(std::integral_constant<int, 0>{});
+    } else if (!docs) {
+      scores_to_grads(std::integral_constant<int, 1>{});
+    } else {
+      scores_to_grads(std::integral_constant<int, 2>{});
     }
+    uint32_t dsa[kKeyStep / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kKeyStep / 16; ++kk) {
 #pragma unroll
