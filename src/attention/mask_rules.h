@@ -51,6 +51,34 @@ KILN_HD bool visible(const MaskRules& r, const SequenceShape& s, int64_t i, int6
   return j >= k.lo && j < k.hi && doc_q == doc_k;
 }
 
+// The queries [lo, hi) that see some key of [k0, k1) from causality, the window and validity
+// (documents apart): exact, every row inside sees one and no row outside does. The backward's
+// dK/dV walks only these rows' tiles.
+//
+// Row i (diagonal d = i + (lk - lq)) sees [max(0, d - left), min(valid_k, d + a)), a = 1 if
+// causal, right + 1 with a right window (the smaller), unbounded otherwise; that meets
+// [k0, min(k1, valid_k)) iff d + a > k0 and d - left < min(k1, valid_k).
+struct QueryRange {
+  int64_t lo, hi;
+};
+
+KILN_HD QueryRange visible_queries(const MaskRules& r, const SequenceShape& s, int64_t k0,
+                                   int64_t k1) {
+  const int64_t end = k1 < s.valid_k ? k1 : s.valid_k;
+  if (k0 < 0) k0 = 0;
+  if (k0 >= end) return {0, 0};
+  int64_t lo = 0, hi = s.valid_q;
+  int64_t a = -1;  // < 0: no bound on the right
+  if (r.causal) a = 1;
+  if (r.window_right >= 0 && (a < 0 || r.window_right + 1 < a)) a = r.window_right + 1;
+  if (a >= 0 && k0 - a + 1 - s.offset() > lo) lo = k0 - a + 1 - s.offset();
+  if (r.window_left >= 0 && end + r.window_left - s.offset() < hi) {
+    hi = end + r.window_left - s.offset();
+  }
+  if (hi < lo) hi = lo;
+  return {lo, hi};
+}
+
 // A tile: queries [q0, q1) and keys [k0, k1) of one sequence, with the smallest and largest
 // document id among its queries and among its keys (any values when there are no documents,
 // as long as they overlap: pass 0, 0, 0, 0).

@@ -102,6 +102,38 @@ TEST(MaskRules, TileSkipIsExactWithoutDocuments) {
   EXPECT_LT(skipped, tiles);
 }
 
+TEST(MaskRules, VisibleQueriesAreExactlyTheRowsThatSeeTheKeys) {
+  int64_t ranges = 0, empty = 0;
+  for (const MaskRules& r : all_rules()) {
+    for (int64_t lq = 0; lq <= 6; ++lq) {
+      for (int64_t lk = 0; lk <= 6; ++lk) {
+        for (int64_t vq = 0; vq <= lq; ++vq) {
+          for (int64_t vk = 0; vk <= lk; ++vk) {
+            const SequenceShape s{lq, lk, vq, vk};
+            for (int64_t k0 = 0; k0 < lk; ++k0) {
+              for (int64_t k1 = k0 + 1; k1 <= lk; ++k1) {
+                const QueryRange got = visible_queries(r, s, k0, k1);
+                ++ranges;
+                empty += got.lo >= got.hi;
+                for (int64_t i = 0; i < lq; ++i) {
+                  const bool want = any_visible(r, s, Tile{i, i + 1, k0, k1}, {}, {});
+                  ASSERT_EQ(i >= got.lo && i < got.hi, want)
+                      << "causal " << r.causal << " left " << r.window_left << " right "
+                      << r.window_right << " lq " << lq << " lk " << lk << " valid " << vq << "/"
+                      << vk << " keys [" << k0 << "," << k1 << ") row " << i << " range [" << got.lo
+                      << "," << got.hi << ")";
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(empty, ranges / 20);  // the sweep exercises empty ranges and non-empty ones
+  EXPECT_LT(empty, ranges);
+}
+
 TEST(MaskRules, TileSkipNeverHidesAVisiblePairWithDocuments) {
   std::mt19937 rng(11);
   for (int trial = 0; trial < 400; ++trial) {

@@ -41,6 +41,10 @@ constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
 constexpr int kKeyBlock = 128, kQueryStep = 64;  // dK/dV: keys a CTA, queries an item
 constexpr int kQueryBlock = 128, kKeyStep = 64;  // dQ: queries a CTA, keys a tile
 
+// What the dK/dV producer staged, per consumer warpgroup: an item every (query, key) pair of
+// which is visible, one that needs the mask, or the end of the items.
+enum ItemKind : int { kAllVisible = 0, kMasked = 1, kNoMoreItems = 2 };
+
 struct Sm90BackwardArgs {
   CUtensorMap q, k, v, dout;
   AttentionBackwardArgs a;
@@ -67,12 +71,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* const s_q = s_v + kKBytes;             // [kStages][kBoxes][kQueryStep][128 B]
   uint8_t* const s_do = s_q + kStages * kQBytes;  // the same for dO
   // Per stage: each query row's log2 lse, delta, visible keys and document (read in pairs by the
-  // consumers: 8-byte aligned), and per consumer warpgroup whether all its keys are visible to
-  // every row of the item (no per-element mask then).
+  // consumers: 8-byte aligned), and per consumer warpgroup what the item is (ItemKind).
   __shared__ __align__(16) float s_lse2[kStages][kQueryStep], s_delta[kStages][kQueryStep];
   __shared__ __align__(16) int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep],
       s_doc[kStages][kQueryStep];
-  __shared__ int s_full[kStages][2];
+  __shared__ int s_kind[kStages][2];
   __shared__ uint64_t kv_full, q_full[kStages], q_empty[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -85,31 +88,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
   const int k0 = slot.m_block * kKeyBlock, k1 = min(k0 + kKeyBlock, static_cast<int>(seq.lk));
   const bool docs = f.doc_q != nullptr;
-
-  // Items: (head of the group, query tile) pairs that can see the key tile, in a fixed order.
-  const int q_tiles = static_cast<int>((seq.lq + kQueryStep - 1) / kQueryStep);
-  const int items = group * q_tiles;
-  attention::Tile keys{0, 0, k0, k1};
-  const int last_key = min(k1, static_cast<int>(seq.valid_k)) - 1;
-  if (docs && last_key >= k0) {
-    keys.k_doc_min = f.doc_k[k_begin + k0];
-    keys.k_doc_max = f.doc_k[k_begin + last_key];
-  }
-  auto next_visible = [&](int item) {
-    for (; item < items; ++item) {
-      attention::Tile t = keys;
-      t.q0 = int64_t{item % q_tiles} * kQueryStep;
-      t.q1 = min(t.q0 + kQueryStep, seq.lq);
-      if (docs) {
-        const int64_t last = min(t.q1, seq.valid_q) - 1;
-        if (last < t.q0) continue;
-        t.q_doc_min = f.doc_q[q_begin + t.q0];
-        t.q_doc_max = f.doc_q[q_begin + last];
-      }
-      if (attention::tile_may_be_visible(f.rules, seq, t)) break;
-    }
-    return item;
-  };
 
   if (tid == 0) {
     barrier_init(&kv_full, 1);
@@ -146,6 +124,39 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
       if (lane == 0) barrier_arrive(&kv_full);
     }
+    // Items: (head of the group, query tile) pairs that can see the key tile, in a fixed order,
+    // over the query tiles whose rows see some key of it: visible_queries bounds the rows by
+    // causality, the window and validity; with documents, only rows of the keys' documents.
+    attention::Tile keys{0, 0, k0, k1};
+    const int last_key = static_cast<int>(kv_limit) - 1;
+    const attention::QueryRange rows = attention::visible_queries(f.rules, seq, k0, k1);
+    int row_lo = static_cast<int>(rows.lo), row_hi = static_cast<int>(rows.hi);
+    if (docs && last_key >= k0 && row_lo < row_hi) {
+      keys.k_doc_min = f.doc_k[k_begin + k0];
+      keys.k_doc_max = f.doc_k[k_begin + last_key];
+      const int32_t* const doc_q = f.doc_q + q_begin;
+      const int valid_q = static_cast<int>(seq.valid_q);
+      row_lo = max(row_lo, first_id_at_least(doc_q, valid_q, keys.k_doc_min));
+      row_hi = min(row_hi, first_id_at_least(doc_q, valid_q, keys.k_doc_max + 1));
+    }
+    const int tile0 = row_lo / kQueryStep;
+    const int q_tiles = row_hi > row_lo ? (row_hi + kQueryStep - 1) / kQueryStep - tile0 : 0;
+    const int items = group * q_tiles;
+    auto next_visible = [&](int item) {
+      for (; item < items; ++item) {
+        attention::Tile t = keys;
+        t.q0 = int64_t{tile0 + item % q_tiles} * kQueryStep;
+        t.q1 = min(t.q0 + kQueryStep, seq.lq);
+        if (docs) {
+          const int64_t last = min(t.q1, seq.valid_q) - 1;
+          if (last < t.q0) continue;
+          t.q_doc_min = f.doc_q[q_begin + t.q0];
+          t.q_doc_max = f.doc_q[q_begin + last];
+        }
+        if (attention::tile_may_be_visible(f.rules, seq, t)) break;
+      }
+      return item;
+    };
     // Each consumer warpgroup's 64 keys: all valid, and with documents all in one (which).
     struct {
       bool valid;
@@ -164,7 +175,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
       const int s = it % kStages;
       const uint32_t phase = (it / kStages) & 1;
-      const int head = kv_head * group + item / q_tiles, m0 = item % q_tiles * kQueryStep;
+      const int head = kv_head * group + item / q_tiles;
+      const int m0 = (tile0 + item % q_tiles) * kQueryStep;
       if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
       __syncwarp();
       bool full[2] = {true, true};
@@ -182,15 +194,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         s_doc[s][r] = doc;
         for (int g = 0; g < 2; ++g) {  // does this row see all of warpgroup g's keys?
           const int g0 = k0 + 64 * g;
-          full[g] = full[g] && group_keys[g].valid &&
-                    (!valid || (kr.lo <= g0 && kr.hi >= g0 + 64 &&
-                                (!docs || doc == group_keys[g].doc)));
+          full[g] =
+              full[g] && group_keys[g].valid &&
+              (!valid || (kr.lo <= g0 && kr.hi >= g0 + 64 && (!docs || doc == group_keys[g].doc)));
         }
       }
       const bool full0 = __all_sync(~0u, full[0]), full1 = __all_sync(~0u, full[1]);
       if (lane == 0) {
-        s_full[s][0] = full0;
-        s_full[s][1] = full1;
+        s_kind[s][0] = full0 ? kAllVisible : kMasked;
+        s_kind[s][1] = full1 ? kAllVisible : kMasked;
       }
       __syncwarp();
       if (lane == 0) {
@@ -202,6 +214,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                       static_cast<int>(q_begin + m0), &q_full[s]);
         }
       }
+    }
+    // The end: one more stage, with no rows, tells the consumers there is no next item.
+    if (lane == 0) {
+      const int s = it % kStages;
+      barrier_wait_parity(&q_empty[s], ((it / kStages) & 1) ^ 1);
+      s_kind[s][0] = s_kind[s][1] = kNoMoreItems;
+      barrier_arrive(&q_full[s]);
     }
     return;
   }
@@ -225,14 +244,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   turns.start();
   barrier_wait_parity(&kv_full, 0);
 
-  int it = 0;
-  for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
+  for (int it = 0;; ++it) {  // the items the producer stages, until it says there are no more
     const int s = it % kStages;
     const uint32_t phase = (it / kStages) & 1;
     const uint32_t q_base = shared_address(s_q + s * kQBytes);
     const uint32_t do_base = shared_address(s_do + s * kQBytes);
     float st[kNT * 4], dpt[kNT * 4];
     barrier_wait_parity(&q_full[s], phase);
+    const int kind = s_kind[s][wg];
+    if (kind == kNoMoreItems) break;
     turns.wait_turn();
     wgmma_fence();
 #pragma unroll
@@ -285,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     };
-    if (s_full[s][wg]) {
+    if (kind == kAllVisible) {
       scores_to_grads(std::false_type{});
     } else {
       scores_to_grads(std::true_type{});

@@ -121,6 +121,24 @@ __device__ __forceinline__ attention::SequenceShape sequence_shape(const Attenti
   return seq;
 }
 
+// The first of ids[0, n) (non-decreasing document ids) that is >= value, n when none is. A 32-way
+// search by the calling warp (every lane calls it): each round one load a lane, the range 32
+// times smaller, so 3 dependent loads for 8192 ids instead of a binary search's 13.
+__device__ inline int first_id_at_least(const int32_t* ids, int n, int64_t value) {
+  const int lane = threadIdx.x % 32;
+  int lo = 0, hi = n;  // ids before lo are below value, from hi on they are not
+  while (lo < hi) {
+    const int step = (hi - lo + 31) / 32;
+    const int probe = lo + lane * step;
+    const unsigned below = __ballot_sync(~0u, probe < hi && ids[probe] < value);
+    const int count = __popc(below);  // the ids do not decrease: lanes [0, count) are below
+    const int base = lo;
+    if (count > 0) lo = base + (count - 1) * step + 1;
+    hi = min(hi, base + count * step);
+  }
+  return lo;
+}
+
 // The key tiles of kBlockN keys that the query rows [q0, q1) of one sequence can see: the range
 // [begin, end) outside which no row sees anything, the tiles inside it that some row sees
 // (next_visible, which with documents skips tiles no (query, key) pair shares a document in), and
@@ -166,22 +184,9 @@ struct KeyTiles {
     }
   }
 
-  // The first valid key whose document is >= doc (valid_k when none is). A 32-way search by the
-  // calling warp (every lane calls it): each round one load a lane, the range 32 times smaller,
-  // so 3 dependent loads for 8192 keys instead of a binary search's 13.
+  // The first valid key whose document is >= doc (valid_k when none is).
   __device__ int first_at_least(int64_t doc) const {
-    const int lane = threadIdx.x % 32;
-    int lo = 0, hi = static_cast<int>(seq.valid_k);  // keys < lo are below doc, >= hi are not
-    while (lo < hi) {
-      const int step = (hi - lo + 31) / 32;
-      const int probe = lo + lane * step;
-      const unsigned below = __ballot_sync(~0u, probe < hi && doc_k[probe] < doc);
-      const int count = __popc(below);  // the ids do not decrease: lanes [0, count) are below
-      const int base = lo;
-      if (count > 0) lo = base + (count - 1) * step + 1;
-      hi = min(hi, base + count * step);
-    }
-    return lo;
+    return first_id_at_least(doc_k, static_cast<int>(seq.valid_k), doc);
   }
 
   __device__ attention::Tile tile(int n) const {
