@@ -17,11 +17,14 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "attention/mask_rules.h"
+#include "core/dispatch.h"
 #include "cuda/attention/attention_backward.cuh"
 #include "cuda/attention/attention_launch.h"
 #include "cuda/attention/sm90_tiles.cuh"
@@ -51,7 +54,7 @@ struct Sm90BackwardArgs {
   bool ping_pong = true;
 };
 
-template <typename T, int kD, bool kSoftcap>
+template <typename T, int kD, bool kSoftcap, int kQStages>
 __global__ void __launch_bounds__(kThreads, 1)
     dkdv_sm90_kernel(const __grid_constant__ Sm90BackwardArgs p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -66,17 +69,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
-  uint8_t* const s_k = smem;                      // [kBoxes][kKeyBlock][128 B]
-  uint8_t* const s_v = s_k + kKBytes;             // the same for V
-  uint8_t* const s_q = s_v + kKBytes;             // [kStages][kBoxes][kQueryStep][128 B]
-  uint8_t* const s_do = s_q + kStages * kQBytes;  // the same for dO
+  uint8_t* const s_k = smem;                       // [kBoxes][kKeyBlock][128 B]
+  uint8_t* const s_v = s_k + kKBytes;              // the same for V
+  uint8_t* const s_q = s_v + kKBytes;              // [kQStages][kBoxes][kQueryStep][128 B]
+  uint8_t* const s_do = s_q + kQStages * kQBytes;  // the same for dO
   // Per stage: each query row's log2 lse, delta, visible keys and document (read in pairs by the
   // consumers: 8-byte aligned), and per consumer warpgroup what the item is (ItemKind).
-  __shared__ __align__(16) float s_lse2[kStages][kQueryStep], s_delta[kStages][kQueryStep];
-  __shared__ __align__(16) int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep],
-      s_doc[kStages][kQueryStep];
-  __shared__ int s_kind[kStages][2];
-  __shared__ uint64_t kv_full, q_full[kStages], q_empty[kStages];
+  __shared__ __align__(16) float s_lse2[kQStages][kQueryStep], s_delta[kQStages][kQueryStep];
+  __shared__ __align__(16) int s_lo[kQStages][kQueryStep], s_hi[kQStages][kQueryStep],
+      s_doc[kQStages][kQueryStep];
+  __shared__ int s_kind[kQStages][2];
+  __shared__ uint64_t kv_full, q_full[kQStages], q_empty[kQStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int kv_head = blockIdx.y, group = f.hq / f.hkv;
@@ -91,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (tid == 0) {
     barrier_init(&kv_full, 1);
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < kQStages; ++s) {
       barrier_init(&q_full[s], 1);
       barrier_init(&q_empty[s], kConsumerWarps);
     }
@@ -173,8 +176,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     int it = 0;
     for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
-      const int s = it % kStages;
-      const uint32_t phase = (it / kStages) & 1;
+      const int s = it % kQStages;
+      const uint32_t phase = (it / kQStages) & 1;
       const int head = kv_head * group + item / q_tiles;
       const int m0 = (tile0 + item % q_tiles) * kQueryStep;
       if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
@@ -217,8 +220,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     // The end: one more stage, with no rows, tells the consumers there is no next item.
     if (lane == 0) {
-      const int s = it % kStages;
-      barrier_wait_parity(&q_empty[s], ((it / kStages) & 1) ^ 1);
+      const int s = it % kQStages;
+      barrier_wait_parity(&q_empty[s], ((it / kQStages) & 1) ^ 1);
       s_kind[s][0] = s_kind[s][1] = kNoMoreItems;
       barrier_arrive(&q_full[s]);
     }
@@ -245,8 +248,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   barrier_wait_parity(&kv_full, 0);
 
   for (int it = 0;; ++it) {  // the items the producer stages, until it says there are no more
-    const int s = it % kStages;
-    const uint32_t phase = (it / kStages) & 1;
+    const int s = it % kQStages;
+    const uint32_t phase = (it / kQStages) & 1;
     const uint32_t q_base = shared_address(s_q + s * kQBytes);
     const uint32_t do_base = shared_address(s_do + s * kQBytes);
     float st[kNT * 4], dpt[kNT * 4];
@@ -376,6 +379,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* const s_k = s_do + kQBytes;           // [kStages][kBoxes][kKeyStep][128 B]
   uint8_t* const s_v = s_k + kStages * kKBytes;  // the same for V
   __shared__ uint64_t q_full, k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+  // Per stage: which key tile it holds (-1: no more tiles) and whether every pair is visible.
+  __shared__ int s_tile[kStages], s_full[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int head = blockIdx.y;
@@ -425,9 +430,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int n0 = n * kKeyStep;
       uint8_t* const k_tile = s_k + s * kKBytes;
       uint8_t* const v_tile = s_v + s * kKBytes;
+      const bool full = tiles.fully_visible(n);
       if (lane == 0) {
         barrier_wait_parity(&k_empty[s], phase ^ 1);
         barrier_wait_parity(&v_empty[s], phase ^ 1);
+        s_tile[s] = n;
+        s_full[s] = full;
       }
       __syncwarp();
       if (n0 + kKeyStep <= seq.valid_k) {
@@ -453,6 +461,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           barrier_arrive(&v_full[s]);
         }
       }
+    }
+    if (lane == 0) {  // the end: a stage with no tile
+      const int s = it % kStages;
+      barrier_wait_parity(&k_empty[s], ((it / kStages) & 1) ^ 1);
+      s_tile[s] = -1;
+      barrier_arrive(&k_full[s]);
     }
     return;
   }
@@ -485,15 +499,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   turns.start();
   barrier_wait_parity(&q_full, 0);
 
-  int it = 0;
-  for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
-       n = tiles.next_visible(n + 1), ++it) {
+  for (int it = 0;; ++it) {  // the tiles the producer stages, until it says there are no more
     const int s = it % kStages;
     const uint32_t phase = (it / kStages) & 1;
     const uint32_t k_base = shared_address(s_k + s * kKBytes);
     const uint32_t v_base = shared_address(s_v + s * kKBytes);
     float sc[kNT * 4], dp[kNT * 4];
     barrier_wait_parity(&k_full[s], phase);
+    const int n = s_tile[s];
+    if (n < 0) break;
+    const bool full = s_full[s];
     barrier_wait_parity(&v_full[s], phase);
     turns.wait_turn();
     wgmma_fence();
@@ -542,7 +557,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     };
-    if (tiles.fully_visible(n)) {
+    if (full) {
       scores_to_grads(std::integral_constant<int, 0>{});
     } else if (!docs) {
       scores_to_grads(std::integral_constant<int, 1>{});
@@ -608,7 +623,13 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
       !map_heads(&qd.v, f.v, kD, f.total_k, f.hkv, kKeyStep)) {
     return "";
   }
-  constexpr int kSmemKV = 1024 + 2 * kD * (2 * kKeyBlock + 2 * kStages * kQueryStep);
+  // KILN_DEV_ATTN_BWD_STAGES=2..4: the dK/dV kernel's Q/dO stages (a lab knob for the A/B;
+  // default 2).
+  const int q_stages = [] {
+    const char* v = std::getenv("KILN_DEV_ATTN_BWD_STAGES");
+    return v ? std::clamp(std::atoi(v), 2, 4) : 2;
+  }();
+  const int smem_kv = 1024 + 2 * kD * (2 * kKeyBlock + 2 * q_stages * kQueryStep);
   constexpr int kSmemQ = 1024 + 2 * kD * (2 * kQueryBlock + 2 * kStages * kKeyStep);
   const dim3 kv_grid(static_cast<unsigned>((f.total_k + kKeyBlock - 1) / kKeyBlock + f.batch),
                      static_cast<unsigned>(f.hkv));
@@ -628,12 +649,15 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
         attention_bwd::delta_kernel<T>
             <<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
         KILN_CUDA_CHECK(cudaGetLastError());
-        run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv);
+        dispatch_value<2, 3, 4>(q_stages, "attention backward stages", [&](auto stages) {
+          run(dkdv_sm90_kernel<T, kD, kCap, decltype(stages)::value>, kv_grid, smem_kv, kv);
+        });
         run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
       });
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
-         std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
-         (kv.ping_pong ? ",pingpong" : "") + ",deterministic>";
+         std::to_string(kD) + ",dkdv128x64x" + std::to_string(q_stages) + ",dq128x64" +
+         (f.softcap_in > 0 ? ",softcap" : "") + (kv.ping_pong ? ",pingpong" : "") +
+         ",deterministic>";
 }
 
 }  // namespace kiln::cuda::attention_bwd_sm90
