@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """GPU time of each kiln attention kernel (forward, delta, dK/dV, dQ) at bf16 B=2, T=8192, H=16,
-D=128, causal and not, from torch.profiler: which launch the time goes to.
+D=128, causal and not, and causal with 8 documents, from torch.profiler: which launch the time goes to.
 
 Usage (on the GPU machine, kiln's torch package on PYTHONPATH): tools/attention-kernel-times.py
 """
@@ -16,18 +16,27 @@ def main():
     q, k, v = (torch.randn(b * t, h, d, generator=gen).to("cuda", torch.bfloat16).requires_grad_()
                for _ in range(3))
     cu = torch.arange(0, (b + 1) * t, t, dtype=torch.int32, device="cuda")
-    for causal in (False, True):
-        out = kiln.attention_varlen(q, k, v, cu, cu, causal=causal)
+    # 8 documents of random lengths (multiples of 64) in each sequence, as attention_peers draws
+    gen_docs = torch.Generator().manual_seed(8)
+    cuts = sorted(torch.randint(1, t // 64, (7,), generator=gen_docs).unique().tolist())
+    edges = [0] + [c * 64 for c in cuts] + [t]
+    lengths = torch.tensor([e1 - e0 for e0, e1 in zip(edges, edges[1:])])
+    ids = torch.repeat_interleave(torch.arange(len(lengths), dtype=torch.int32),
+                                  lengths).to("cuda").repeat(b)
+    for causal, docs in ((False, None), (True, None), (True, (ids, ids))):
+        kw = {"doc_ids": docs} if docs is not None else {}
+        out = kiln.attention_varlen(q, k, v, cu, cu, causal=causal, **kw)
         grad = torch.randn_like(out)
         torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)  # warm-up
         torch.cuda.synchronize()
         reps = 5
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(reps):
-                out = kiln.attention_varlen(q, k, v, cu, cu, causal=causal)
+                out = kiln.attention_varlen(q, k, v, cu, cu, causal=causal, **kw)
                 torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
             torch.cuda.synchronize()
-        print(f"causal={causal}: mean GPU time per call over {reps} calls")
+        label = f"causal={causal}" + (f", documents {lengths.tolist()}" if docs else "")
+        print(f"{label}: mean GPU time per call over {reps} calls")
         for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total):
             if e.device_time_total > 0 and "kiln" in e.key:
                 print(f"  {e.device_time_total / reps / 1e3:8.3f} ms  {e.key[:110]}")

@@ -50,9 +50,8 @@ def visible_pairs(t, causal, window, docs):
 
 # kiln variants timed beside the default: the environment each runs under.
 IMPL_ENV = {"kiln_mma_sync": {"KILN_ATTENTION_FWD": "mma_sync", "KILN_ATTENTION_BWD": "mma_sync"},
-            "kiln_pingpong": {"KILN_ATTENTION_PINGPONG": "1"},
-            "kiln_bwd_stages3": {"KILN_DEV_ATTN_BWD_STAGES": "3"},
-            "kiln_bwd_stages4": {"KILN_DEV_ATTN_BWD_STAGES": "4"}}
+            "kiln_no_pingpong": {"KILN_ATTENTION_PINGPONG": "0"},
+            "kiln_pingpong": {"KILN_ATTENTION_PINGPONG": "1"}}
 
 
 def mma_sync(fn):
@@ -114,10 +113,8 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         # run_case forces both around everything it times for this label)
         impls["kiln_mma_sync"] = impls["kiln"]
         if d == 128 and window is None and docs is None:
-            impls["kiln_pingpong"] = impls["kiln"]  # KILN_ATTENTION_PINGPONG=1
-        if d == 128 and hq == hkv and window is None and (t == 8192 or not causal):
-            # the dK/dV kernel's Q/dO stages (KILN_DEV_ATTN_BWD_STAGES)
-            impls["kiln_bwd_stages3"] = impls["kiln_bwd_stages4"] = impls["kiln"]
+            # ping-pong off in both passes, and on in both (default: forward on, backward off)
+            impls["kiln_no_pingpong"] = impls["kiln_pingpong"] = impls["kiln"]
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():

@@ -17,14 +17,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "attention/mask_rules.h"
-#include "core/dispatch.h"
 #include "cuda/attention/attention_backward.cuh"
 #include "cuda/attention/attention_launch.h"
 #include "cuda/attention/sm90_tiles.cuh"
@@ -54,7 +51,7 @@ struct Sm90BackwardArgs {
   bool ping_pong = true;
 };
 
-template <typename T, int kD, bool kSoftcap, int kQStages>
+template <typename T, int kD, bool kSoftcap>
 __global__ void __launch_bounds__(kThreads, 1)
     dkdv_sm90_kernel(const __grid_constant__ Sm90BackwardArgs p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -69,17 +66,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
-  uint8_t* const s_k = smem;                       // [kBoxes][kKeyBlock][128 B]
-  uint8_t* const s_v = s_k + kKBytes;              // the same for V
-  uint8_t* const s_q = s_v + kKBytes;              // [kQStages][kBoxes][kQueryStep][128 B]
-  uint8_t* const s_do = s_q + kQStages * kQBytes;  // the same for dO
+  uint8_t* const s_k = smem;                      // [kBoxes][kKeyBlock][128 B]
+  uint8_t* const s_v = s_k + kKBytes;             // the same for V
+  uint8_t* const s_q = s_v + kKBytes;             // [kStages][kBoxes][kQueryStep][128 B]
+  uint8_t* const s_do = s_q + kStages * kQBytes;  // the same for dO
   // Per stage: each query row's log2 lse, delta, visible keys and document (read in pairs by the
   // consumers: 8-byte aligned), and per consumer warpgroup what the item is (ItemKind).
-  __shared__ __align__(16) float s_lse2[kQStages][kQueryStep], s_delta[kQStages][kQueryStep];
-  __shared__ __align__(16) int s_lo[kQStages][kQueryStep], s_hi[kQStages][kQueryStep],
-      s_doc[kQStages][kQueryStep];
-  __shared__ int s_kind[kQStages][2];
-  __shared__ uint64_t kv_full, q_full[kQStages], q_empty[kQStages];
+  __shared__ __align__(16) float s_lse2[kStages][kQueryStep], s_delta[kStages][kQueryStep];
+  __shared__ __align__(16) int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep],
+      s_doc[kStages][kQueryStep];
+  __shared__ int s_kind[kStages][2];
+  __shared__ uint64_t kv_full, q_full[kStages], q_empty[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int kv_head = blockIdx.y, group = f.hq / f.hkv;
@@ -94,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (tid == 0) {
     barrier_init(&kv_full, 1);
-    for (int s = 0; s < kQStages; ++s) {
+    for (int s = 0; s < kStages; ++s) {
       barrier_init(&q_full[s], 1);
       barrier_init(&q_empty[s], kConsumerWarps);
     }
@@ -176,8 +173,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     int it = 0;
     for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
-      const int s = it % kQStages;
-      const uint32_t phase = (it / kQStages) & 1;
+      const int s = it % kStages;
+      const uint32_t phase = (it / kStages) & 1;
       const int head = kv_head * group + item / q_tiles;
       const int m0 = (tile0 + item % q_tiles) * kQueryStep;
       if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
@@ -220,8 +217,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     // The end: one more stage, with no rows, tells the consumers there is no next item.
     if (lane == 0) {
-      const int s = it % kQStages;
-      barrier_wait_parity(&q_empty[s], ((it / kQStages) & 1) ^ 1);
+      const int s = it % kStages;
+      barrier_wait_parity(&q_empty[s], ((it / kStages) & 1) ^ 1);
       s_kind[s][0] = s_kind[s][1] = kNoMoreItems;
       barrier_arrive(&q_full[s]);
     }
@@ -248,8 +245,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   barrier_wait_parity(&kv_full, 0);
 
   for (int it = 0;; ++it) {  // the items the producer stages, until it says there are no more
-    const int s = it % kQStages;
-    const uint32_t phase = (it / kQStages) & 1;
+    const int s = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
     const uint32_t q_base = shared_address(s_q + s * kQBytes);
     const uint32_t do_base = shared_address(s_do + s * kQBytes);
     float st[kNT * 4], dpt[kNT * 4];
@@ -612,7 +609,7 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
   using sm90_tiles::map_heads;
   Sm90BackwardArgs kv{}, qd{};
   kv.a = qd.a = a;
-  kv.ping_pong = qd.ping_pong = sm90_tiles::ping_pong_enabled();
+  kv.ping_pong = qd.ping_pong = sm90_tiles::ping_pong_enabled(false);
   if (!map_heads(&kv.q, f.q, kD, f.total_q, f.hq, kQueryStep) ||
       !map_heads(&kv.dout, a.dout, kD, f.total_q, f.hq, kQueryStep) ||
       !map_heads(&kv.k, f.k, kD, f.total_k, f.hkv, kKeyBlock) ||
@@ -623,13 +620,7 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
       !map_heads(&qd.v, f.v, kD, f.total_k, f.hkv, kKeyStep)) {
     return "";
   }
-  // KILN_DEV_ATTN_BWD_STAGES=2..4: the dK/dV kernel's Q/dO stages (a lab knob for the A/B;
-  // default 2).
-  const int q_stages = [] {
-    const char* v = std::getenv("KILN_DEV_ATTN_BWD_STAGES");
-    return v ? std::clamp(std::atoi(v), 2, 4) : 2;
-  }();
-  const int smem_kv = 1024 + 2 * kD * (2 * kKeyBlock + 2 * q_stages * kQueryStep);
+  constexpr int kSmemKV = 1024 + 2 * kD * (2 * kKeyBlock + 2 * kStages * kQueryStep);
   constexpr int kSmemQ = 1024 + 2 * kD * (2 * kQueryBlock + 2 * kStages * kKeyStep);
   const dim3 kv_grid(static_cast<unsigned>((f.total_k + kKeyBlock - 1) / kKeyBlock + f.batch),
                      static_cast<unsigned>(f.hkv));
@@ -649,15 +640,12 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
         attention_bwd::delta_kernel<T>
             <<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
         KILN_CUDA_CHECK(cudaGetLastError());
-        dispatch_value<2, 3, 4>(q_stages, "attention backward stages", [&](auto stages) {
-          run(dkdv_sm90_kernel<T, kD, kCap, decltype(stages)::value>, kv_grid, smem_kv, kv);
-        });
+        run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv);
         run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
       });
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
-         std::to_string(kD) + ",dkdv128x64x" + std::to_string(q_stages) + ",dq128x64" +
-         (f.softcap_in > 0 ? ",softcap" : "") + (kv.ping_pong ? ",pingpong" : "") +
-         ",deterministic>";
+         std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
+         (kv.ping_pong ? ",pingpong" : "") + ",deterministic>";
 }
 
 }  // namespace kiln::cuda::attention_bwd_sm90

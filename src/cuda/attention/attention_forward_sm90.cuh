@@ -373,7 +373,7 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   if (!on_hopper()) return "";
   Sm90ForwardArgs p{};
   p.a = a;
-  p.ping_pong = sm90_tiles::ping_pong_enabled();
+  p.ping_pong = sm90_tiles::ping_pong_enabled(true);
   using sm90_tiles::map_heads;
   if (!map_heads(&p.q, a.q, kD, a.total_q, a.hq, kBlockM) ||
       !map_heads(&p.k, a.k, kD, a.total_k, a.hkv, kBlockN) ||

@@ -34,12 +34,16 @@ inline bool mma_sync_forced(const char* variable) {
   return pick != nullptr && std::string_view(pick) == "mma_sync";
 }
 
-// KILN_ATTENTION_PINGPONG=1 turns the warpgroups' ping-pong on; off otherwise. Three same-run
-// A/Bs on the H100 (bench/results/2026-11-23-h100-s5) moved the forward by -7% to +8% either way,
-// within the run-to-run spread; the backward unchanged. Off is the simpler path.
-inline bool ping_pong_enabled() {
+// The warpgroups' ping-pong: on in the forward, off in the backward unless
+// KILN_ATTENTION_PINGPONG is 1 (on) or 0 (off). On the H100 (bench/results/2026-11-24-h100-s11)
+// it took the forward +1% to +18% in every d128 case once the mask stopped branching (T2048 554
+// vs 469 TFLOP/s, causal T8192 592 vs 527); the backward moved within noise either way. (In
+// session 5, with the branching mask, the same A/B had been -7% to +8%.)
+inline bool ping_pong_enabled(bool forward) {
   const char* pick = std::getenv("KILN_ATTENTION_PINGPONG");
-  return pick != nullptr && std::string_view(pick) == "1";
+  if (pick != nullptr && std::string_view(pick) == "1") return true;
+  if (pick != nullptr && std::string_view(pick) == "0") return false;
+  return forward;
 }
 
 #if defined(__CUDACC__)

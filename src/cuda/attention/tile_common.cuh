@@ -40,8 +40,9 @@ __device__ __forceinline__ int swizzled(int row, int col) {
 }
 
 // The (sequence, query tile) of tile slot `slot` (key tiles with kByKeys), or sequence -1 when the
-// slot is past the last tile. A sequence's tiles are handed out last first, so under a causal mask
-// the tiles with the most keys are scheduled first and the light ones fill the tail of the grid.
+// slot is past the last tile. Under a causal mask the heaviest tiles go first and the light ones
+// fill the tail of the grid: a sequence's query tiles last first (the last rows see the most
+// keys), its key tiles first first (the first keys are seen by the most rows).
 // Sequences with bad metadata have no tiles; the reporter CTA counts them.
 struct TileSlot {
   int sequence, m_block;
@@ -94,8 +95,7 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
     const int first = before + inclusive - tiles;
     if (tiles > 0 && slot >= first && slot < first + tiles) {
       found[0] = b;
-      found[1] =
-          tiles - 1 - (slot - first);  // last tile first: the longest causal rows start early
+      found[1] = kByKeys ? slot - first : tiles - 1 - (slot - first);
     }
     before += chunk;
     __syncthreads();
