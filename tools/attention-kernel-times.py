@@ -4,10 +4,17 @@ D=128, causal and not, and causal with 8 documents, from torch.profiler: which l
 
 Usage (on the GPU machine, kiln's torch package on PYTHONPATH): tools/attention-kernel-times.py
 """
+import sys
+import zlib
+from pathlib import Path
+
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import kiln
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "peers"))
+from attention_peers import doc_lengths  # noqa: E402
 
 
 def main():
@@ -16,11 +23,11 @@ def main():
     q, k, v = (torch.randn(b * t, h, d, generator=gen).to("cuda", torch.bfloat16).requires_grad_()
                for _ in range(3))
     cu = torch.arange(0, (b + 1) * t, t, dtype=torch.int32, device="cuda")
-    # 8 documents of random lengths (multiples of 64) in each sequence, as attention_peers draws
-    gen_docs = torch.Generator().manual_seed(8)
-    cuts = sorted(torch.randint(1, t // 64, (7,), generator=gen_docs).unique().tolist())
-    edges = [0] + [c * 64 for c in cuts] + [t]
-    lengths = torch.tensor([e1 - e0 for e0, e1 in zip(edges, edges[1:])])
+    # the 8 documents attention_peers draws for its docs8_d128_T8192_causal case
+    gen_docs = torch.Generator().manual_seed(zlib.crc32(b"docs8_d128_T8192_causal"))
+    for _ in range(3):  # the generator as the peers leave it after drawing q, k and v
+        torch.randn(b, t, h, d, generator=gen_docs)
+    lengths = torch.tensor(doc_lengths(t, 8, gen_docs))
     ids = torch.repeat_interleave(torch.arange(len(lengths), dtype=torch.int32),
                                   lengths).to("cuda").repeat(b)
     for causal, docs in ((False, None), (True, None), (True, (ids, ids))):
