@@ -51,8 +51,7 @@ def visible_pairs(t, causal, window, docs):
 # kiln variants timed beside the default: the environment each runs under.
 IMPL_ENV = {"kiln_mma_sync": {"KILN_ATTENTION_FWD": "mma_sync", "KILN_ATTENTION_BWD": "mma_sync"},
             "kiln_no_pingpong": {"KILN_ATTENTION_PINGPONG": "0"},
-            "kiln_pingpong": {"KILN_ATTENTION_PINGPONG": "1"},
-            "kiln_bwd_persistent": {"KILN_DEV_ATTN_BWD_PERSISTENT": "1"}}
+            "kiln_pingpong": {"KILN_ATTENTION_PINGPONG": "1"}}
 
 
 def mma_sync(fn):
@@ -116,8 +115,6 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         if d == 128 and window is None and docs is None:
             # ping-pong off in both passes, and on in both (default: forward on, backward off)
             impls["kiln_no_pingpong"] = impls["kiln_pingpong"] = impls["kiln"]
-        if d == 128 and window is None and hq == hkv:
-            impls["kiln_bwd_persistent"] = impls["kiln"]  # KILN_DEV_ATTN_BWD_PERSISTENT=1
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():

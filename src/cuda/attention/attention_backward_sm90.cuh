@@ -17,11 +17,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
-#include <string_view>
 #include <type_traits>
 
 #include "attention/mask_rules.h"
@@ -30,7 +27,6 @@
 #include "cuda/attention/sm90_tiles.cuh"
 #include "cuda/attention/tile_common.cuh"
 #include "cuda/common/cuda_check.h"
-#include "cuda/common/device_info.h"
 #include "cuda/common/mma.cuh"
 #include "cuda/common/tma.cuh"
 #include "cuda/common/wgmma.cuh"
@@ -46,13 +42,12 @@ constexpr int kKeyBlock = 128, kQueryStep = 64;  // dK/dV: keys a CTA, queries a
 constexpr int kQueryBlock = 128, kKeyStep = 64;  // dQ: queries a CTA, keys a tile
 
 // What the dK/dV producer staged, per consumer warpgroup: an item every (query, key) pair of
-// which is visible, one that needs the mask, or the end of the work's items.
+// which is visible, one that needs the mask, or the end of the items.
 enum ItemKind : int { kAllVisible = 0, kMasked = 1, kNoMoreItems = 2 };
 
 struct Sm90BackwardArgs {
   CUtensorMap q, k, v, dout;
   AttentionBackwardArgs a;
-  int key_slots = 0;  // dK/dV: the key tile slots (find_tile's) of each kv head
   bool ping_pong = true;
 };
 
@@ -71,11 +66,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - shared_address(smem_raw) % 1024) % 1024);
-  // Two K/V buffers (a work's K then V, each [kBoxes][kKeyBlock][128 B]): the next work's keys
-  // load while the consumers finish this one's.
-  auto s_k = [&](int buf) { return smem + buf * 2 * kKBytes; };
-  auto s_v = [&](int buf) { return smem + buf * 2 * kKBytes + kKBytes; };
-  uint8_t* const s_q = smem + 4 * kKBytes;        // [kStages][kBoxes][kQueryStep][128 B]
+  uint8_t* const s_k = smem;                      // [kBoxes][kKeyBlock][128 B]
+  uint8_t* const s_v = s_k + kKBytes;             // the same for V
+  uint8_t* const s_q = s_v + kKBytes;             // [kStages][kBoxes][kQueryStep][128 B]
   uint8_t* const s_do = s_q + kStages * kQBytes;  // the same for dO
   // Per stage: each query row's log2 lse, delta, visible keys and document (read in pairs by the
   // consumers: 8-byte aligned), and per consumer warpgroup what the item is (ItemKind).
@@ -83,22 +76,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ __align__(16) int s_lo[kStages][kQueryStep], s_hi[kStages][kQueryStep],
       s_doc[kStages][kQueryStep];
   __shared__ int s_kind[kStages][2];
-  __shared__ int4 s_work[2];  // per K/V buffer: sequence (-1: no more work), key tile, kv head
-  __shared__ uint64_t kv_full[2], kv_empty[2], q_full[kStages], q_empty[kStages];
+  __shared__ uint64_t kv_full, q_full[kStages], q_empty[kStages];
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int group = f.hq / f.hkv, works = p.key_slots * f.hkv;
+  const int kv_head = blockIdx.y, group = f.hq / f.hkv;
+  const TileSlot slot =
+      find_tile<kKeyBlock, true, kThreads>(f, blockIdx.x, blockIdx.x == 0 && blockIdx.y == 0);
+  if (slot.sequence < 0) return;
+  const int b = slot.sequence;
+  const attention::SequenceShape seq = sequence_shape(f, b);
+  const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
+  const int k0 = slot.m_block * kKeyBlock, k1 = min(k0 + kKeyBlock, static_cast<int>(seq.lk));
   const bool docs = f.doc_q != nullptr;
-  // Works are (key slot, kv head) pairs, w = slot + key_slots * head; a CTA takes w = blockIdx.x,
-  // then every gridDim.x-th (one work each when the grid covers them all). CTA 0 also counts
-  // sequences with bad metadata.
-  if (blockIdx.x == 0) find_tile<kKeyBlock, true, kThreads>(f, -1, true);
 
   if (tid == 0) {
-    for (int buf = 0; buf < 2; ++buf) {
-      barrier_init(&kv_full[buf], 1);
-      barrier_init(&kv_empty[buf], kConsumerWarps);
-    }
+    barrier_init(&kv_full, 1);
     for (int s = 0; s < kStages; ++s) {
       barrier_init(&q_full[s], 1);
       barrier_init(&q_empty[s], kConsumerWarps);
@@ -110,300 +102,257 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warp >= kConsumerWarps) {  // the producer warpgroup
     warpgroup_release_registers<kProducerRegisters>();
     if (warp != kConsumerWarps) return;
-    int it = 0, work = 0;
-    for (int w = blockIdx.x;; w += gridDim.x, ++work) {
-      TileSlot slot{-1, 0};
-      for (; w < works; w += gridDim.x) {  // the next work with a tile
-        slot = find_tile_by_warp<kKeyBlock, true>(f, w % p.key_slots);
-        if (slot.sequence >= 0) break;
-      }
-      const int buf = work % 2;
-      if (lane == 0) barrier_wait_parity(&kv_empty[buf], ((work / 2) & 1) ^ 1);
-      __syncwarp();
-      if (w >= works) {  // no more work: a K/V buffer with none tells the consumers
-        if (lane == 0) {
-          s_work[buf] = make_int4(-1, 0, 0, 0);
-          barrier_arrive(&kv_full[buf]);
-        }
-        break;
-      }
-      const int b = slot.sequence, kv_head = w / p.key_slots;
-      const attention::SequenceShape seq = sequence_shape(f, b);
-      const int64_t q_begin = f.cu_q[b], k_begin = f.cu_k[b];
-      const int k0 = slot.m_block * kKeyBlock, k1 = min(k0 + kKeyBlock, static_cast<int>(seq.lk));
-      const int64_t kv_limit = min(k1, static_cast<int>(seq.valid_k));
-      if (lane == 0) s_work[buf] = make_int4(b, slot.m_block, kv_head, 0);
-      if (k0 + kKeyBlock <= kv_limit) {
-        if (lane == 0) {
-          barrier_arrive_expect_tx(&kv_full[buf], 2 * kKBytes);
-          for (int box = 0; box < kBoxes; ++box) {
-            tma_load_3d(s_k(buf) + box * kKeyBlock * kRowBytes, &p.k, 64 * box, kv_head,
-                        static_cast<int>(k_begin + k0), &kv_full[buf]);
-            tma_load_3d(s_v(buf) + box * kKeyBlock * kRowBytes, &p.v, 64 * box, kv_head,
-                        static_cast<int>(k_begin + k0), &kv_full[buf]);
-          }
-        }
-      } else {  // past the valid keys: copied here, the tail zeroed
-        const T* const k_rows =
-            static_cast<const T*>(f.k.data) + k_begin * f.k.token + kv_head * f.k.head;
-        const T* const v_rows =
-            static_cast<const T*>(f.v.data) + k_begin * f.v.token + kv_head * f.v.head;
-        sm90_tiles::copy_rows_zero_tail<T, kKeyBlock, kD>(s_k(buf), k_rows, f.k.token, k0,
-                                                          kv_limit);
-        sm90_tiles::copy_rows_zero_tail<T, kKeyBlock, kD>(s_v(buf), v_rows, f.v.token, k0,
-                                                          kv_limit);
-        fence_async_shared();
-        __syncwarp();
-        if (lane == 0) barrier_arrive(&kv_full[buf]);
-      }
-      // Items: (head of the group, query tile) pairs that can see the key tile, in a fixed order,
-      // over the query tiles whose rows see some key of it: visible_queries bounds the rows by
-      // causality, the window and validity; with documents, only rows of the keys' documents.
-      attention::Tile keys{0, 0, k0, k1};
-      const int last_key = static_cast<int>(kv_limit) - 1;
-      const attention::QueryRange rows = attention::visible_queries(f.rules, seq, k0, k1);
-      int row_lo = static_cast<int>(rows.lo), row_hi = static_cast<int>(rows.hi);
-      if (docs && last_key >= k0 && row_lo < row_hi) {
-        keys.k_doc_min = f.doc_k[k_begin + k0];
-        keys.k_doc_max = f.doc_k[k_begin + last_key];
-        const int32_t* const doc_q = f.doc_q + q_begin;
-        const int valid_q = static_cast<int>(seq.valid_q);
-        row_lo = max(row_lo, first_id_at_least(doc_q, valid_q, keys.k_doc_min));
-        row_hi = min(row_hi, first_id_at_least(doc_q, valid_q, keys.k_doc_max + 1));
-      }
-      const int tile0 = row_lo / kQueryStep;
-      const int q_tiles = row_hi > row_lo ? (row_hi + kQueryStep - 1) / kQueryStep - tile0 : 0;
-      const int items = group * q_tiles;
-      auto next_visible = [&](int item) {
-        for (; item < items; ++item) {
-          attention::Tile t = keys;
-          t.q0 = int64_t{tile0 + item % q_tiles} * kQueryStep;
-          t.q1 = min(t.q0 + kQueryStep, seq.lq);
-          if (docs) {
-            const int64_t last = min(t.q1, seq.valid_q) - 1;
-            if (last < t.q0) continue;
-            t.q_doc_min = f.doc_q[q_begin + t.q0];
-            t.q_doc_max = f.doc_q[q_begin + last];
-          }
-          if (attention::tile_may_be_visible(f.rules, seq, t)) break;
-        }
-        return item;
-      };
-      // Each consumer warpgroup's 64 keys: all valid, and with documents all in one (which).
-      struct {
-        bool valid;
-        int doc;
-      } group_keys[2];
-      for (int g = 0; g < 2; ++g) {
-        const int g0 = k0 + 64 * g, g1 = g0 + 64;
-        group_keys[g].valid = g1 <= kv_limit;
-        group_keys[g].doc = 0;
-        if (docs && group_keys[g].valid) {
-          group_keys[g].doc = f.doc_k[k_begin + g0];
-          group_keys[g].valid = group_keys[g].doc == f.doc_k[k_begin + g1 - 1];
-        }
-      }
-      for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
-        const int s = it % kStages;
-        const uint32_t phase = (it / kStages) & 1;
-        const int head = kv_head * group + item / q_tiles;
-        const int m0 = (tile0 + item % q_tiles) * kQueryStep;
-        if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
-        __syncwarp();
-        bool full[2] = {true, true};
-        for (int r = lane; r < kQueryStep; r += 32) {
-          const int i = m0 + r;
-          const bool in = i < seq.lq, valid = i < seq.valid_q;
-          // Rows past the valid prefix get lse +inf, so p = 0 with or without the mask.
-          const float l =
-              valid ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
-          s_lse2[s][r] = l == -INFINITY ? INFINITY : l * kLog2e;  // +inf: p = 0
-          s_delta[s][r] = in ? a.delta[head * f.total_q + q_begin + i] : 0.f;
-          const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
-          s_lo[s][r] = in ? static_cast<int>(kr.lo) : 0;  // rows past the sequence see nothing
-          s_hi[s][r] = in ? static_cast<int>(kr.hi) : 0;
-          const int doc = docs && in ? f.doc_q[q_begin + i] : 0;
-          s_doc[s][r] = doc;
-          for (int g = 0; g < 2; ++g) {  // does this row see all of warpgroup g's keys?
-            const int g0 = k0 + 64 * g;
-            full[g] = full[g] && group_keys[g].valid &&
-                      (!valid ||
-                       (kr.lo <= g0 && kr.hi >= g0 + 64 && (!docs || doc == group_keys[g].doc)));
-          }
-        }
-        const bool full0 = __all_sync(~0u, full[0]), full1 = __all_sync(~0u, full[1]);
-        if (lane == 0) {
-          s_kind[s][0] = full0 ? kAllVisible : kMasked;
-          s_kind[s][1] = full1 ? kAllVisible : kMasked;
-        }
-        __syncwarp();
-        if (lane == 0) {
-          barrier_arrive_expect_tx(&q_full[s], 2 * kQBytes);
-          for (int box = 0; box < kBoxes; ++box) {
-            tma_load_3d(s_q + s * kQBytes + box * kQueryStep * kRowBytes, &p.q, 64 * box, head,
-                        static_cast<int>(q_begin + m0), &q_full[s]);
-            tma_load_3d(s_do + s * kQBytes + box * kQueryStep * kRowBytes, &p.dout, 64 * box, head,
-                        static_cast<int>(q_begin + m0), &q_full[s]);
-          }
-        }
-      }
-      // The end of the work: one more stage, with no rows, says there is no next item.
+    const int64_t kv_limit = min(k1, static_cast<int>(seq.valid_k));
+    if (k0 + kKeyBlock <= kv_limit) {
       if (lane == 0) {
-        const int s = it % kStages;
-        barrier_wait_parity(&q_empty[s], ((it / kStages) & 1) ^ 1);
-        s_kind[s][0] = s_kind[s][1] = kNoMoreItems;
-        barrier_arrive(&q_full[s]);
+        barrier_arrive_expect_tx(&kv_full, 2 * kKBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(s_k + box * kKeyBlock * kRowBytes, &p.k, 64 * box, kv_head,
+                      static_cast<int>(k_begin + k0), &kv_full);
+          tma_load_3d(s_v + box * kKeyBlock * kRowBytes, &p.v, 64 * box, kv_head,
+                      static_cast<int>(k_begin + k0), &kv_full);
+        }
       }
-      ++it;
+    } else {  // past the valid keys: copied here, the tail zeroed
+      const T* const k_rows =
+          static_cast<const T*>(f.k.data) + k_begin * f.k.token + kv_head * f.k.head;
+      const T* const v_rows =
+          static_cast<const T*>(f.v.data) + k_begin * f.v.token + kv_head * f.v.head;
+      sm90_tiles::copy_rows_zero_tail<T, kKeyBlock, kD>(s_k, k_rows, f.k.token, k0, kv_limit);
+      sm90_tiles::copy_rows_zero_tail<T, kKeyBlock, kD>(s_v, v_rows, f.v.token, k0, kv_limit);
+      fence_async_shared();
+      __syncwarp();
+      if (lane == 0) barrier_arrive(&kv_full);
+    }
+    // Items: (head of the group, query tile) pairs that can see the key tile, in a fixed order,
+    // over the query tiles whose rows see some key of it: visible_queries bounds the rows by
+    // causality, the window and validity; with documents, only rows of the keys' documents.
+    attention::Tile keys{0, 0, k0, k1};
+    const int last_key = static_cast<int>(kv_limit) - 1;
+    const attention::QueryRange rows = attention::visible_queries(f.rules, seq, k0, k1);
+    int row_lo = static_cast<int>(rows.lo), row_hi = static_cast<int>(rows.hi);
+    if (docs && last_key >= k0 && row_lo < row_hi) {
+      keys.k_doc_min = f.doc_k[k_begin + k0];
+      keys.k_doc_max = f.doc_k[k_begin + last_key];
+      const int32_t* const doc_q = f.doc_q + q_begin;
+      const int valid_q = static_cast<int>(seq.valid_q);
+      row_lo = max(row_lo, first_id_at_least(doc_q, valid_q, keys.k_doc_min));
+      row_hi = min(row_hi, first_id_at_least(doc_q, valid_q, keys.k_doc_max + 1));
+    }
+    const int tile0 = row_lo / kQueryStep;
+    const int q_tiles = row_hi > row_lo ? (row_hi + kQueryStep - 1) / kQueryStep - tile0 : 0;
+    const int items = group * q_tiles;
+    auto next_visible = [&](int item) {
+      for (; item < items; ++item) {
+        attention::Tile t = keys;
+        t.q0 = int64_t{tile0 + item % q_tiles} * kQueryStep;
+        t.q1 = min(t.q0 + kQueryStep, seq.lq);
+        if (docs) {
+          const int64_t last = min(t.q1, seq.valid_q) - 1;
+          if (last < t.q0) continue;
+          t.q_doc_min = f.doc_q[q_begin + t.q0];
+          t.q_doc_max = f.doc_q[q_begin + last];
+        }
+        if (attention::tile_may_be_visible(f.rules, seq, t)) break;
+      }
+      return item;
+    };
+    // Each consumer warpgroup's 64 keys: all valid, and with documents all in one (which).
+    struct {
+      bool valid;
+      int doc;
+    } group_keys[2];
+    for (int g = 0; g < 2; ++g) {
+      const int g0 = k0 + 64 * g, g1 = g0 + 64;
+      group_keys[g].valid = g1 <= kv_limit;
+      group_keys[g].doc = 0;
+      if (docs && group_keys[g].valid) {
+        group_keys[g].doc = f.doc_k[k_begin + g0];
+        group_keys[g].valid = group_keys[g].doc == f.doc_k[k_begin + g1 - 1];
+      }
+    }
+    int it = 0;
+    for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
+      const int s = it % kStages;
+      const uint32_t phase = (it / kStages) & 1;
+      const int head = kv_head * group + item / q_tiles;
+      const int m0 = (tile0 + item % q_tiles) * kQueryStep;
+      if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
+      __syncwarp();
+      bool full[2] = {true, true};
+      for (int r = lane; r < kQueryStep; r += 32) {
+        const int i = m0 + r;
+        const bool in = i < seq.lq, valid = i < seq.valid_q;
+        // Rows past the valid prefix get lse +inf, so p = 0 with or without the mask.
+        const float l = valid ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
+        s_lse2[s][r] = l == -INFINITY ? INFINITY : l * kLog2e;  // +inf: p = 0
+        s_delta[s][r] = in ? a.delta[head * f.total_q + q_begin + i] : 0.f;
+        const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
+        s_lo[s][r] = in ? static_cast<int>(kr.lo) : 0;  // rows past the sequence see nothing
+        s_hi[s][r] = in ? static_cast<int>(kr.hi) : 0;
+        const int doc = docs && in ? f.doc_q[q_begin + i] : 0;
+        s_doc[s][r] = doc;
+        for (int g = 0; g < 2; ++g) {  // does this row see all of warpgroup g's keys?
+          const int g0 = k0 + 64 * g;
+          full[g] =
+              full[g] && group_keys[g].valid &&
+              (!valid || (kr.lo <= g0 && kr.hi >= g0 + 64 && (!docs || doc == group_keys[g].doc)));
+        }
+      }
+      const bool full0 = __all_sync(~0u, full[0]), full1 = __all_sync(~0u, full[1]);
+      if (lane == 0) {
+        s_kind[s][0] = full0 ? kAllVisible : kMasked;
+        s_kind[s][1] = full1 ? kAllVisible : kMasked;
+      }
+      __syncwarp();
+      if (lane == 0) {
+        barrier_arrive_expect_tx(&q_full[s], 2 * kQBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(s_q + s * kQBytes + box * kQueryStep * kRowBytes, &p.q, 64 * box, head,
+                      static_cast<int>(q_begin + m0), &q_full[s]);
+          tma_load_3d(s_do + s * kQBytes + box * kQueryStep * kRowBytes, &p.dout, 64 * box, head,
+                      static_cast<int>(q_begin + m0), &q_full[s]);
+        }
+      }
+    }
+    // The end: one more stage, with no rows, tells the consumers there is no next item.
+    if (lane == 0) {
+      const int s = it % kStages;
+      barrier_wait_parity(&q_empty[s], ((it / kStages) & 1) ^ 1);
+      s_kind[s][0] = s_kind[s][1] = kNoMoreItems;
+      barrier_arrive(&q_full[s]);
     }
     return;
   }
 
   warpgroup_claim_registers<kConsumerRegisters>();
+  // Consumers: warpgroup wg owns keys k0 + 64 wg ..; this thread keys key_row + 8 h.
   const int wg = warp / 4;
+  const int key_row = k0 + 64 * wg + 16 * (warp % 4) + lane / 4;
+  int key_doc[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = key_row + 8 * h;
+    key_doc[h] = docs && j < seq.valid_k ? f.doc_k[k_begin + j] : -2;
+  }
+  float dk[kDT * 4], dv[kDT * 4];
+#pragma unroll
+  for (int i = 0; i < kDT * 4; ++i) dk[i] = dv[i] = 0.f;
+  const uint32_t k_base = shared_address(s_k) + 64 * wg * kRowBytes;
+  const uint32_t v_base = shared_address(s_v) + 64 * wg * kRowBytes;
   const sm90_tiles::PingPong turns{wg, p.ping_pong};
   turns.start();
-  int it = 0;
-  for (int work = 0;; ++work) {  // the works the producer loads, until it says there are no more
-    const int buf = work % 2;
-    barrier_wait_parity(&kv_full[buf], (work / 2) & 1);
-    const int4 staged = s_work[buf];
-    if (staged.x < 0) break;
-    const int b = staged.x, kv_head = staged.z;
-    const attention::SequenceShape seq = sequence_shape(f, b);
-    const int64_t k_begin = f.cu_k[b];
-    const int k0 = staged.y * kKeyBlock, k1 = min(k0 + kKeyBlock, static_cast<int>(seq.lk));
-    // Warpgroup wg owns keys k0 + 64 wg ..; this thread keys key_row + 8 h.
-    const int key_row = k0 + 64 * wg + 16 * (warp % 4) + lane / 4;
-    int key_doc[2];
+  barrier_wait_parity(&kv_full, 0);
+
+  for (int it = 0;; ++it) {  // the items the producer stages, until it says there are no more
+    const int s = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
+    const uint32_t q_base = shared_address(s_q + s * kQBytes);
+    const uint32_t do_base = shared_address(s_do + s * kQBytes);
+    float st[kNT * 4], dpt[kNT * 4];
+    barrier_wait_parity(&q_full[s], phase);
+    const int kind = s_kind[s][wg];
+    if (kind == kNoMoreItems) break;
+    turns.wait_turn();
+    wgmma_fence();
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int j = key_row + 8 * h;
-      key_doc[h] = docs && j < seq.valid_k ? f.doc_k[k_begin + j] : -2;
+    for (int kk = 0; kk < kD / 16; ++kk) {  // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ over the head dim
+      const uint32_t step = (kk % 4) * 32;  // 16 columns into the swizzled row
+      const uint32_t key_box = (kk / 4) * kKeyBlock * kRowBytes + step;
+      const uint32_t query_box = (kk / 4) * kQueryStep * kRowBytes + step;
+      wgmma_ss<T, kQueryStep, 0>(st, sw128_descriptor(k_base + key_box, 16, 1024),
+                                 sw128_descriptor(q_base + query_box, 16, 1024), kk > 0);
+      wgmma_ss<T, kQueryStep, 0>(dpt, sw128_descriptor(v_base + key_box, 16, 1024),
+                                 sw128_descriptor(do_base + query_box, 16, 1024), kk > 0);
     }
-    float dk[kDT * 4], dv[kDT * 4];
-#pragma unroll
-    for (int i = 0; i < kDT * 4; ++i) dk[i] = dv[i] = 0.f;
-    const uint32_t k_base = shared_address(s_k(buf)) + 64 * wg * kRowBytes;
-    const uint32_t v_base = shared_address(s_v(buf)) + 64 * wg * kRowBytes;
+    wgmma_commit();
+    turns.pass_turn();
+    wgmma_wait<0>();
+    fence_accumulators(st);
+    fence_accumulators(dpt);
 
-    for (;; ++it) {  // the work's items, until the producer says there are no more
-      const int s = it % kStages;
-      const uint32_t phase = (it / kStages) & 1;
-      const uint32_t q_base = shared_address(s_q + s * kQBytes);
-      const uint32_t do_base = shared_address(s_do + s * kQBytes);
-      float st[kNT * 4], dpt[kNT * 4];
-      barrier_wait_parity(&q_full[s], phase);
-      const int kind = s_kind[s][wg];
-      if (kind == kNoMoreItems) {
-        if (lane == 0) barrier_arrive(&q_empty[s]);
-        ++it;
-        break;
-      }
-      turns.wait_turn();
-      wgmma_fence();
+    // Pᵀ and dSᵀ: row = key (this thread's two), column = query of the item. Branch-free, and
+    // masked only where some pair is not visible: a branch an element cost ~40 instructions
+    // an element and left the exp2s no overlap (s10 SASS).
+    auto scores_to_grads = [&](auto masked) {
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {  // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ over the head dim
-        const uint32_t step = (kk % 4) * 32;  // 16 columns into the swizzled row
-        const uint32_t key_box = (kk / 4) * kKeyBlock * kRowBytes + step;
-        const uint32_t query_box = (kk / 4) * kQueryStep * kRowBytes + step;
-        wgmma_ss<T, kQueryStep, 0>(st, sw128_descriptor(k_base + key_box, 16, 1024),
-                                   sw128_descriptor(q_base + query_box, 16, 1024), kk > 0);
-        wgmma_ss<T, kQueryStep, 0>(dpt, sw128_descriptor(v_base + key_box, 16, 1024),
-                                   sw128_descriptor(do_base + query_box, 16, 1024), kk > 0);
-      }
-      wgmma_commit();
-      turns.pass_turn();
-      wgmma_wait<0>();
-      fence_accumulators(st);
-      fence_accumulators(dpt);
-
-      // Pᵀ and dSᵀ: row = key (this thread's two), column = query of the item. Branch-free, and
-      // masked only where some pair is not visible: a branch an element cost ~40 instructions
-      // an element and left the exp2s no overlap (s10 SASS).
-      auto scores_to_grads = [&](auto masked) {
+      for (int nt = 0; nt < kNT; ++nt) {
+        const int col = 8 * nt + 2 * (lane % 4);  // this thread's columns col and col + 1
+        const float2 lse2 = *reinterpret_cast<const float2*>(&s_lse2[s][col]);
+        const float2 delta = *reinterpret_cast<const float2*>(&s_delta[s][col]);
+        int2 lo{}, hi{}, doc{};
+        if constexpr (decltype(masked)::value) {
+          lo = *reinterpret_cast<const int2*>(&s_lo[s][col]);
+          hi = *reinterpret_cast<const int2*>(&s_hi[s][col]);
+          doc = *reinterpret_cast<const int2*>(&s_doc[s][col]);
+        }
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          const int col = 8 * nt + 2 * (lane % 4);  // this thread's columns col and col + 1
-          const float2 lse2 = *reinterpret_cast<const float2*>(&s_lse2[s][col]);
-          const float2 delta = *reinterpret_cast<const float2*>(&s_delta[s][col]);
-          int2 lo{}, hi{}, doc{};
+        for (int c = 0; c < 4; ++c) {
+          const bool odd = c % 2;
+          float th = 0.f;
+          const float t = Math::log2_score(f, st[4 * nt + c], th);
+          float pv = fast_exp2(t - (odd ? lse2.y : lse2.x));
+          float ds = Math::dscore(pv * (dpt[4 * nt + c] - (odd ? delta.y : delta.x)), th);
           if constexpr (decltype(masked)::value) {
-            lo = *reinterpret_cast<const int2*>(&s_lo[s][col]);
-            hi = *reinterpret_cast<const int2*>(&s_hi[s][col]);
-            doc = *reinterpret_cast<const int2*>(&s_doc[s][col]);
+            const int j = key_row + 8 * (c / 2);
+            const bool see = (j >= (odd ? lo.y : lo.x)) & (j < (odd ? hi.y : hi.x)) &
+                             (!docs | ((odd ? doc.y : doc.x) == key_doc[c / 2]));
+            pv = see ? pv : 0.f;
+            ds = see ? ds : 0.f;
           }
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const bool odd = c % 2;
-            float th = 0.f;
-            const float t = Math::log2_score(f, st[4 * nt + c], th);
-            float pv = fast_exp2(t - (odd ? lse2.y : lse2.x));
-            float ds = Math::dscore(pv * (dpt[4 * nt + c] - (odd ? delta.y : delta.x)), th);
-            if constexpr (decltype(masked)::value) {
-              const int j = key_row + 8 * (c / 2);
-              const bool see = (j >= (odd ? lo.y : lo.x)) & (j < (odd ? hi.y : hi.x)) &
-                               (!docs | ((odd ? doc.y : doc.x) == key_doc[c / 2]));
-              pv = see ? pv : 0.f;
-              ds = see ? ds : 0.f;
-            }
-            st[4 * nt + c] = pv;
-            dpt[4 * nt + c] = ds;
-          }
-        }
-      };
-      if (kind == kAllVisible) {
-        scores_to_grads(std::false_type{});
-      } else {
-        scores_to_grads(std::true_type{});
-      }
-      uint32_t pa[kQueryStep / 16][4], dsa[kQueryStep / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < kQueryStep / 16; ++kk) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          pa[kk][r] = pack_pair<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
-          dsa[kk][r] = pack_pair<T>(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
+          st[4 * nt + c] = pv;
+          dpt[4 * nt + c] = ds;
         }
       }
-      turns.wait_turn();
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kQueryStep / 16; ++kk) {  // dV += Pᵀ dO, dK += dSᵀ Q over the queries
-        const uint32_t rows = kk * 16 * kRowBytes;
-        wgmma_rs<T, kD, 1>(dv, pa[kk],
-                           sw128_descriptor(do_base + rows, kQueryStep * kRowBytes, 1024), true);
-        wgmma_rs<T, kD, 1>(dk, dsa[kk],
-                           sw128_descriptor(q_base + rows, kQueryStep * kRowBytes, 1024), true);
-      }
-      wgmma_commit();
-      turns.pass_turn();
-      wgmma_wait<0>();
-      fence_accumulators(dk);
-      fence_accumulators(dv);
-      if (lane == 0) barrier_arrive(&q_empty[s]);
+    };
+    if (kind == kAllVisible) {
+      scores_to_grads(std::false_type{});
+    } else {
+      scores_to_grads(std::true_type{});
     }
-    if (lane == 0) barrier_arrive(&kv_empty[buf]);  // every GEMM reading this work's K/V is done
-
+    uint32_t pa[kQueryStep / 16][4], dsa[kQueryStep / 16][4];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int j = key_row + 8 * h;
-      if (j >= k1) continue;
-      T* const dk_row =
-          static_cast<T*>(a.dk.data) + (k_begin + j) * a.dk.token + kv_head * a.dk.head;
-      T* const dv_row =
-          static_cast<T*>(a.dv.data) + (k_begin + j) * a.dv.token + kv_head * a.dv.head;
+    for (int kk = 0; kk < kQueryStep / 16; ++kk) {
 #pragma unroll
-      for (int dt = 0; dt < kDT; ++dt) {
-        const int col = 8 * dt + 2 * (lane % 4);
-        *reinterpret_cast<uint32_t*>(dk_row + col) = pack_pair<T>(
-            dk[4 * dt + 2 * h] * a.softmax_scale, dk[4 * dt + 2 * h + 1] * a.softmax_scale);
-        *reinterpret_cast<uint32_t*>(dv_row + col) =
-            pack_pair<T>(dv[4 * dt + 2 * h], dv[4 * dt + 2 * h + 1]);
+      for (int r = 0; r < 4; ++r) {
+        pa[kk][r] = pack_pair<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+        dsa[kk][r] = pack_pair<T>(dpt[8 * kk + 2 * r], dpt[8 * kk + 2 * r + 1]);
       }
     }
+    turns.wait_turn();
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kQueryStep / 16; ++kk) {  // dV += Pᵀ dO, dK += dSᵀ Q over the queries
+      const uint32_t rows = kk * 16 * kRowBytes;
+      wgmma_rs<T, kD, 1>(dv, pa[kk], sw128_descriptor(do_base + rows, kQueryStep * kRowBytes, 1024),
+                         true);
+      wgmma_rs<T, kD, 1>(dk, dsa[kk], sw128_descriptor(q_base + rows, kQueryStep * kRowBytes, 1024),
+                         true);
+    }
+    wgmma_commit();
+    turns.pass_turn();
+    wgmma_wait<0>();
+    fence_accumulators(dk);
+    fence_accumulators(dv);
+    if (lane == 0) barrier_arrive(&q_empty[s]);
   }
   turns.finish();
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = key_row + 8 * h;
+    if (j >= k1) continue;
+    T* const dk_row = static_cast<T*>(a.dk.data) + (k_begin + j) * a.dk.token + kv_head * a.dk.head;
+    T* const dv_row = static_cast<T*>(a.dv.data) + (k_begin + j) * a.dv.token + kv_head * a.dv.head;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      const int col = 8 * dt + 2 * (lane % 4);
+      *reinterpret_cast<uint32_t*>(dk_row + col) = pack_pair<T>(
+          dk[4 * dt + 2 * h] * a.softmax_scale, dk[4 * dt + 2 * h + 1] * a.softmax_scale);
+      *reinterpret_cast<uint32_t*>(dv_row + col) =
+          pack_pair<T>(dv[4 * dt + 2 * h], dv[4 * dt + 2 * h + 1]);
+    }
+  }
 #endif
 }
 
@@ -671,18 +620,10 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
       !map_heads(&qd.v, f.v, kD, f.total_k, f.hkv, kKeyStep)) {
     return "";
   }
-  constexpr int kSmemKV = 1024 + 2 * kD * (4 * kKeyBlock + 2 * kStages * kQueryStep);
+  constexpr int kSmemKV = 1024 + 2 * kD * (2 * kKeyBlock + 2 * kStages * kQueryStep);
   constexpr int kSmemQ = 1024 + 2 * kD * (2 * kQueryBlock + 2 * kStages * kKeyStep);
-  kv.key_slots = static_cast<int>((f.total_k + kKeyBlock - 1) / kKeyBlock + f.batch);
-  // KILN_DEV_ATTN_BWD_PERSISTENT=1: one dK/dV CTA an SM walking the works (the next work's K/V
-  // loading under this one's items) instead of one CTA a work; for the A/B.
-  const char* persistent_pick = std::getenv("KILN_DEV_ATTN_BWD_PERSISTENT");
-  const bool persistent = persistent_pick != nullptr && std::string_view(persistent_pick) == "1";
-  const int64_t works = int64_t{kv.key_slots} * f.hkv;
-  int device = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device));
-  const int64_t sms = sm_count(Device::cuda(device));
-  const dim3 kv_grid(static_cast<unsigned>(persistent ? std::min(works, sms) : works));
+  const dim3 kv_grid(static_cast<unsigned>((f.total_k + kKeyBlock - 1) / kKeyBlock + f.batch),
+                     static_cast<unsigned>(f.hkv));
   const dim3 q_grid(static_cast<unsigned>((f.total_q + kQueryBlock - 1) / kQueryBlock + f.batch),
                     static_cast<unsigned>(f.hq));
   auto run = [&](auto kernel, dim3 grid, int smem, const Sm90BackwardArgs& args) {
@@ -703,9 +644,8 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
         run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
       });
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
-         std::to_string(kD) + ",dkdv128x64" + (persistent ? ",persistent" : "") + ",dq128x64" +
-         (f.softcap_in > 0 ? ",softcap" : "") + (kv.ping_pong ? ",pingpong" : "") +
-         ",deterministic>";
+         std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
+         (kv.ping_pong ? ",pingpong" : "") + ",deterministic>";
 }
 
 }  // namespace kiln::cuda::attention_bwd_sm90

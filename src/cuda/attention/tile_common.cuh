@@ -48,17 +48,6 @@ struct TileSlot {
   int sequence, m_block;
 };
 
-// Sequence b's tiles of kBlock queries (keys with kByKeys); 0, with ok false, when its metadata is
-// bad (offsets out of order or past the tensors, valid prefixes past the sequence).
-template <int kBlock, bool kByKeys>
-__device__ __forceinline__ int sequence_tiles(const AttentionForwardArgs& a, int b, bool& ok) {
-  const int q0 = a.cu_q[b], q1 = a.cu_q[b + 1], k0 = a.cu_k[b], k1 = a.cu_k[b + 1];
-  ok = q0 >= 0 && q0 <= q1 && q1 <= a.total_q && k0 >= 0 && k0 <= k1 && k1 <= a.total_k;
-  if (ok && a.valid_q) ok = a.valid_q[b] >= 0 && a.valid_q[b] <= q1 - q0;
-  if (ok && a.valid_k) ok = a.valid_k[b] >= 0 && a.valid_k[b] <= k1 - k0;
-  return ok ? ((kByKeys ? k1 - k0 : q1 - q0) + kBlock - 1) / kBlock : 0;
-}
-
 template <int kBlock, bool kByKeys = false, int kCtaThreads = kThreads>
 __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool reporter) {
   constexpr int kCtaWarps = kCtaThreads / 32;
@@ -75,12 +64,14 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
     const int b = base + tid;
     int tiles = 0;
     if (b < a.batch) {
-      bool ok = false;
-      tiles = sequence_tiles<kBlock, kByKeys>(a, b, ok);
+      const int q0 = a.cu_q[b], q1 = a.cu_q[b + 1], k0 = a.cu_k[b], k1 = a.cu_k[b + 1];
+      bool ok = q0 >= 0 && q0 <= q1 && q1 <= a.total_q && k0 >= 0 && k0 <= k1 && k1 <= a.total_k;
+      if (ok && a.valid_q) ok = a.valid_q[b] >= 0 && a.valid_q[b] <= q1 - q0;
+      if (ok && a.valid_k) ok = a.valid_k[b] >= 0 && a.valid_k[b] <= k1 - k0;
+      if (ok) tiles = ((kByKeys ? k1 - k0 : q1 - q0) + kBlock - 1) / kBlock;
       bad += !ok;
       if (ok && reporter && a.block_table) {  // every page the sequence's keys need
-        const int keys = a.cu_k[b + 1] - a.cu_k[b];
-        const int pages = (keys + (1 << a.page_shift) - 1) >> a.page_shift;
+        const int pages = (k1 - k0 + (1 << a.page_shift) - 1) >> a.page_shift;
         bad += pages > a.max_pages;
         for (int p = 0; p < min(pages, a.max_pages); ++p) {
           const int id = a.block_table[b * a.table_stride + p];
@@ -117,34 +108,6 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
   }
   __syncthreads();
   return {found[0], found[1]};
-}
-
-// find_tile by one warp (every lane calls it), without the reporting: the same (sequence, tile)
-// for the same slot. For kernels whose warps have split into roles before they know their tile.
-template <int kBlock, bool kByKeys>
-__device__ TileSlot find_tile_by_warp(const AttentionForwardArgs& a, int slot) {
-  const int lane = threadIdx.x % 32;
-  int before = 0;
-  for (int base = 0; base < a.batch; base += 32) {
-    bool ok = false;
-    const int tiles =
-        base + lane < a.batch ? sequence_tiles<kBlock, kByKeys>(a, base + lane, ok) : 0;
-    int inclusive = tiles;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(~0u, inclusive, o);
-      if (lane >= o) inclusive += v;
-    }
-    const int first = before + inclusive - tiles;
-    const unsigned hit = __ballot_sync(~0u, tiles > 0 && slot >= first && slot < first + tiles);
-    if (hit != 0) {
-      const int src = __ffs(hit) - 1;
-      const int at = slot - __shfl_sync(~0u, first, src), count = __shfl_sync(~0u, tiles, src);
-      return {base + src, kByKeys ? at : count - 1 - at};
-    }
-    before += __shfl_sync(~0u, inclusive, 31);
-  }
-  return {-1, 0};
 }
 
 // Sequence b's lengths and valid prefixes (its offsets are a.cu_q[b], a.cu_k[b]).
