@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     barrier_init(&kv_full, 1);
     for (int s = 0; s < kStages; ++s) {
-      barrier_init(&q_full[s], 1);
+      barrier_init(&q_full[s], 2);  // the producer arrives twice: Q/dO issued, rows written
       barrier_init(&q_empty[s], kConsumerWarps);
     }
     barrier_init_fence();
@@ -171,22 +171,56 @@ __global__ void __launch_bounds__(kThreads, 1)
         group_keys[g].valid = group_keys[g].doc == f.doc_k[k_begin + g1 - 1];
       }
     }
+    // The producer keeps ahead of its own latencies: the next item's lse and delta are loaded into
+    // registers before it waits for a free stage, and an item's Q/dO copies are issued before
+    // its rows are written (q_full takes both arrivals).
+    struct RowStats {
+      float lse[2], delta[2];  // rows lane and lane + 32
+    };
+    auto load_rows = [&](int item) {
+      RowStats r{};
+      const int head = kv_head * group + item / q_tiles;
+      const int m0 = (tile0 + item % q_tiles) * kQueryStep;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int i = m0 + lane + 32 * k;
+        // Rows past the valid prefix get lse -inf (+inf below), so p = 0 with or without the mask.
+        r.lse[k] =
+            i < seq.valid_q ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
+        r.delta[k] = i < seq.lq ? a.delta[head * f.total_q + q_begin + i] : 0.f;
+      }
+      return r;
+    };
     int it = 0;
-    for (int item = next_visible(0); item < items; item = next_visible(item + 1), ++it) {
+    int item = next_visible(0);
+    RowStats next_rows = item < items ? load_rows(item) : RowStats{};
+    for (; item < items; ++it) {
       const int s = it % kStages;
       const uint32_t phase = (it / kStages) & 1;
       const int head = kv_head * group + item / q_tiles;
       const int m0 = (tile0 + item % q_tiles) * kQueryStep;
-      if (lane == 0) barrier_wait_parity(&q_empty[s], phase ^ 1);
+      const RowStats rows_now = next_rows;
+      const int next_item = next_visible(item + 1);
+      if (next_item < items) next_rows = load_rows(next_item);
+      if (lane == 0) {
+        barrier_wait_parity(&q_empty[s], phase ^ 1);
+        barrier_arrive_expect_tx(&q_full[s], 2 * kQBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(s_q + s * kQBytes + box * kQueryStep * kRowBytes, &p.q, 64 * box, head,
+                      static_cast<int>(q_begin + m0), &q_full[s]);
+          tma_load_3d(s_do + s * kQBytes + box * kQueryStep * kRowBytes, &p.dout, 64 * box, head,
+                      static_cast<int>(q_begin + m0), &q_full[s]);
+        }
+      }
       __syncwarp();
       bool full[2] = {true, true};
-      for (int r = lane; r < kQueryStep; r += 32) {
-        const int i = m0 + r;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int r = lane + 32 * k, i = m0 + r;
         const bool in = i < seq.lq, valid = i < seq.valid_q;
-        // Rows past the valid prefix get lse +inf, so p = 0 with or without the mask.
-        const float l = valid ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
+        const float l = rows_now.lse[k];
         s_lse2[s][r] = l == -INFINITY ? INFINITY : l * kLog2e;  // +inf: p = 0
-        s_delta[s][r] = in ? a.delta[head * f.total_q + q_begin + i] : 0.f;
+        s_delta[s][r] = rows_now.delta[k];
         const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
         s_lo[s][r] = in ? static_cast<int>(kr.lo) : 0;  // rows past the sequence see nothing
         s_hi[s][r] = in ? static_cast<int>(kr.hi) : 0;
@@ -205,21 +239,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         s_kind[s][1] = full1 ? kAllVisible : kMasked;
       }
       __syncwarp();
-      if (lane == 0) {
-        barrier_arrive_expect_tx(&q_full[s], 2 * kQBytes);
-        for (int box = 0; box < kBoxes; ++box) {
-          tma_load_3d(s_q + s * kQBytes + box * kQueryStep * kRowBytes, &p.q, 64 * box, head,
-                      static_cast<int>(q_begin + m0), &q_full[s]);
-          tma_load_3d(s_do + s * kQBytes + box * kQueryStep * kRowBytes, &p.dout, 64 * box, head,
-                      static_cast<int>(q_begin + m0), &q_full[s]);
-        }
-      }
+      if (lane == 0) barrier_arrive(&q_full[s]);  // the rows are written
+      item = next_item;
     }
     // The end: one more stage, with no rows, tells the consumers there is no next item.
     if (lane == 0) {
       const int s = it % kStages;
       barrier_wait_parity(&q_empty[s], ((it / kStages) & 1) ^ 1);
       s_kind[s][0] = s_kind[s][1] = kNoMoreItems;
+      barrier_arrive(&q_full[s]);
       barrier_arrive(&q_full[s]);
     }
     return;
