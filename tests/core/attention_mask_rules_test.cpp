@@ -68,35 +68,45 @@ std::vector<MaskRules> all_rules() {
   return rules;
 }
 
-TEST(MaskRules, TileSkipIsExactWithoutDocuments) {
-  int64_t tiles = 0, skipped = 0;
+// f(rules, shape, what) for every rule set and every sequence of up to 6 queries and 6 keys with
+// every valid prefix; `what` describes them for a failure message.
+template <typename F>
+void for_each_small_sequence(F&& f) {
   for (const MaskRules& r : all_rules()) {
     for (int64_t lq = 0; lq <= 6; ++lq) {
       for (int64_t lk = 0; lk <= 6; ++lk) {
         for (int64_t vq = 0; vq <= lq; ++vq) {
           for (int64_t vk = 0; vk <= lk; ++vk) {
-            const SequenceShape s{lq, lk, vq, vk};
-            for (int64_t q0 = 0; q0 < lq; ++q0) {
-              for (int64_t q1 = q0 + 1; q1 <= lq; ++q1) {
-                for (int64_t k0 = 0; k0 < lk; ++k0) {
-                  for (int64_t k1 = k0 + 1; k1 <= lk; ++k1) {
-                    const Tile t{q0, q1, k0, k1};
-                    const bool want = any_visible(r, s, t, {}, {});
-                    ++tiles;
-                    skipped += !want;
-                    ASSERT_EQ(tile_may_be_visible(r, s, t), want)
-                        << "causal " << r.causal << " left " << r.window_left << " right "
-                        << r.window_right << " lq " << lq << " lk " << lk << " valid " << vq << "/"
-                        << vk << " tile q[" << q0 << "," << q1 << ") k[" << k0 << "," << k1 << ")";
-                  }
-                }
-              }
-            }
+            const std::string what =
+                "causal " + std::to_string(r.causal) + " left " + std::to_string(r.window_left) +
+                " right " + std::to_string(r.window_right) + " lq " + std::to_string(lq) + " lk " +
+                std::to_string(lk) + " valid " + std::to_string(vq) + "/" + std::to_string(vk);
+            f(r, SequenceShape{lq, lk, vq, vk}, what);
           }
         }
       }
     }
   }
+}
+
+TEST(MaskRules, TileSkipIsExactWithoutDocuments) {
+  int64_t tiles = 0, skipped = 0;
+  for_each_small_sequence([&](const MaskRules& r, const SequenceShape& s, const std::string& what) {
+    for (int64_t q0 = 0; q0 < s.lq; ++q0) {
+      for (int64_t q1 = q0 + 1; q1 <= s.lq; ++q1) {
+        for (int64_t k0 = 0; k0 < s.lk; ++k0) {
+          for (int64_t k1 = k0 + 1; k1 <= s.lk; ++k1) {
+            const Tile t{q0, q1, k0, k1};
+            const bool want = any_visible(r, s, t, {}, {});
+            ++tiles;
+            skipped += !want;
+            ASSERT_EQ(tile_may_be_visible(r, s, t), want)
+                << what << " tile q[" << q0 << "," << q1 << ") k[" << k0 << "," << k1 << ")";
+          }
+        }
+      }
+    }
+  });
   // The sweep must exercise both answers.
   EXPECT_GT(skipped, tiles / 10);
   EXPECT_LT(skipped, tiles);
@@ -104,32 +114,21 @@ TEST(MaskRules, TileSkipIsExactWithoutDocuments) {
 
 TEST(MaskRules, VisibleQueriesAreExactlyTheRowsThatSeeTheKeys) {
   int64_t ranges = 0, empty = 0;
-  for (const MaskRules& r : all_rules()) {
-    for (int64_t lq = 0; lq <= 6; ++lq) {
-      for (int64_t lk = 0; lk <= 6; ++lk) {
-        for (int64_t vq = 0; vq <= lq; ++vq) {
-          for (int64_t vk = 0; vk <= lk; ++vk) {
-            const SequenceShape s{lq, lk, vq, vk};
-            for (int64_t k0 = 0; k0 < lk; ++k0) {
-              for (int64_t k1 = k0 + 1; k1 <= lk; ++k1) {
-                const QueryRange got = visible_queries(r, s, k0, k1);
-                ++ranges;
-                empty += got.lo >= got.hi;
-                for (int64_t i = 0; i < lq; ++i) {
-                  const bool want = any_visible(r, s, Tile{i, i + 1, k0, k1}, {}, {});
-                  ASSERT_EQ(i >= got.lo && i < got.hi, want)
-                      << "causal " << r.causal << " left " << r.window_left << " right "
-                      << r.window_right << " lq " << lq << " lk " << lk << " valid " << vq << "/"
-                      << vk << " keys [" << k0 << "," << k1 << ") row " << i << " range [" << got.lo
-                      << "," << got.hi << ")";
-                }
-              }
-            }
-          }
+  for_each_small_sequence([&](const MaskRules& r, const SequenceShape& s, const std::string& what) {
+    for (int64_t k0 = 0; k0 < s.lk; ++k0) {
+      for (int64_t k1 = k0 + 1; k1 <= s.lk; ++k1) {
+        const QueryRange got = visible_queries(r, s, k0, k1);
+        ++ranges;
+        empty += got.lo >= got.hi;
+        for (int64_t i = 0; i < s.lq; ++i) {
+          const bool want = any_visible(r, s, Tile{i, i + 1, k0, k1}, {}, {});
+          ASSERT_EQ(i >= got.lo && i < got.hi, want)
+              << what << " keys [" << k0 << "," << k1 << ") row " << i << " range [" << got.lo
+              << "," << got.hi << ")";
         }
       }
     }
-  }
+  });
   EXPECT_GT(empty, ranges / 20);  // the sweep exercises empty ranges and non-empty ones
   EXPECT_LT(empty, ranges);
 }

@@ -5,11 +5,13 @@
 // 2. dK, dV: one CTA a (sequence, 128-key tile, kv head): two consumer warpgroups of 64 keys and
 //    a producer warp. K and V are loaded once; the producer streams each (query head of the GQA
 //    group, 64-query tile) that can see the keys through a 2-stage ring: Q and dO by TMA, the
-//    rows' lse, delta, visible key ranges and documents by its lanes. Consumers compute
-//    Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (SS wgmmas), Pᵀ = exp(Sᵀ - lse) and dSᵀ = Pᵀ (dPᵀ - delta) in
-//    registers, then dV += Pᵀ dO and dK += dSᵀ Q (RS wgmmas, Pᵀ and dSᵀ as A fragments, Q and dO
-//    read MN-major). The group's heads are summed in a fixed order.
-// 3. dQ: one CTA a (sequence, 128-query tile, head), the forward's walk over 64-key tiles:
+//    rows' lse, delta, visible key ranges and documents by its lanes, and whether the item needs
+//    the mask at all (the consumers take the items as staged, until an end-of-items stage).
+//    Consumers compute Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (SS wgmmas), Pᵀ = exp(Sᵀ - lse) and
+//    dSᵀ = Pᵀ (dPᵀ - delta) in registers, then dV += Pᵀ dO and dK += dSᵀ Q (RS wgmmas, Pᵀ and
+//    dSᵀ as A fragments, Q and dO read MN-major). The group's heads are summed in a fixed order.
+// 3. dQ: one CTA a (sequence, 128-query tile, head), the forward's walk over 64-key tiles, made
+//    by the producer, which stages each tile with its index and whether it needs the mask:
 //    S = Q Kᵀ and dP = dO Vᵀ (SS), dS = P (dP - delta), dQ += dS K (RS, K read MN-major).
 // K or V tiles that run past the sequence's valid keys are copied by the producer warp with the
 // tail zeroed, as in the forward (0 * NaN would reach dK and dQ otherwise).
