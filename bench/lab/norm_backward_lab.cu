@@ -10,8 +10,10 @@
 // (kRows), min blocks a SM (launch bounds), rows walked in a contiguous chunk a block or strided
 // across the grid (kChunk), the next row's x and dy prefetched into registers (kPrefetch), and the
 // block's rows folded in shared memory into one partial a block (kFoldRows; else one partial a
-// row slot), and the next row staged by cp.async in shared memory as kiln does (kStage, s10: not
-// yet run; the question is whether staging is why kiln's port trails the lab's register prefetch).
+// row slot), and the next row staged by cp.async in shared memory as kiln does (kStage; on the
+// H100, s11: within 2% of the register prefetch, or faster, at every N but LayerNorm 2048 (0.1075
+// against 0.0831 ms). Yet kiln's own register form lost to its staging everywhere, LayerNorm 2048
+// included (0.1310 against 0.0912 ms), so what else in the port costs it is still open).
 // kiln (2026-11-22): persistent, 512 threads, LayerNorm 2 accesses, the next row staged by
 // cp.async, one partial a row slot: 62 / 72 / 79 % of copy at N = 2048 / 4096 / 8192.
 #include <cmath>
@@ -289,8 +291,8 @@ void add_variants(std::vector<Variant>& vs) {
     // kiln's port of the best shape read the weight from global memory a pass and was slower
     // than the old kernel (s8): the same shape with that one difference.
     vs.push_back(make<kV / 2, 2, kR, 1, kL, false, true, true, true>("kiln-like"));
-    // kiln's staging (cp.async into shared memory, s10's question: kiln's port of the prefetch
-    // foldrows shape ran 4% (rms) and 10% (ln) slower than the lab's at N = 2048).
+    // kiln's staging (cp.async into shared memory): kiln's port of the prefetch foldrows shape
+    // ran 4% (rms) and 10% (ln) slower than the lab's at N = 2048 (s10).
     vs.push_back(make<kV / 2, 2, kR, 1, kL, false, false, true, true, true>("kiln-like"));
   }
   // One row a block, 2 accesses, contiguous chunks (Liger's shape), with and without prefetch.

@@ -179,10 +179,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     struct RowStats {
       float lse[2], delta[2];  // rows lane and lane + 32
     };
+    // An item's query head and first row.
+    auto head_of = [&](int item) { return kv_head * group + item / q_tiles; };
+    auto first_row_of = [&](int item) { return (tile0 + item % q_tiles) * kQueryStep; };
     auto load_rows = [&](int item) {
       RowStats r{};
-      const int head = kv_head * group + item / q_tiles;
-      const int m0 = (tile0 + item % q_tiles) * kQueryStep;
+      const int head = head_of(item), m0 = first_row_of(item);
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int i = m0 + lane + 32 * k;
@@ -199,8 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (; item < items; ++it) {
       const int s = it % kStages;
       const uint32_t phase = (it / kStages) & 1;
-      const int head = kv_head * group + item / q_tiles;
-      const int m0 = (tile0 + item % q_tiles) * kQueryStep;
+      const int head = head_of(item), m0 = first_row_of(item);
       const RowStats rows_now = next_rows;
       const int next_item = next_visible(item + 1);
       if (next_item < items) next_rows = load_rows(next_item);
@@ -219,14 +220,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
         const int r = lane + 32 * k, i = m0 + r;
-        const bool in = i < seq.lq, valid = i < seq.valid_q;
+        const bool valid = i < seq.valid_q;
         const float l = rows_now.lse[k];
         s_lse2[s][r] = l == -INFINITY ? INFINITY : l * kLog2e;  // +inf: p = 0
         s_delta[s][r] = rows_now.delta[k];
+        // Rows past the valid prefix (those past the sequence among them) see no key.
         const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
-        s_lo[s][r] = in ? static_cast<int>(kr.lo) : 0;  // rows past the sequence see nothing
-        s_hi[s][r] = in ? static_cast<int>(kr.hi) : 0;
-        const int doc = docs && in ? f.doc_q[q_begin + i] : 0;
+        s_lo[s][r] = static_cast<int>(kr.lo);
+        s_hi[s][r] = static_cast<int>(kr.hi);
+        const int doc = docs && i < seq.lq ? f.doc_q[q_begin + i] : 0;
         s_doc[s][r] = doc;
         for (int g = 0; g < 2; ++g) {  // does this row see all of warpgroup g's keys?
           const int g0 = k0 + 64 * g;
@@ -565,9 +567,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int j0 = n * kKeyStep + 8 * nt + 2 * (lane % 4);
         int key_doc[2] = {0, 0};
         if constexpr (kMask == 2) {
-          const int last = static_cast<int>(seq.valid_k) - 1;
-          key_doc[0] = tiles.doc_k[min(j0, last)];
-          key_doc[1] = tiles.doc_k[min(j0 + 1, last)];
+          key_doc[0] = tiles.doc_of_key(j0);
+          key_doc[1] = tiles.doc_of_key(j0 + 1);
         }
 #pragma unroll
         for (int c = 0; c < 4; ++c) {

@@ -224,14 +224,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     // the backward's SASS); with documents the keys' ids are read once a column pair, clamped to
     // the valid keys (the ranges already hide the rest).
     auto mask = [&](auto with_docs) {
-      const int k0 = n * kBlockN, last = static_cast<int>(tiles.seq.valid_k) - 1;
+      const int k0 = n * kBlockN;
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
         const int j0 = k0 + 8 * nt + 2 * (lane % 4);
         int key_doc[2] = {0, 0};
         if constexpr (decltype(with_docs)::value) {
-          key_doc[0] = tiles.doc_k[min(j0, last)];
-          key_doc[1] = tiles.doc_k[min(j0 + 1, last)];
+          key_doc[0] = tiles.doc_of_key(j0);
+          key_doc[1] = tiles.doc_of_key(j0 + 1);
         }
 #pragma unroll
         for (int c = 0; c < 4; ++c) {

@@ -205,6 +205,11 @@ struct KeyTiles {
     while (n < end && !attention::tile_may_be_visible(rules, seq, tile(n))) ++n;
     return n;
   }
+  // The document of key j, read at the last valid key for j past it (a mask's ranges already hide
+  // those keys: the load stays in bounds and needs no branch).
+  __device__ int doc_of_key(int j) const {
+    return doc_k[min(j, static_cast<int>(seq.valid_k) - 1)];
+  }
   __device__ bool fully_visible(int n) const {
     if (n < full_begin || n >= full_end) return false;
     if (!doc_k) return true;
