@@ -3,7 +3,8 @@
 // every head dim, bf16 and f16, GQA 1/4/8, causal and not, windows, documents, valid prefixes,
 // soft-capping, ragged batches with empty and one-token sequences, q shorter and longer than k,
 // strided views and one fused qkv buffer; outputs poisoned before each run. Bad device metadata
-// is counted and skipped without touching the good sequences.
+// is counted and skipped without touching the good sequences; decreasing document ids are
+// counted.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -412,6 +413,66 @@ TEST(AttentionCudaMetadata, BadSequencesAreCountedAndSkipped) {
   HostTensor got(DType::bf16, {20, h * d});
   std::memcpy(got.bytes.data(), out.host.bytes.data(), got.bytes.size());
   testing::expect_close(got, want, 1e-2, "sequence 0");
+}
+
+// Document ids that decrease along a sequence break the contract the kernels' tile skipping
+// rests on: every pass (forward and backward, wgmma and mma.sync kernels) counts each decrease,
+// of the query ids and of the key ids, into bad_metadata; ids that do not decrease count none.
+TEST(AttentionCudaMetadata, DecreasingDocumentIdsAreCounted) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  std::mt19937_64 rng(12);
+  const int64_t t = 300, h = 2, d = 64;
+  Mirrored q(HostTensor(DType::bf16, {t, h * d})), k(HostTensor(DType::bf16, {t, h * d})),
+      v(HostTensor(DType::bf16, {t, h * d})), dout(HostTensor(DType::bf16, {t, h * d}));
+  for (Mirrored* m : {&q, &k, &v, &dout}) {
+    m->host.randn(rng);
+    m->upload();
+  }
+  // Documents 0 | 2 | 1 over [0, 100), [100, 200), [200, 300): one decrease, at token 200 (inside
+  // a 128-row tile: the 64-row tiles see it at a tile edge), in both the query and the key ids.
+  std::vector<int32_t> ids(t);
+  for (int64_t i = 0; i < t; ++i) ids[i] = i < 100 ? 0 : i < 200 ? 2 : 1;
+  Mirrored cu(int32_tensor({0, static_cast<int32_t>(t)})), docs(int32_tensor(ids)),
+      good_docs(int32_tensor(std::vector<int32_t>(t, 3))), bad(int32_tensor({0}));
+  for (Mirrored* m : {&cu, &docs, &good_docs, &bad}) m->upload();
+  Mirrored out(HostTensor(DType::bf16, {t, h * d})), lse(HostTensor(DType::f32, {h, t})),
+      dq(HostTensor(DType::bf16, {t, h * d})), dk(HostTensor(DType::bf16, {t, h * d})),
+      dv(HostTensor(DType::bf16, {t, h * d}));
+  auto view3 = [&](Mirrored& x) {
+    return heads_view(x.dev.data(), DType::bf16, Device::cuda(0), t, h, d, h * d);
+  };
+  AttentionOptions opt;
+  opt.softmax_scale = 0.125;
+  auto count_after = [&](Mirrored& doc_ids, bool backward, const char* force) {
+    bad.host.bytes.assign(bad.host.bytes.size(), 0);
+    bad.upload();
+    AttentionMasks m;
+    m.cu_seqlens_q = m.cu_seqlens_k = cu.view();
+    m.doc_ids_q = m.doc_ids_k = doc_ids.view();
+    m.bad_metadata = bad.view();
+    m.causal = true;
+    if (force != nullptr) setenv(force, "mma_sync", 1);
+    if (backward) {
+      attention_varlen_backward(view3(dq), view3(dk), view3(dv), view3(dout), view3(q), view3(k),
+                                view3(v), view3(out), lse.view(), m, opt);
+    } else {
+      attention_varlen(view3(out), lse.view(), view3(q), view3(k), view3(v), m, opt);
+    }
+    if (force != nullptr) unsetenv(force);
+    testing::cuda_ok(cudaDeviceSynchronize(), "attention with decreasing document ids");
+    bad.download();
+    return reinterpret_cast<const int32_t*>(bad.host.bytes.data())[0];
+  };
+  for (const char* force : {static_cast<const char*>(nullptr), "KILN_ATTENTION_FWD"}) {
+    SCOPED_TRACE(force ? "forward on mma.sync" : "default forward");
+    EXPECT_EQ(count_after(good_docs, false, force), 0);
+    EXPECT_EQ(count_after(docs, false, force), 2);  // one in the query ids, one in the key ids
+  }
+  for (const char* force : {static_cast<const char*>(nullptr), "KILN_ATTENTION_BWD"}) {
+    SCOPED_TRACE(force ? "backward on mma.sync" : "default backward");
+    EXPECT_EQ(count_after(good_docs, true, force), 0);
+    EXPECT_EQ(count_after(docs, true, force), 2);
+  }
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //
 // On the GPU, q, k, v and out need 16-byte aligned data and token/head strides (multiples of 8
 // elements); document ids must be non-decreasing along each sequence (the kernels skip key tiles
-// by the id ranges of their first and last tokens).
+// by the id ranges of their first and last tokens): each decrease is counted into
+// masks.bad_metadata, and such a sequence's results mean nothing.
 //
 // q [total_q, Hq, D], k [total_k, Hkv, D], v [total_k, Hkv, Dv]; bf16 or f16, one dtype; the last
 // dim contiguous, the other strides free (views into one fused qkv buffer work). Hq a multiple of

@@ -209,6 +209,8 @@ __global__ void __launch_bounds__(kThreads)
           pack_pair<T>(dq[dt][2 * h] * a.softmax_scale, dq[dt][2 * h + 1] * a.softmax_scale);
     }
   }
+  if (head == 0 && warp == 0)
+    report_decreasing_documents<kTile>(f, seq, q_begin, k_begin, tile.m_block);
 }
 
 template <typename T, int kD, int kDv, int kBlockM, bool kSoftcap, bool kDoDK, bool kDoDV>

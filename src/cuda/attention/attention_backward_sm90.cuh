@@ -497,6 +497,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       s_tile[s] = -1;
       barrier_arrive(&k_full[s]);
     }
+    if (head == 0) {
+      report_decreasing_documents<kQueryBlock>(f, seq, q_begin, k_begin, slot.m_block);
+    }
     return;
   }
 

@@ -327,6 +327,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
+  if (head == 0 && warp == 0)
+    report_decreasing_documents<kBlockM>(a, seq, q_begin, k_begin, tile.m_block);
 }
 
 // Shared memory of one CTA: Q, two K and two V tiles.

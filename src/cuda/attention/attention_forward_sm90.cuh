@@ -154,6 +154,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (lane == 0) barrier_arrive(&v_full[s]);
       }
     }
+    // Off the loads' path: every copy is issued.
+    if (head == 0) report_decreasing_documents<kBlockM>(a, seq, q_begin, k_begin, slot.m_block);
     return;
   }
 

@@ -139,6 +139,32 @@ __device__ inline int first_id_at_least(const int32_t* ids, int n, int64_t value
   return lo;
 }
 
+// How many t in [lo, hi) have ids[t] < ids[t - 1] (lo >= 1), counted by the calling warp (every
+// lane calls it and gets the count).
+__device__ inline int count_decreasing_ids(const int32_t* ids, int64_t lo, int64_t hi) {
+  int bad = 0;
+  for (int64_t t = lo + threadIdx.x % 32; t < hi; t += 32) bad += ids[t] < ids[t - 1];
+  return __reduce_add_sync(~0u, bad);
+}
+
+// Document ids must not decrease along a sequence: the kernels skip tiles by the ids of their
+// first and last tokens, so a decrease would hide visible keys without any out-of-range access.
+// The calling warp of the CTA of query tile m_block (kBlock rows) checks its rows' ids and every
+// (query tiles)-th run of kBlock key ids from its own: together the CTAs of one head check every
+// id of the sequence once. The count goes to bad_metadata (when the caller passed one).
+template <int kBlock>
+__device__ void report_decreasing_documents(const AttentionForwardArgs& a,
+                                            const attention::SequenceShape& seq, int64_t q_begin,
+                                            int64_t k_begin, int m_block) {
+  if (a.doc_q == nullptr || a.bad_metadata == nullptr) return;
+  const int64_t step = (seq.lq + kBlock - 1) / kBlock * kBlock, first = int64_t{m_block} * kBlock;
+  int bad = count_decreasing_ids(a.doc_q + q_begin, first + 1, min(seq.lq, first + kBlock + 1));
+  for (int64_t k0 = first; k0 < seq.lk; k0 += step) {
+    bad += count_decreasing_ids(a.doc_k + k_begin, k0 + 1, min(seq.lk, k0 + kBlock + 1));
+  }
+  if (threadIdx.x % 32 == 0 && bad > 0) atomicAdd(a.bad_metadata, bad);
+}
+
 // The key tiles of kBlockN keys that the query rows [q0, q1) of one sequence can see: the range
 // [begin, end) outside which no row sees anything, the tiles inside it that some row sees
 // (next_visible, which with documents skips tiles no (query, key) pair shares a document in), and
