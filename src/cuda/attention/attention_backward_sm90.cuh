@@ -173,11 +173,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         group_keys[g].valid = group_keys[g].doc == f.doc_k[k_begin + g1 - 1];
       }
     }
-    // The producer keeps ahead of its own latencies: the next item's lse and delta are loaded into
-    // registers before it waits for a free stage, and an item's Q/dO copies are issued before
+    // The producer keeps ahead of its own latencies: the next item's lse, delta and documents load
+    // into registers before it waits for a free stage, and an item's Q/dO copies are issued before
     // its rows are written (q_full takes both arrivals).
     struct RowStats {
       float lse[2], delta[2];  // rows lane and lane + 32
+      int doc[2];              // their documents (0 without documents)
     };
     // An item's query head and first row.
     auto head_of = [&](int item) { return kv_head * group + item / q_tiles; };
@@ -192,6 +193,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         r.lse[k] =
             i < seq.valid_q ? f.lse[head * f.lse_head + (q_begin + i) * f.lse_token] : -INFINITY;
         r.delta[k] = i < seq.lq ? a.delta[head * f.total_q + q_begin + i] : 0.f;
+        r.doc[k] = docs && i < seq.lq ? f.doc_q[q_begin + i] : 0;
       }
       return r;
     };
@@ -228,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const attention::KeyRange kr = attention::visible_keys(f.rules, seq, i);
         s_lo[s][r] = static_cast<int>(kr.lo);
         s_hi[s][r] = static_cast<int>(kr.hi);
-        const int doc = docs && i < seq.lq ? f.doc_q[q_begin + i] : 0;
+        const int doc = rows_now.doc[k];
         s_doc[s][r] = doc;
         for (int g = 0; g < 2; ++g) {  // does this row see all of warpgroup g's keys?
           const int g0 = k0 + 64 * g;
