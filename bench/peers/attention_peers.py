@@ -50,8 +50,7 @@ def visible_pairs(t, causal, window, docs):
 
 # kiln variants timed beside the default: the environment each runs under.
 IMPL_ENV = {"kiln_mma_sync": {"KILN_ATTENTION_FWD": "mma_sync", "KILN_ATTENTION_BWD": "mma_sync"},
-            "kiln_no_pingpong": {"KILN_ATTENTION_PINGPONG": "0"},
-            "kiln_pingpong": {"KILN_ATTENTION_PINGPONG": "1"}}
+            "kiln_bwd_serial": {"KILN_ATTENTION_BWD_OVERLAP": "0"}}
 
 
 def mma_sync(fn):
@@ -112,9 +111,9 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         # the mma.sync kernels beside the wgmma ones, in the same run (forward and backward:
         # run_case forces both around everything it times for this label)
         impls["kiln_mma_sync"] = impls["kiln"]
-        if d == 128 and window is None and docs is None:
-            # ping-pong off in both passes, and on in both (default: forward on, backward off)
-            impls["kiln_no_pingpong"] = impls["kiln_pingpong"] = impls["kiln"]
+        if d <= 128:
+            # the wgmma backward with dQ after dK/dV on one stream (default: dQ beside it)
+            impls["kiln_bwd_serial"] = impls["kiln"]
     flops = 4.0 * d * b * hq * visible_pairs(t, causal, window, docs)
     rows, want = [], None
     for label, fn in impls.items():

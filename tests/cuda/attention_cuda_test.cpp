@@ -475,6 +475,101 @@ TEST(AttentionCudaMetadata, DecreasingDocumentIdsAreCounted) {
   }
 }
 
+// The wgmma backward runs dQ on a second stream beside dK/dV (joined before returning): on the
+// legacy stream, on a user stream, captured into a CUDA graph and replayed, and with the overlap
+// off (KILN_ATTENTION_BWD_OVERLAP=0), the gradients are the same bits, and the graph's dq, dk,
+// dv are complete when the user's stream says so.
+TEST(AttentionCudaStreams, BackwardIsTheSameOnEveryStreamAndInAGraph) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  std::mt19937_64 rng(21);
+  const int64_t t = 700, hq = 4, hkv = 2, d = 128;
+  Mirrored q(HostTensor(DType::bf16, {t, hq * d})), k(HostTensor(DType::bf16, {t, hkv * d})),
+      v(HostTensor(DType::bf16, {t, hkv * d})), dout(HostTensor(DType::bf16, {t, hq * d}));
+  for (Mirrored* m : {&q, &k, &v, &dout}) {
+    m->host.randn(rng);
+    m->upload();
+  }
+  const std::vector<int> lengths = {300, 400};
+  Mirrored cu(int32_tensor(offsets(lengths))), docs(int32_tensor(documents(lengths, rng)));
+  for (Mirrored* m : {&cu, &docs}) m->upload();
+  Mirrored out(HostTensor(DType::bf16, {t, hq * d})), lse(HostTensor(DType::f32, {hq, t})),
+      dq(HostTensor(DType::bf16, {t, hq * d})), dk(HostTensor(DType::bf16, {t, hkv * d})),
+      dv(HostTensor(DType::bf16, {t, hkv * d}));
+  auto view3 = [&](Mirrored& x, int64_t heads) {
+    return heads_view(x.dev.data(), DType::bf16, Device::cuda(0), t, heads, d, heads * d);
+  };
+  AttentionMasks m;
+  m.cu_seqlens_q = m.cu_seqlens_k = cu.view();
+  m.doc_ids_q = m.doc_ids_k = docs.view();
+  m.causal = true;
+  AttentionOptions opt;
+  opt.softmax_scale = 1.0 / std::sqrt(static_cast<double>(d));
+  attention_varlen(view3(out, hq), lse.view(), view3(q, hq), view3(k, hkv), view3(v, hkv), m, opt);
+  testing::cuda_ok(cudaDeviceSynchronize(), "attention forward");
+
+  auto backward = [&](cudaStream_t s) {
+    attention_varlen_backward(view3(dq, hq), view3(dk, hkv), view3(dv, hkv), view3(dout, hq),
+                              view3(q, hq), view3(k, hkv), view3(v, hkv), view3(out, hq),
+                              lse.view(), m, opt, s);
+  };
+  auto gradients = [&] {
+    std::vector<std::vector<uint8_t>> bytes;
+    for (Mirrored* g : {&dq, &dk, &dv}) {
+      g->download();
+      bytes.push_back(g->host.bytes);
+    }
+    return bytes;
+  };
+  auto poison = [&] {
+    for (Mirrored* g : {&dq, &dk, &dv}) g->poison();
+    testing::cuda_ok(cudaDeviceSynchronize(), "poison");
+  };
+
+  poison();
+  backward(nullptr);
+  testing::cuda_ok(cudaDeviceSynchronize(), "backward on the legacy stream");
+  ASSERT_NE(last_receipt().variant.find("dq_beside_dkdv"), std::string::npos)
+      << last_receipt().variant;
+  const auto want = gradients();
+  for (const auto& g : want) {  // no NaN poison left: every gradient element was written
+    const auto* e = reinterpret_cast<const uint16_t*>(g.data());
+    const int64_t n = static_cast<int64_t>(g.size() / 2);
+    ASSERT_EQ(std::count_if(e, e + n, [](uint16_t x) { return (x & 0x7f80) == 0x7f80; }), 0);
+  }
+
+  setenv("KILN_ATTENTION_BWD_OVERLAP", "0", 1);
+  poison();
+  backward(nullptr);
+  unsetenv("KILN_ATTENTION_BWD_OVERLAP");
+  EXPECT_EQ(last_receipt().variant.find("dq_beside_dkdv"), std::string::npos)
+      << last_receipt().variant;
+  testing::cuda_ok(cudaDeviceSynchronize(), "backward without the overlap");
+  EXPECT_EQ(gradients(), want) << "overlap off";
+
+  cudaStream_t s = nullptr;
+  testing::cuda_ok(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
+  poison();
+  backward(s);
+  testing::cuda_ok(cudaStreamSynchronize(s), "backward on a user stream");
+  EXPECT_EQ(gradients(), want) << "user stream";
+
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  testing::cuda_ok(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), "begin capture");
+  backward(s);
+  testing::cuda_ok(cudaStreamEndCapture(s, &graph), "end capture");
+  testing::cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int replay = 0; replay < 2; ++replay) {
+    poison();
+    testing::cuda_ok(cudaGraphLaunch(exec, s), "graph launch");
+    testing::cuda_ok(cudaStreamSynchronize(s), "graph replay");  // the user's stream only
+    EXPECT_EQ(gradients(), want) << "graph replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
 }  // namespace
 }  // namespace kiln
 

@@ -20,7 +20,9 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "attention/mask_rules.h"
@@ -30,6 +32,7 @@
 #include "cuda/attention/tile_common.cuh"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/mma.cuh"
+#include "cuda/common/stream_fork.h"
 #include "cuda/common/tma.cuh"
 #include "cuda/common/wgmma.cuh"
 
@@ -635,6 +638,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+// dQ on a second stream beside dK/dV; KILN_ATTENTION_BWD_OVERLAP=0 runs them one after the other.
+inline bool overlap_enabled() {
+  const char* pick = std::getenv("KILN_ATTENTION_BWD_OVERLAP");
+  return !(pick != nullptr && std::string_view(pick) == "0");
+}
+
 // The three launches on a Hopper device when every view is TMA-describable; returns the variant
 // name, or "" having launched nothing.
 template <int kD>
@@ -662,10 +671,11 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
                      static_cast<unsigned>(f.hkv));
   const dim3 q_grid(static_cast<unsigned>((f.total_q + kQueryBlock - 1) / kQueryBlock + f.batch),
                     static_cast<unsigned>(f.hq));
-  auto run = [&](auto kernel, dim3 grid, int smem, const Sm90BackwardArgs& args) {
+  const bool overlap = overlap_enabled();
+  auto run = [&](auto kernel, dim3 grid, int smem, const Sm90BackwardArgs& args, Stream on) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    kernel<<<grid, kThreads, smem, stream>>>(args);
+    kernel<<<grid, kThreads, smem, on>>>(args);
     KILN_CUDA_CHECK(cudaGetLastError());
   };
   attention_tiles::with_dtype_and_softcap(
@@ -676,12 +686,21 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
         attention_bwd::delta_kernel<T>
             <<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
         KILN_CUDA_CHECK(cudaGetLastError());
-        run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv);
-        run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd);
+        if (overlap) {
+          // dQ and dK/dV read only q, k, v, dO, lse and delta: dQ runs on a second stream and
+          // fills the SMs dK/dV's uneven last wave leaves idle (documents, causal).
+          StreamFork fork(stream);
+          run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv, stream);
+          run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd, fork.side());
+          fork.join();
+        } else {
+          run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv, stream);
+          run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd, stream);
+        }
       });
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
          std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +
-         (kv.ping_pong ? ",pingpong" : "") + ",deterministic>";
+         (kv.ping_pong ? ",pingpong" : "") + (overlap ? ",dq_beside_dkdv" : "") + ",deterministic>";
 }
 
 }  // namespace kiln::cuda::attention_bwd_sm90
