@@ -50,7 +50,8 @@ def visible_pairs(t, causal, window, docs):
 
 # kiln variants timed beside the default: the environment each runs under.
 IMPL_ENV = {"kiln_mma_sync": {"KILN_ATTENTION_FWD": "mma_sync", "KILN_ATTENTION_BWD": "mma_sync"},
-            "kiln_bwd_serial": {"KILN_ATTENTION_BWD_OVERLAP": "0"}}
+            "kiln_bwd_serial": {"KILN_ATTENTION_BWD_OVERLAP": "0"},
+            "kiln_fwd_per_item": {"KILN_ATTENTION_FWD_PERSISTENT": "0"}}
 
 
 def mma_sync(fn):
@@ -111,6 +112,8 @@ def run_case(name, b, t, hq, hkv, d, causal, timer, kiln, reps, window=None, ndo
         # the mma.sync kernels beside the wgmma ones, in the same run (forward and backward:
         # run_case forces both around everything it times for this label)
         impls["kiln_mma_sync"] = impls["kiln"]
+        # the wgmma forward with a CTA a work item (default: one CTA a SM walking them)
+        impls["kiln_fwd_per_item"] = impls["kiln"]
         if d <= 128:
             # the wgmma backward with dQ after dK/dV on one stream (default: dQ beside it)
             impls["kiln_bwd_serial"] = impls["kiln"]

@@ -201,6 +201,31 @@ TEST_P(AttentionCuda, ForwardMatchesReference) {
       }
     }
   }
+  // The wgmma forward walks its (head, query tile) items with one CTA a SM: a few CTAs walking
+  // many items each (every ring wrapping around, Q reloaded under the previous item's P V), and a
+  // CTA an item, give the default run's bits.
+  if (testing::gpu_major() == 9 && tq > 0 && tk > 0) {
+    for (const char* ctas : {"3", "0"}) {
+      SCOPED_TRACE(std::string("KILN_ATTENTION_FWD_PERSISTENT=") + ctas);
+      Mirrored out2(HostTensor(c.dtype, {tq, c.hq * c.dv})),
+          lse2(HostTensor(DType::f32, {c.hq, tq}));
+      out2.poison();
+      lse2.poison();
+      setenv("KILN_ATTENTION_FWD_PERSISTENT", ctas, 1);
+      attention_varlen(
+          heads_view(out2.dev.data(), c.dtype, Device::cuda(0), tq, c.hq, c.dv, c.hq * c.dv),
+          lse2.view(), g[0], g[1], g[2], masks(true), opt);
+      unsetenv("KILN_ATTENTION_FWD_PERSISTENT");
+      EXPECT_EQ(last_receipt().variant.find("persistent") != std::string::npos,
+                std::string(ctas) == "3")
+          << last_receipt().variant;
+      testing::cuda_ok(cudaDeviceSynchronize(), "attention_varlen, other grid");
+      out2.download();
+      lse2.download();
+      EXPECT_EQ(out2.host.bytes, out.host.bytes) << "out";
+      EXPECT_EQ(lse2.host.bytes, lse.host.bytes) << "lse";
+    }
+  }
   if (!c.backward) return;
 
   // Backward from the GPU's out and lse; twice, the same bits (deterministic).

@@ -26,7 +26,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "attention/mask_rules.h"
@@ -34,6 +36,7 @@
 #include "cuda/attention/sm90_tiles.cuh"
 #include "cuda/attention/tile_common.cuh"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device_info.h"
 #include "cuda/common/mma.cuh"
 #include "cuda/common/tensor_map.h"
 #include "cuda/common/tma.cuh"
@@ -49,10 +52,31 @@ constexpr int kBlockM = 128, kStages = 2;
 using sm90_tiles::kRowBytes;
 
 // Q, K and V as 3-D tensor maps (dim, head, token) read in 64-column boxes, and the arguments.
+// The work items are (query head, tile slot) pairs, head-major (the CTAs working at one time share
+// a head's K and V in L2): `works` = `slots` x hq.
 struct Sm90ForwardArgs {
   CUtensorMap q, k, v;
   AttentionForwardArgs a;
   bool ping_pong = true;
+  int slots = 0;
+  int64_t works = 0;
+};
+
+// Work item `round` of this CTA: the grid takes the items in rounds of gridDim.x, every other
+// round in reverse CTA order, so under a causal mask (a sequence's tiles heaviest first) a CTA
+// that took a heavy tile in one round takes a light one in the next.
+__device__ __forceinline__ int64_t work_of(int round) {
+  const int64_t c = blockIdx.x, g = gridDim.x;
+  return round * g + (round % 2 ? g - 1 - c : c);
+}
+
+// What the producer hands the consumers for each tile it loads: the tile, its key tiles and
+// offsets; sequence -1 ends the work.
+template <int kBlockN>
+struct ForwardWork {
+  int sequence = -1, m_block = 0, head = 0;
+  int64_t q_begin = 0;
+  attention_tiles::KeyTiles<kBlockN> tiles;
 };
 
 template <int kD, int kDv, int kBlockN>
@@ -80,26 +104,26 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* const s_v = s_k + kStages * kKBytes;  // [kStages][kVBoxes][kBlockN][128 B]
   __shared__ uint64_t q_full, k_full[kStages], v_full[kStages], k_empty[kStages], v_empty[kStages];
 
+  using Work = ForwardWork<kBlockN>;
+  __shared__ uint64_t q_empty, work_full[2], work_empty[2];
+  __shared__ __align__(16) uint8_t s_work[2][sizeof(Work)];
+
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int head = blockIdx.y;
-  const TileSlot slot =
-      find_tile<kBlockM, false, kThreads>(a, blockIdx.x, blockIdx.x == 0 && blockIdx.y == 0);
-  if (slot.sequence < 0) return;
-  const int b = slot.sequence;
-  const int64_t q_begin = a.cu_q[b], k_begin = a.cu_k[b];
-  const attention::SequenceShape seq = sequence_shape(a, b);
-  const int q0 = slot.m_block * kBlockM;
-  const int q1 = min(q0 + kBlockM, static_cast<int>(seq.lq));
-  const int kv_head = head / (a.hq / a.hkv);
-  const KeyTiles<kBlockN> tiles(a, seq, q_begin, k_begin, q0, q1);
+  // CTA 0 checks every sequence's metadata once and counts the bad ones (they have no tiles).
+  if (blockIdx.x == 0) find_tile<kBlockM, false, kThreads>(a, 0, true);
 
   if (tid == 0) {
     barrier_init(&q_full, 1);
+    barrier_init(&q_empty, kConsumerWarps);
     for (int s = 0; s < kStages; ++s) {
       barrier_init(&k_full[s], 1);
       barrier_init(&v_full[s], 1);
       barrier_init(&k_empty[s], kConsumerWarps);
       barrier_init(&v_empty[s], kConsumerWarps);
+    }
+    for (int w = 0; w < 2; ++w) {
+      barrier_init(&work_full[w], 1);
+      barrier_init(&work_empty[w], kConsumerWarps);
     }
     barrier_init_fence();
   }
@@ -112,50 +136,100 @@ __global__ void __launch_bounds__(kThreads, 1)
       prefetch_tensor_map(&p.q);
       prefetch_tensor_map(&p.k);
       prefetch_tensor_map(&p.v);
-      barrier_arrive_expect_tx(&q_full, kQBytes);
-      for (int box = 0; box < kBoxes; ++box) {
-        tma_load_3d(s_q + box * kBlockM * kRowBytes, &p.q, 64 * box, head,
-                    static_cast<int>(q_begin + q0), &q_full);
-      }
     }
-    const T* const v_rows =
-        static_cast<const T*>(a.v.data) + k_begin * a.v.token + kv_head * a.v.head;
-    int it = 0;
-    for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
-         n = tiles.next_visible(n + 1), ++it) {
-      const int s = it % kStages;
-      const uint32_t phase = (it / kStages) & 1;
-      const int k0 = n * kBlockN;
-      uint8_t* const k_tile = s_k + s * kKBytes;
-      uint8_t* const v_tile = s_v + s * kVBytes;
-      if (lane == 0) {
-        barrier_wait_parity(&k_empty[s], phase ^ 1);
-        barrier_arrive_expect_tx(&k_full[s], kKBytes);
-        for (int box = 0; box < kBoxes; ++box) {
-          tma_load_3d(k_tile + box * kBlockN * kRowBytes, &p.k, 64 * box, kv_head,
-                      static_cast<int>(k_begin + k0), &k_full[s]);
-        }
-        barrier_wait_parity(&v_empty[s], phase ^ 1);
-      }
+    // Work items go through a ring of two; Q has one buffer, refilled once the consumers' last
+    // Q Kᵀ of the previous item is done (under its P V and store); K and V stream through their
+    // ring across items.
+    int it = 0, wi = 0;
+    // The slot of the next work item, once the consumers have read what it held two items ago.
+    auto claim_slot = [&] {
+      if (lane == 0) barrier_wait_parity(&work_empty[wi % 2], ((wi / 2) & 1) ^ 1);
       __syncwarp();
-      if (k0 + kBlockN <= seq.valid_k) {
+      return reinterpret_cast<Work*>(s_work[wi % 2]);
+    };
+    for (int round = 0;; ++round) {
+      const int64_t w = work_of(round);
+      if (w >= p.works) break;
+      const int head = static_cast<int>(w / p.slots);
+      const TileSlot slot =
+          find_tile_in_warp<kBlockM>(a, static_cast<int>(w - int64_t{head} * p.slots));
+      if (slot.sequence < 0) continue;
+      const int b = slot.sequence;
+      const int64_t q_begin = a.cu_q[b], k_begin = a.cu_k[b];
+      const attention::SequenceShape seq = sequence_shape(a, b);
+      const int q0 = slot.m_block * kBlockM;
+      const int q1 = min(q0 + kBlockM, static_cast<int>(seq.lq));
+      const int kv_head = head / (a.hq / a.hkv);
+      Work* const work = claim_slot();
+      {
+        const KeyTiles<kBlockN> found(a, seq, q_begin, k_begin, q0, q1);  // the whole warp
         if (lane == 0) {
-          barrier_arrive_expect_tx(&v_full[s], kVBytes);
-          for (int box = 0; box < kVBoxes; ++box) {
-            tma_load_3d(v_tile + box * kBlockN * kRowBytes, &p.v, 64 * box, kv_head,
-                        static_cast<int>(k_begin + k0), &v_full[s]);
-          }
+          work->sequence = b;
+          work->m_block = slot.m_block;
+          work->head = head;
+          work->q_begin = q_begin;
+          work->tiles = found;
+          barrier_arrive(&work_full[wi % 2]);
         }
-      } else {  // the tile past the valid keys: copied here, its tail zeroed
-        sm90_tiles::copy_rows_zero_tail<T, kBlockN, kDv>(v_tile, v_rows, a.v.token, k0,
-                                                         seq.valid_k);
-        fence_async_shared();
         __syncwarp();
-        if (lane == 0) barrier_arrive(&v_full[s]);
+      }
+      const KeyTiles<kBlockN>& tiles = work->tiles;  // read back from the slot: few registers
+      if (lane == 0) {
+        barrier_wait_parity(&q_empty, (wi & 1) ^ 1);
+        barrier_arrive_expect_tx(&q_full, kQBytes);
+        for (int box = 0; box < kBoxes; ++box) {
+          tma_load_3d(s_q + box * kBlockM * kRowBytes, &p.q, 64 * box, head,
+                      static_cast<int>(q_begin + q0), &q_full);
+        }
+      }
+      ++wi;
+      const T* const v_rows =
+          static_cast<const T*>(a.v.data) + k_begin * a.v.token + kv_head * a.v.head;
+      for (int n = tiles.next_visible(tiles.begin); n < tiles.end;
+           n = tiles.next_visible(n + 1), ++it) {
+        const int s = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        const int k0 = n * kBlockN;
+        uint8_t* const k_tile = s_k + s * kKBytes;
+        uint8_t* const v_tile = s_v + s * kVBytes;
+        if (lane == 0) {
+          barrier_wait_parity(&k_empty[s], phase ^ 1);
+          barrier_arrive_expect_tx(&k_full[s], kKBytes);
+          for (int box = 0; box < kBoxes; ++box) {
+            tma_load_3d(k_tile + box * kBlockN * kRowBytes, &p.k, 64 * box, kv_head,
+                        static_cast<int>(k_begin + k0), &k_full[s]);
+          }
+          barrier_wait_parity(&v_empty[s], phase ^ 1);
+        }
+        __syncwarp();
+        if (k0 + kBlockN <= tiles.seq.valid_k) {
+          if (lane == 0) {
+            barrier_arrive_expect_tx(&v_full[s], kVBytes);
+            for (int box = 0; box < kVBoxes; ++box) {
+              tma_load_3d(v_tile + box * kBlockN * kRowBytes, &p.v, 64 * box, kv_head,
+                          static_cast<int>(k_begin + k0), &v_full[s]);
+            }
+          }
+        } else {  // the tile past the valid keys: copied here, its tail zeroed
+          sm90_tiles::copy_rows_zero_tail<T, kBlockN, kDv>(v_tile, v_rows, a.v.token, k0,
+                                                           tiles.seq.valid_k);
+          fence_async_shared();
+          __syncwarp();
+          if (lane == 0) barrier_arrive(&v_full[s]);
+        }
+      }
+      // Off the loads' path of this item (its copies are issued), from the slot (no registers held
+      // across the loop for it).
+      if (work->head == 0) {
+        report_decreasing_documents<kBlockM>(a, tiles.seq, work->q_begin, a.cu_k[work->sequence],
+                                             work->m_block);
       }
     }
-    // Off the loads' path: every copy is issued.
-    if (head == 0) report_decreasing_documents<kBlockM>(a, seq, q_begin, k_begin, slot.m_block);
+    Work* const last = claim_slot();
+    if (lane == 0) {
+      last->sequence = -1;  // no more work
+      barrier_arrive(&work_full[wi % 2]);
+    }
     return;
   }
 
@@ -165,23 +239,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4;
   const int warp_row0 = 64 * wg + 16 * (warp % 4);
   const bool docs = a.doc_q != nullptr;
+  KeyTiles<kBlockN> tiles;  // of the work item at hand
   int row_lo[2], row_hi[2], row_doc[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int i = q0 + warp_row0 + 8 * h + lane / 4;
-    const attention::KeyRange r = attention::visible_keys(a.rules, seq, i);
-    row_lo[h] = static_cast<int>(r.lo);
-    row_hi[h] = static_cast<int>(r.hi);
-    row_doc[h] = docs && i < q1 ? a.doc_q[q_begin + i] : 0;
-  }
-
   float o[kOParts][kOTiles * 4];  // column tile dt is o[dt / kOTiles][4 (dt % kOTiles) + c]
-#pragma unroll
-  for (int part = 0; part < kOParts; ++part) {
-#pragma unroll
-    for (int i = 0; i < kOTiles * 4; ++i) o[part][i] = 0.f;
-  }
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  float row_max[2], row_sum[2];
   const uint32_t q_base = shared_address(s_q) + 64 * wg * kRowBytes;
 
   float sc[kNTiles * 4];         // S of the newest tile, then its P in fp32
@@ -290,81 +351,127 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const sm90_tiles::PingPong turns{wg, p.ping_pong};
   turns.start();
-  barrier_wait_parity(&q_full, 0);
-  int n = tiles.next_visible(tiles.begin);
-  if (n < tiles.end) {
-    // The first tile alone; then each step overlaps S_j = Q K_jᵀ and the softmax of tile j with
-    // O += P_{j-1} V_{j-1} on the tensor cores (FA3's intra-warpgroup pipeline).
-    barrier_wait_parity(&k_full[0], 0);
-    turns.wait_turn();
-    wgmma_fence();
-    issue_qk(0);
-    turns.pass_turn();
-    wgmma_wait<0>();
-    fence_accumulators(sc);
-    if (lane == 0) barrier_arrive(&k_empty[0]);
-    softmax(n);
-    rescale_and_pack();
-    int prev = 0;
-    uint32_t prev_phase = 0;
-    int it = 1;
-    for (n = tiles.next_visible(n + 1); n < tiles.end; n = tiles.next_visible(n + 1), ++it) {
-      const int s = it % kStages;
-      const uint32_t phase = (it / kStages) & 1;
-      barrier_wait_parity(&k_full[s], phase);
+  int it = 0;  // K/V ring position, across work items as the producer counts it
+  for (int wi = 0;; ++wi) {
+    const int ws = wi % 2;
+    barrier_wait_parity(&work_full[ws], (wi / 2) & 1);
+    const Work& work = *reinterpret_cast<const Work*>(s_work[ws]);
+    const int sequence = work.sequence, head = work.head, m_block = work.m_block;
+    const int64_t q_begin = work.q_begin;
+    if (sequence >= 0) tiles = work.tiles;
+    __syncwarp();
+    if (lane == 0) barrier_arrive(&work_empty[ws]);
+    if (sequence < 0) break;
+    const attention::SequenceShape& seq = tiles.seq;
+    const int q0 = m_block * kBlockM;
+    const int q1 = min(q0 + kBlockM, static_cast<int>(seq.lq));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int i = q0 + warp_row0 + 8 * h + lane / 4;
+      const attention::KeyRange r = attention::visible_keys(a.rules, seq, i);
+      row_lo[h] = static_cast<int>(r.lo);
+      row_hi[h] = static_cast<int>(r.hi);
+      row_doc[h] = docs && i < q1 ? a.doc_q[q_begin + i] : 0;
+      row_max[h] = -INFINITY;
+      row_sum[h] = 0.f;
+    }
+#pragma unroll
+    for (int part = 0; part < kOParts; ++part) {
+#pragma unroll
+      for (int i = 0; i < kOTiles * 4; ++i) o[part][i] = 0.f;
+    }
+
+    barrier_wait_parity(&q_full, wi & 1);
+    int n = tiles.next_visible(tiles.begin);
+    if (n < tiles.end) {
+      // The first tile alone; then each step overlaps S_j = Q K_jᵀ and the softmax of tile j with
+      // O += P_{j-1} V_{j-1} on the tensor cores (FA3's intra-warpgroup pipeline).
+      int prev = it % kStages;
+      uint32_t prev_phase = (it / kStages) & 1;
+      barrier_wait_parity(&k_full[prev], prev_phase);
+      turns.wait_turn();
+      wgmma_fence();
+      issue_qk(prev);
+      turns.pass_turn();
+      wgmma_wait<0>();
+      fence_accumulators(sc);
+      if (lane == 0) barrier_arrive(&k_empty[prev]);
+      softmax(n);
+      rescale_and_pack();
+      ++it;
+      for (n = tiles.next_visible(n + 1); n < tiles.end; n = tiles.next_visible(n + 1), ++it) {
+        const int s = it % kStages;
+        const uint32_t phase = (it / kStages) & 1;
+        barrier_wait_parity(&k_full[s], phase);
+        barrier_wait_parity(&v_full[prev], prev_phase);
+        turns.wait_turn();
+        wgmma_fence();
+        issue_qk(s);
+        issue_pv(prev);
+        turns.pass_turn();
+        wgmma_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
+        fence_accumulators(sc);
+        if (lane == 0) barrier_arrive(&k_empty[s]);
+        softmax(n);
+        wgmma_wait<0>();
+        for (auto& part : o) fence_accumulators(part);
+        if (lane == 0) barrier_arrive(&v_empty[prev]);
+        rescale_and_pack();
+        prev = s;
+        prev_phase = phase;
+      }
+      if (lane == 0) barrier_arrive(&q_empty);  // the item's last Q Kᵀ is done
       barrier_wait_parity(&v_full[prev], prev_phase);
       turns.wait_turn();
       wgmma_fence();
-      issue_qk(s);
       issue_pv(prev);
       turns.pass_turn();
-      wgmma_wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
-      fence_accumulators(sc);
-      if (lane == 0) barrier_arrive(&k_empty[s]);
-      softmax(n);
       wgmma_wait<0>();
       for (auto& part : o) fence_accumulators(part);
       if (lane == 0) barrier_arrive(&v_empty[prev]);
-      rescale_and_pack();
-      prev = s;
-      prev_phase = phase;
+    } else if (lane == 0) {
+      barrier_arrive(&q_empty);
     }
-    barrier_wait_parity(&v_full[prev], prev_phase);
-    turns.wait_turn();
-    wgmma_fence();
-    issue_pv(prev);
-    turns.pass_turn();
-    wgmma_wait<0>();
-    for (auto& part : o) fence_accumulators(part);
-    if (lane == 0) barrier_arrive(&v_empty[prev]);
-  }
 
+    // O / sum and lse; rows past the sequence are not stored.
+    T* const out = static_cast<T*>(a.out.data) + (q_begin + q0) * a.out.token + head * a.out.head;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float sum = row_sum[h];
+      sum += __shfl_xor_sync(~0u, sum, 1);
+      sum += __shfl_xor_sync(~0u, sum, 2);
+      const float inv = sum > 0 ? 1.f / sum : 0.f;
+      const int row = warp_row0 + 8 * h + lane / 4;
+      if (q0 + row >= q1) continue;
+      T* const out_row = out + int64_t{row} * a.out.token;
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        const float* const tile = &o[dt / kOTiles][4 * (dt % kOTiles)];
+        const uint32_t pair = pack_pair<T>(tile[2 * h] * inv, tile[2 * h + 1] * inv);
+        *reinterpret_cast<uint32_t*>(out_row + 8 * dt + 2 * (lane % 4)) = pair;
+      }
+      if (lane % 4 == 0) {
+        constexpr float kLn2 = 0.6931471805599453f;
+        const float lse = sum > 0 ? (row_max[h] + log2f(sum)) * kLn2 : -INFINITY;
+        a.lse[head * a.lse_head + (q_begin + q0 + row) * a.lse_token] = lse;
+      }
+    }
+  }
   turns.finish();
-
-  // O / sum and lse; rows past the sequence are not stored.
-  T* const out = static_cast<T*>(a.out.data) + (q_begin + q0) * a.out.token + head * a.out.head;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float sum = row_sum[h];
-    sum += __shfl_xor_sync(~0u, sum, 1);
-    sum += __shfl_xor_sync(~0u, sum, 2);
-    const float inv = sum > 0 ? 1.f / sum : 0.f;
-    const int row = warp_row0 + 8 * h + lane / 4;
-    if (q0 + row >= q1) continue;
-    T* const out_row = out + int64_t{row} * a.out.token;
-#pragma unroll
-    for (int dt = 0; dt < kDTiles; ++dt) {
-      const float* const tile = &o[dt / kOTiles][4 * (dt % kOTiles)];
-      const uint32_t pair = pack_pair<T>(tile[2 * h] * inv, tile[2 * h + 1] * inv);
-      *reinterpret_cast<uint32_t*>(out_row + 8 * dt + 2 * (lane % 4)) = pair;
-    }
-    if (lane % 4 == 0) {
-      constexpr float kLn2 = 0.6931471805599453f;
-      const float lse = sum > 0 ? (row_max[h] + log2f(sum)) * kLn2 : -INFINITY;
-      a.lse[head * a.lse_head + (q_begin + q0 + row) * a.lse_token] = lse;
-    }
-  }
 #endif
+}
+
+// CTAs for `works` items: one a SM, each walking its items (the next item's Q and K loads run
+// under the last P V and the store of the one before). KILN_ATTENTION_FWD_PERSISTENT=0 launches a
+// CTA an item (the pre-persistent grid, for the A/B); a positive value caps the CTAs (the tests
+// use a few, so that every CTA walks many items).
+inline int64_t forward_ctas(int64_t works) {
+  const char* pick = std::getenv("KILN_ATTENTION_FWD_PERSISTENT");
+  const int64_t cap = pick != nullptr ? std::atoll(pick) : 0;
+  if (pick != nullptr && cap <= 0) return works;
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  return std::min<int64_t>(works, cap > 0 ? cap : sm_count(Device::cuda(device)));
 }
 
 // Runs the kernel for a when it can (a Hopper device, no page table, TMA-describable views) and
@@ -383,7 +490,11 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
     return "";
   }
   const int64_t slots = (a.total_q + kBlockM - 1) / kBlockM + a.batch;
-  const dim3 grid(static_cast<unsigned>(slots), static_cast<unsigned>(a.hq));
+  p.slots = static_cast<int>(slots);
+  p.works = slots * a.hq;
+  const int64_t ctas = forward_ctas(p.works);
+  const bool persistent = ctas < p.works;
+  const dim3 grid(static_cast<unsigned>(ctas));
   constexpr int smem = smem_bytes<kD, kDv, kBlockN>();
   auto run = [&](auto kernel) {
     KILN_CUDA_CHECK(
@@ -399,7 +510,7 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   return std::string("attention_fwd_wgmma_tma<") + std::string(dtype_name(a.dtype)) + ",d" +
          std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" +
          std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) + (cap ? ",softcap" : "") +
-         (p.ping_pong ? ",pingpong" : "") + ">";
+         (p.ping_pong ? ",pingpong" : "") + (persistent ? ",persistent" : "") + ">";
 }
 
 }  // namespace kiln::cuda::attention_sm90

@@ -48,6 +48,17 @@ struct TileSlot {
   int sequence, m_block;
 };
 
+// The tiles of sequence b (kBlock queries, or keys with kByKeys); ok false, and no tiles, when
+// its offsets or valid prefixes are out of range.
+template <int kBlock, bool kByKeys>
+__device__ __forceinline__ int sequence_tiles(const AttentionForwardArgs& a, int b, bool& ok) {
+  const int q0 = a.cu_q[b], q1 = a.cu_q[b + 1], k0 = a.cu_k[b], k1 = a.cu_k[b + 1];
+  ok = q0 >= 0 && q0 <= q1 && q1 <= a.total_q && k0 >= 0 && k0 <= k1 && k1 <= a.total_k;
+  if (ok && a.valid_q) ok = a.valid_q[b] >= 0 && a.valid_q[b] <= q1 - q0;
+  if (ok && a.valid_k) ok = a.valid_k[b] >= 0 && a.valid_k[b] <= k1 - k0;
+  return ok ? ((kByKeys ? k1 - k0 : q1 - q0) + kBlock - 1) / kBlock : 0;
+}
+
 template <int kBlock, bool kByKeys = false, int kCtaThreads = kThreads>
 __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool reporter) {
   constexpr int kCtaWarps = kCtaThreads / 32;
@@ -64,14 +75,11 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
     const int b = base + tid;
     int tiles = 0;
     if (b < a.batch) {
-      const int q0 = a.cu_q[b], q1 = a.cu_q[b + 1], k0 = a.cu_k[b], k1 = a.cu_k[b + 1];
-      bool ok = q0 >= 0 && q0 <= q1 && q1 <= a.total_q && k0 >= 0 && k0 <= k1 && k1 <= a.total_k;
-      if (ok && a.valid_q) ok = a.valid_q[b] >= 0 && a.valid_q[b] <= q1 - q0;
-      if (ok && a.valid_k) ok = a.valid_k[b] >= 0 && a.valid_k[b] <= k1 - k0;
-      if (ok) tiles = ((kByKeys ? k1 - k0 : q1 - q0) + kBlock - 1) / kBlock;
+      bool ok = false;
+      tiles = sequence_tiles<kBlock, kByKeys>(a, b, ok);
       bad += !ok;
       if (ok && reporter && a.block_table) {  // every page the sequence's keys need
-        const int pages = (k1 - k0 + (1 << a.page_shift) - 1) >> a.page_shift;
+        const int pages = (a.cu_k[b + 1] - a.cu_k[b] + (1 << a.page_shift) - 1) >> a.page_shift;
         bad += pages > a.max_pages;
         for (int p = 0; p < min(pages, a.max_pages); ++p) {
           const int id = a.block_table[b * a.table_stride + p];
@@ -108,6 +116,35 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
   }
   __syncthreads();
   return {found[0], found[1]};
+}
+
+// find_tile for one warp (every lane calls it and gets the answer) without the reporting: for a
+// persistent kernel's producer, which looks up each of its tiles while the rest of the CTA works.
+template <int kBlock, bool kByKeys = false>
+__device__ TileSlot find_tile_in_warp(const AttentionForwardArgs& a, int slot) {
+  const int lane = threadIdx.x % 32;
+  int before = 0;
+  for (int base = 0; base < a.batch; base += 32) {
+    const int b = base + lane;
+    bool ok = false;
+    const int tiles = b < a.batch ? sequence_tiles<kBlock, kByKeys>(a, b, ok) : 0;
+    int inclusive = tiles;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(~0u, inclusive, o);
+      if (lane >= o) inclusive += v;
+    }
+    const int first = before + inclusive - tiles;
+    const unsigned hit = __ballot_sync(~0u, tiles > 0 && slot >= first && slot < first + tiles);
+    if (hit != 0) {
+      const int src = __ffs(hit) - 1;
+      const int offset = slot - __shfl_sync(~0u, first, src);
+      const int count = __shfl_sync(~0u, tiles, src);
+      return {__shfl_sync(~0u, b, src), kByKeys ? offset : count - 1 - offset};
+    }
+    before += __shfl_sync(~0u, inclusive, 31);
+  }
+  return {-1, 0};
 }
 
 // Sequence b's lengths and valid prefixes (its offsets are a.cu_q[b], a.cu_k[b]).
@@ -179,6 +216,7 @@ struct KeyTiles {
   const int32_t* doc_k = nullptr;  // the sequence's key documents, or null without documents
   int begin = 0, end = 0, full_begin = 0, full_end = 0;
 
+  __device__ KeyTiles() {}  // for a persistent kernel's copy of the one its producer staged
   __device__ KeyTiles(const AttentionForwardArgs& a, const attention::SequenceShape& s,
                       int64_t q_begin, int64_t k_begin, int q0, int q1)
       : rules(a.rules), seq(s), rows{q0, q1, 0, 0} {
