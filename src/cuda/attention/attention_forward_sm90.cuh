@@ -53,21 +53,23 @@ using sm90_tiles::kRowBytes;
 
 // Q, K and V as 3-D tensor maps (dim, head, token) read in 64-column boxes, and the arguments.
 // The work items are (query head, tile slot) pairs, head-major (the CTAs working at one time share
-// a head's K and V in L2): `works` = `slots` x hq.
+// a head's K and V in L2; a sequence's query tiles heaviest first, as find_tile orders them):
+// `works` = `slots` x hq.
 struct Sm90ForwardArgs {
   CUtensorMap q, k, v;
   AttentionForwardArgs a;
   bool ping_pong = true;
   int slots = 0;
   int64_t works = 0;
+  unsigned long long* work_counter = nullptr;  // zeroed before each launch
 };
 
-// Work item `round` of this CTA: the grid takes the items in rounds of gridDim.x, every other
-// round in reverse CTA order, so under a causal mask (a sequence's tiles heaviest first) a CTA
-// that took a heavy tile in one round takes a light one in the next.
-__device__ __forceinline__ int64_t work_of(int round) {
-  const int64_t c = blockIdx.x, g = gridDim.x;
-  return round * g + (round % 2 ? g - 1 - c : c);
+// The next item past the first gridDim.x ones (each CTA's first is its blockIdx), from the
+// launch's counter; the calling warp's lane 0 takes it and every lane gets it.
+__device__ __forceinline__ int64_t next_work(unsigned long long* counter) {
+  unsigned long long taken = 0;
+  if (threadIdx.x % 32 == 0) taken = atomicAdd(counter, 1ull);
+  return static_cast<int64_t>(__shfl_sync(~0u, taken, 0));
 }
 
 // What the producer hands the consumers for each tile it loads: the tile, its key tiles and
@@ -147,8 +149,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
       return reinterpret_cast<Work*>(s_work[wi % 2]);
     };
-    for (int round = 0;; ++round) {
-      const int64_t w = work_of(round);
+    // Items in order, each CTA taking the next one when its producer is ready for it (a counter
+    // in global memory, zeroed before the launch): the balance of the CTA-an-item grid, whose
+    // blocks the hardware hands out in order as SMs free up, without the per-CTA prologue.
+    for (int64_t w = blockIdx.x;; w = gridDim.x + next_work(p.work_counter)) {
       if (w >= p.works) break;
       const int head = static_cast<int>(w / p.slots);
       const TileSlot slot =
@@ -353,25 +357,31 @@ __global__ void __launch_bounds__(kThreads, 1)
   turns.start();
   int it = 0;  // K/V ring position, across work items as the producer counts it
   for (int wi = 0;; ++wi) {
+    // Warp-uniform again (the last item's loops ended on values read from shared memory, which
+    // the compiler cannot prove uniform): the stage and phase then stay in uniform registers and
+    // the wgmma descriptors are built there, as in a CTA-an-item kernel, not moved over by R2UR.
+    it = __shfl_sync(~0u, it, 0);
     const int ws = wi % 2;
     barrier_wait_parity(&work_full[ws], (wi / 2) & 1);
+    // The slot stays this item's until its store is done (work_empty is arrived on after it):
+    // the store reads its head and offsets there, not from registers held through the loop.
     const Work& work = *reinterpret_cast<const Work*>(s_work[ws]);
-    const int sequence = work.sequence, head = work.head, m_block = work.m_block;
-    const int64_t q_begin = work.q_begin;
-    if (sequence >= 0) tiles = work.tiles;
-    __syncwarp();
-    if (lane == 0) barrier_arrive(&work_empty[ws]);
-    if (sequence < 0) break;
-    const attention::SequenceShape& seq = tiles.seq;
-    const int q0 = m_block * kBlockM;
-    const int q1 = min(q0 + kBlockM, static_cast<int>(seq.lq));
+    if (work.sequence < 0) break;
+    tiles = work.tiles;
+    {
+      const int q0 = work.m_block * kBlockM;
+      const int q1 = min(q0 + kBlockM, static_cast<int>(tiles.seq.lq));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int i = q0 + warp_row0 + 8 * h + lane / 4;
+        const attention::KeyRange r = attention::visible_keys(a.rules, tiles.seq, i);
+        row_lo[h] = static_cast<int>(r.lo);
+        row_hi[h] = static_cast<int>(r.hi);
+        row_doc[h] = docs && i < q1 ? a.doc_q[work.q_begin + i] : 0;
+      }
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int i = q0 + warp_row0 + 8 * h + lane / 4;
-      const attention::KeyRange r = attention::visible_keys(a.rules, seq, i);
-      row_lo[h] = static_cast<int>(r.lo);
-      row_hi[h] = static_cast<int>(r.hi);
-      row_doc[h] = docs && i < q1 ? a.doc_q[q_begin + i] : 0;
       row_max[h] = -INFINITY;
       row_sum[h] = 0.f;
     }
@@ -434,6 +444,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     // O / sum and lse; rows past the sequence are not stored.
+    const int head = work.head, q0 = work.m_block * kBlockM;
+    const int q1 = min(q0 + kBlockM, static_cast<int>(work.tiles.seq.lq));
+    const int64_t q_begin = work.q_begin;
     T* const out = static_cast<T*>(a.out.data) + (q_begin + q0) * a.out.token + head * a.out.head;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -456,6 +469,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         a.lse[head * a.lse_head + (q_begin + q0 + row) * a.lse_token] = lse;
       }
     }
+    __syncwarp();
+    if (lane == 0) barrier_arrive(&work_empty[ws]);
   }
   turns.finish();
 #endif
@@ -496,6 +511,10 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
   const bool persistent = ctas < p.works;
   const dim3 grid(static_cast<unsigned>(ctas));
   constexpr int smem = smem_bytes<kD, kDv, kBlockN>();
+  // The work counter: stream-ordered scratch, so no sync and graph-capturable.
+  const auto s = static_cast<cudaStream_t>(stream);
+  KILN_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&p.work_counter), 8, s));
+  KILN_CUDA_CHECK(cudaMemsetAsync(p.work_counter, 0, 8, s));
   auto run = [&](auto kernel) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -507,6 +526,7 @@ std::string launch(const AttentionForwardArgs& a, Stream stream) {
     using T = typename decltype(type_tag)::type;
     run(attention_forward_sm90_kernel<T, kD, kDv, kBlockN, decltype(softcap)::value>);
   });
+  KILN_CUDA_CHECK(cudaFreeAsync(p.work_counter, s));
   return std::string("attention_fwd_wgmma_tma<") + std::string(dtype_name(a.dtype)) + ",d" +
          std::to_string(kD) + (kDv != kD ? "_dv" + std::to_string(kDv) : "") + ",m" +
          std::to_string(kBlockM) + ",n" + std::to_string(kBlockN) + (cap ? ",softcap" : "") +
