@@ -3,10 +3,15 @@
 // wgmma for both GEMMs, TMA for Q, K and V, and warp specialisation. The mma.sync kernel
 // (attention_forward.cuh) stays the oracle and the path for what this one does not take.
 //
-// One CTA = one query tile of 128 rows of one (sequence, query head), 384 threads: two consumer
-// warpgroups of 64 rows each and a producer warpgroup, one warp of which works (the others give
-// their registers to the consumers and leave). The producer's elected lane loads Q once and
-// streams the visible K and V tiles (kBlockN keys) through a 2-stage ring: a "full" transaction
+// Persistent: one CTA a SM, 384 threads, walking work items = query tiles of 128 rows of one
+// (sequence, query head): two consumer warpgroups of 64 rows each and a producer warpgroup, one
+// warp of which works (the others give their registers to the consumers and leave). The producer
+// takes the next item from a counter (so the balance is the CTA-an-item grid's), looks it up with
+// one warp and hands it to the consumers through a ring of two shared-memory slots; it loads an
+// item's Q once the consumers' last Q Kᵀ of the previous item is done, so that load and the
+// item's first K/V run under the previous item's last P V and its store (measured on the H100,
+// s12: T = 2048 causal 0.293 vs 0.335 ms a CTA an item, window 0.297 vs 0.334). It streams the
+// visible K and V tiles (kBlockN keys) through a 2-stage ring, across items: a "full" transaction
 // barrier per stage that the copy engine completes, an "empty" barrier each consumer warp
 // arrives on when its wgmmas have read the stage. A V tile that runs past the sequence's valid
 // keys is copied by the whole producer warp instead, with the rows past them zeroed: those rows
@@ -20,8 +25,9 @@
 // the second GEMM is still on the tensor cores; O is rescaled once it is done. Rows past the
 // sequence are computed and never stored; fully masked rows end with O = 0 and lse = -inf.
 //
-// Same grid and tile lookup as the mma.sync kernel (no host copy of cu_seqlens), the same tile
-// skipping (KeyTiles), the same results up to the order of fp32 sums.
+// The same tile order and lookup as the mma.sync kernel (no host copy of cu_seqlens), the same
+// tile skipping (KeyTiles), the same results up to the order of fp32 sums; the same bits whatever
+// CTA takes an item (tested with 3 CTAs, one a SM and one an item).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
