@@ -11,6 +11,7 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/pdl.h"
 #include "cuda/norm/norm_args.h"
 #include "cuda/norm/norm_config.h"
 #include "cuda/norm/norm_launch.h"
@@ -73,6 +74,7 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
   const bool want_dw = a.dweight_partial != nullptr, want_db = a.dbias_partial != nullptr;
   const int64_t first_base = int64_t{blockIdx.x} * blockDim.y;
   const int64_t row_step = int64_t{gridDim.x} * blockDim.y;
+  allow_dependents();  // the fold's blocks may take SM slots as this grid's blocks leave
 
   if constexpr (kVpt > 0) {
     float dw[kVpt][kW] = {}, db[kVpt][kW] = {};
@@ -320,6 +322,7 @@ template <typename P>
 __global__ void fold_partials_kernel(const float* dw_partial, const float* db_partial,
                                      int64_t slots, int cols, P* dweight, P* dbias) {
   __shared__ float chains[32][33];
+  wait_for_prerequisite();  // the backward kernel's partials
   const float* partial = blockIdx.y == 0 ? dw_partial : db_partial;
   P* out = blockIdx.y == 0 ? dweight : dbias;
   if (partial == nullptr) return;  // uniform over the block
@@ -412,10 +415,11 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                 KILN_CUDA_CHECK(cudaGetLastError());
                 if (p.dweight || p.dbias) {
                   const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);
-                  fold_partials_kernel<P><<<fold_grid, dim3(32, 32), 0, stream>>>(
-                      dw_partial, db_partial, slots, static_cast<int>(p.cols),
+                  launch_dependent(
+                      fold_partials_kernel<P>, fold_grid, dim3(32, 32), 0,
+                      static_cast<cudaStream_t>(stream), static_cast<const float*>(dw_partial),
+                      static_cast<const float*>(db_partial), slots, static_cast<int>(p.cols),
                       static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
-                  KILN_CUDA_CHECK(cudaGetLastError());
                 }
                 variant =
                     norm_variant_name("norm_backward", p, kW, kVpt, cfg) + "> + fold_partials";
