@@ -5,6 +5,8 @@
 // wait_for_prerequisite(). What it saves is the gap between the two launches.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "cuda/common/cuda_check.h"
@@ -29,7 +31,8 @@ __device__ __forceinline__ void wait_for_prerequisite() {
 #endif
 
 // kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent of the stream's
-// previous kernel.
+// previous kernel; KILN_DEV_PDL=0 launches it plainly (the A/B; the kernel's wait then returns at
+// once).
 template <typename... KernelArgs, typename... Args>
 void launch_dependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
                       cudaStream_t stream, Args&&... args) {
@@ -41,8 +44,9 @@ void launch_dependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
+  const char* pdl = std::getenv("KILN_DEV_PDL");
   config.attrs = &attribute;
-  config.numAttrs = 1;
+  config.numAttrs = pdl != nullptr && std::string_view(pdl) == "0" ? 0 : 1;
   KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 

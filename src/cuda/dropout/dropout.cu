@@ -10,6 +10,7 @@
 #include "core/philox.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/fold_columns.cuh"
 #include "cuda/common/row_launch.h"
 #include "cuda/dropout/dropout_config.h"
 #include "cuda/dropout/dropout_launch.h"
@@ -59,6 +60,7 @@ template <typename T, int kW, bool kBackward, bool kDbias = false>
 __global__ void __launch_bounds__(kRowBlockThreads)
     dropout_kernel(const __grid_constant__ DropoutArgs a) {
   static_assert(kBackward || !kDbias, "dbias is a backward output");
+  if constexpr (kDbias) allow_dependents();  // the dbias fold may be scheduled behind this grid
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * kW;
   if (c >= a.cols) return;
   float col_sum[kW] = {};
@@ -93,26 +95,6 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     // Every slot writes its row, rows or not: the fold reads them all.
     const int64_t slot = int64_t{blockIdx.y} * blockDim.y + threadIdx.y;
     store_floats<float, kW>(a.dbias_partials + slot * a.cols + c, col_sum);
-  }
-}
-
-// dbias[c] = the sum of the slots' partial rows: thread (tx, ty) sums slots ty, ty + 32, ... of
-// column blockIdx.x * 32 + tx, then thread ty = 0 adds the 32 chains in order.
-template <typename T>
-__global__ void __launch_bounds__(1024)
-    dbias_fold_kernel(const float* partials, int64_t slots, int cols, T* dbias) {
-  __shared__ float chains[32][33];
-  const int c = blockIdx.x * 32 + threadIdx.x;
-  float acc = 0.f;
-  if (c < cols) {
-    for (int64_t s = threadIdx.y; s < slots; s += 32) acc += partials[s * cols + c];
-  }
-  chains[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
-    float total = 0.f;
-    for (int j = 0; j < 32; ++j) total += chains[j][threadIdx.x];
-    dbias[c] = from_float<T>(total);
   }
 }
 
@@ -168,10 +150,12 @@ std::string bias_dropout_add(const DropoutProblem& p, Stream stream) {
                   (dbias ? ",dbias_slots" + std::to_string(slots) : std::string()) + ">";
       });
       if (dbias && p.cols > 0) {
-        const dim3 grid(static_cast<unsigned>((p.cols + 31) / 32));
-        dbias_fold_kernel<T><<<grid, dim3(32, 32), 0, stream>>>(
-            args.dbias_partials, slots, static_cast<int>(p.cols), static_cast<T*>(p.bias));
-        KILN_CUDA_CHECK(cudaGetLastError());
+        FoldColumns<T> fold;
+        fold.partials[0] = args.dbias_partials;
+        fold.out[0] = static_cast<T*>(p.bias);
+        fold.slots = slots;
+        fold.cols = static_cast<int>(p.cols);
+        launch_fold_columns(fold, static_cast<cudaStream_t>(stream));
         variant += " + dbias_fold";
       }
     });

@@ -11,6 +11,7 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
+#include "cuda/common/fold_columns.cuh"
 #include "cuda/common/pdl.h"
 #include "cuda/norm/norm_args.h"
 #include "cuda/norm/norm_config.h"
@@ -316,30 +317,6 @@ __global__ void __launch_bounds__(kNormBackwardThreads)
   }
 }
 
-// out[c] = sum over slots of partial[slot, c], in a fixed order: 32 strided chains per column,
-// then the 32 chain sums in index order. blockIdx.y picks dweight (0) or dbias (1).
-template <typename P>
-__global__ void fold_partials_kernel(const float* dw_partial, const float* db_partial,
-                                     int64_t slots, int cols, P* dweight, P* dbias) {
-  __shared__ float chains[32][33];
-  wait_for_prerequisite();  // the backward kernel's partials
-  const float* partial = blockIdx.y == 0 ? dw_partial : db_partial;
-  P* out = blockIdx.y == 0 ? dweight : dbias;
-  if (partial == nullptr) return;  // uniform over the block
-  const int c = blockIdx.x * 32 + threadIdx.x;
-  float acc = 0.f;
-  if (c < cols) {
-    for (int64_t k = threadIdx.y; k < slots; k += 32) acc += partial[k * cols + c];
-  }
-  chains[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
-    float total = 0.f;
-    for (int j = 0; j < 32; ++j) total += chains[j][threadIdx.x];
-    out[c] = from_float<P>(total);
-  }
-}
-
 }  // namespace
 
 size_t norm_backward_workspace_size(int64_t rows, int64_t cols, Device device) {
@@ -414,12 +391,16 @@ std::string norm_backward(const NormBackwardProblem& p, const Workspace& workspa
                 kernel<<<static_cast<unsigned>(cfg.grid), block, smem, stream>>>(args);
                 KILN_CUDA_CHECK(cudaGetLastError());
                 if (p.dweight || p.dbias) {
-                  const dim3 fold_grid(static_cast<unsigned>(ceil_div(p.cols, 32)), 2);
-                  launch_dependent(
-                      fold_partials_kernel<P>, fold_grid, dim3(32, 32), 0,
-                      static_cast<cudaStream_t>(stream), static_cast<const float*>(dw_partial),
-                      static_cast<const float*>(db_partial), slots, static_cast<int>(p.cols),
-                      static_cast<P*>(p.dweight), static_cast<P*>(p.dbias));
+                  FoldColumns<P> fold;
+                  fold.partials[0] = p.dweight ? dw_partial : db_partial;
+                  fold.out[0] = static_cast<P*>(p.dweight ? p.dweight : p.dbias);
+                  if (p.dweight && p.dbias) {
+                    fold.partials[1] = db_partial;
+                    fold.out[1] = static_cast<P*>(p.dbias);
+                  }
+                  fold.slots = slots;
+                  fold.cols = static_cast<int>(p.cols);
+                  launch_fold_columns(fold, static_cast<cudaStream_t>(stream));
                 }
                 variant =
                     norm_variant_name("norm_backward", p, kW, kVpt, cfg) + "> + fold_partials";
