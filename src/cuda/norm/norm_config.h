@@ -10,8 +10,8 @@
 //   The kernels are issue-bound (ncu: ~0.8 warps issued a scheduler cycle), so more rows in
 //   flight and fewer instructions a row are what count.
 // - Backward: persistent, 512-thread blocks, the next row staged in shared memory; RMSNorm aims
-//   at 1 access a thread (64 registers, 2 blocks a SM), LayerNorm at 2 (1 block a SM either way;
-//   2 measured faster). Up to 2 accesses (4 spilled at 128 registers).
+//   at 1 access a thread (64 registers, 2 blocks a SM), LayerNorm at 2 (1 measured slower, s12).
+//   Up to 2 accesses (4 spilled at 128 registers).
 #include <algorithm>
 #include <cstdint>
 
