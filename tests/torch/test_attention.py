@@ -199,3 +199,34 @@ def test_paged_opcheck_and_errors():
     with pytest.raises(RuntimeError, match=r"block_table\[1\]\[0\] = 9"):
         kiln.attention_varlen_paged(q, kc, vc, torch.tensor([[3, 1], [9, 2]], dtype=torch.int32),
                                     cu_q, cu_k)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_bad_metadata_is_counted_not_read():
+    """Device metadata is not checked on the host: a sequence whose cu_seqlens run past the tensors
+    and a page id past the cache are counted (and skipped); good metadata counts 0."""
+    q, k, v = (make(s, i).cuda() for i, s in enumerate(((8, 2, 64), (8, 2, 64), (8, 2, 64))))
+    good = torch.tensor([0, 3, 8], dtype=torch.int32, device="cuda")
+    out, bad = kiln.attention_varlen(q, k, v, good, good, causal=True, return_bad_count=True)
+    assert bad.dtype == torch.int32 and bad.device.type == "cuda" and int(bad) == 0
+    past = torch.tensor([0, 3, 99], dtype=torch.int32, device="cuda")  # sequence 1 ends past 8
+    out, lse, bad = kiln.attention_varlen(q, k, v, past, past, causal=True, return_lse=True,
+                                          return_bad_count=True)
+    assert int(bad) >= 1  # the sequence, and the offsets' ends not matching the tensors
+    want = kiln.attention_varlen(q[:3], k[:3], v[:3], good[:2], good[:2], causal=True)
+    torch.testing.assert_close(out[:3], want, atol=0, rtol=0)  # the good sequence is untouched
+    pq, _, _, kc, vc, table, cu_q, cu_k = _paged_problem("cuda")
+    bad_table = torch.tensor([[3, 1], [9, 2]], dtype=torch.int32, device="cuda")
+    _, bad = kiln.attention_varlen_paged(pq, kc, vc, bad_table, cu_q, cu_k, causal=True,
+                                         return_bad_count=True)
+    assert int(bad) >= 1
+
+
+def test_cpu_bad_count_is_zero_and_bad_metadata_raises():
+    q, k, v = make((8, 2, 64), 1), make((8, 2, 64), 2), make((8, 2, 64), 3)
+    cu = torch.tensor([0, 3, 8], dtype=torch.int32)
+    _, bad = kiln.attention_varlen(q, k, v, cu, cu, return_bad_count=True)
+    assert int(bad) == 0
+    with pytest.raises(RuntimeError, match="cu_seqlens"):
+        kiln.attention_varlen(q, k, v, torch.tensor([0, 3, 99], dtype=torch.int32),
+                              torch.tensor([0, 3, 99], dtype=torch.int32))

@@ -1,6 +1,8 @@
 // torch.ops.kiln.attention_varlen and its backward (include/kiln/ops/attention.h): schemas, and
-// CPU and CUDA impls over the kiln entry points (the CUDA build refuses with kiln's message until
-// the kernels land). Fake impls and autograd: torch/kiln/_ops/attention.py.
+// CPU and CUDA impls over the kiln entry points. The forwards also return a fresh int32 [1] count
+// of the sequences whose device metadata was bad (skipped, their rows not written; reading it is
+// the caller's choice, as with gather_rows); on the CPU bad metadata throws instead. Fake impls and
+// autograd: torch/kiln/_ops/attention.py.
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
@@ -32,7 +34,15 @@ AttentionMasks masks_of(std::string_view op, const at::Tensor& cu_q, const at::T
   return m;
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_varlen_op(
+// The count the kernels add bad metadata to: on the GPU only (the CPU path checks on the host and
+// throws).
+at::Tensor bad_metadata_for(AttentionMasks& m, const at::Tensor& q) {
+  at::Tensor bad = at::zeros({1}, q.options().dtype(at::kInt));
+  if (q.is_cuda()) m.bad_metadata = to_view("attention_varlen", "bad_metadata", bad);
+  return bad;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_q,
     const at::Tensor& cu_k, const OptTensor& doc_q, const OptTensor& doc_k,
     const OptTensor& valid_q, const OptTensor& valid_k, bool causal, int64_t window_left,
@@ -45,12 +55,13 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_op(
         {shaped ? q.size(0) : 0, shaped ? q.size(1) : 0, shaped ? v.size(2) : 0}, q.options());
     at::Tensor lse =
         at::empty({shaped ? q.size(1) : 0, shaped ? q.size(0) : 0}, q.options().dtype(at::kFloat));
-    kiln::attention_varlen(
-        to_view(op, "out", out), to_view(op, "lse", lse), to_view(op, "q", q), to_view(op, "k", k),
-        to_view(op, "v", v),
-        masks_of(op, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, causal, window_left, window_right),
-        {softmax_scale, softcap}, scope.stream());
-    return std::make_tuple(out, lse);
+    AttentionMasks masks =
+        masks_of(op, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, causal, window_left, window_right);
+    at::Tensor bad = bad_metadata_for(masks, q);
+    kiln::attention_varlen(to_view(op, "out", out), to_view(op, "lse", lse), to_view(op, "q", q),
+                           to_view(op, "k", k), to_view(op, "v", v), masks,
+                           {softmax_scale, softcap}, scope.stream());
+    return std::make_tuple(out, lse, bad);
   });
 }
 
@@ -75,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_backward_op(
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_varlen_paged_op(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_paged_op(
     const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
     const at::Tensor& block_table, const at::Tensor& cu_q, const at::Tensor& cu_k,
     const OptTensor& valid_q, const OptTensor& valid_k, bool causal, int64_t window_left,
@@ -89,14 +100,14 @@ std::tuple<at::Tensor, at::Tensor> attention_varlen_paged_op(
                                q.options());
     at::Tensor lse =
         at::empty({shaped ? q.size(1) : 0, shaped ? q.size(0) : 0}, q.options().dtype(at::kFloat));
+    AttentionMasks masks = masks_of(op, cu_q, cu_k, std::nullopt, std::nullopt, valid_q, valid_k,
+                                    causal, window_left, window_right);
+    at::Tensor bad = bad_metadata_for(masks, q);
     kiln::attention_varlen_paged(
         to_view(op, "out", out), to_view(op, "lse", lse), to_view(op, "q", q),
         to_view(op, "key_cache", key_cache), to_view(op, "value_cache", value_cache),
-        to_view(op, "block_table", block_table),
-        masks_of(op, cu_q, cu_k, std::nullopt, std::nullopt, valid_q, valid_k, causal,
-                 window_left, window_right),
-        {softmax_scale, softcap}, scope.stream());
-    return std::make_tuple(out, lse);
+        to_view(op, "block_table", block_table), masks, {softmax_scale, softcap}, scope.stream());
+    return std::make_tuple(out, lse, bad);
   });
 }
 
@@ -111,18 +122,19 @@ void impl_attention_ops(torch::Library& m) {
 
 TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.set_python_module("kiln._ops.attention");
-  // (out [total_q, Hq, Dv], lse f32 [Hq, total_q]) of packed varlen attention.
+  // (out [total_q, Hq, Dv], lse f32 [Hq, total_q], bad-metadata count int32 [1]) of packed
+  // varlen attention.
   m.def(
       "attention_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
       "Tensor? doc_ids_q, Tensor? doc_ids_k, Tensor? valid_q, Tensor? valid_k, bool causal, "
       "int window_left, int window_right, float softmax_scale, float softcap) -> (Tensor, "
-      "Tensor)");
-  // The forward over a paged KV cache (no autograd: inference).
+      "Tensor, Tensor)");
+  // The forward over a paged KV cache (no autograd: inference); the count includes bad page ids.
   m.def(
       "attention_varlen_paged(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_table, "
       "Tensor cu_seqlens_q, Tensor cu_seqlens_k, Tensor? valid_q, Tensor? valid_k, bool causal, "
       "int window_left, int window_right, float softmax_scale, float softcap) -> (Tensor, "
-      "Tensor)");
+      "Tensor, Tensor)");
   // (dq, dk, dv) of sum(out * dout).
   m.def(
       "attention_varlen_backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor "

@@ -17,7 +17,7 @@ def _attention_varlen_fake(q, k, v, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, 
                  lambda: "attention_varlen: argument 'q': expected rank 3 [tokens, heads, dim]")
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
-    return out, lse
+    return out, lse, q.new_empty((1,), dtype=torch.int32)
 
 
 @register_fake("kiln::attention_varlen_paged")
@@ -26,7 +26,7 @@ def _attention_varlen_paged_fake(q, key_cache, value_cache, block_table, *meta):
                  lambda: "attention_varlen_paged: expected q rank 3 and caches rank 4")
     out = q.new_empty((q.shape[0], q.shape[1], value_cache.shape[3]))
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
-    return out, lse
+    return out, lse, q.new_empty((1,), dtype=torch.int32)
 
 
 @register_fake("kiln::attention_varlen_backward")
@@ -36,12 +36,12 @@ def _attention_varlen_backward_fake(dout, q, k, v, out, lse, *meta):
 
 def _setup(ctx, inputs, output):
     q, k, v, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, *flags = inputs
-    out, lse = output
+    out, lse, _ = output  # the bad-metadata count has no gradient
     ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k)
     ctx.flags = flags  # causal, window_left, window_right, softmax_scale, softcap
 
 
-def _backward(ctx, dout, dlse):
+def _backward(ctx, dout, dlse, dbad):
     q, k, v, out, lse, *meta = ctx.saved_tensors
     dq, dk, dv = _ops.attention_varlen_backward(_rows(dout), q, k, v, out, lse, *meta, *ctx.flags)
     return (dq, dk, dv) + (None,) * 11
