@@ -4,6 +4,7 @@
 // the caller's choice, as with gather_rows); on the CPU bad metadata throws instead. Fake impls and
 // autograd: torch/kiln/_ops/attention.py.
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <optional>
