@@ -45,9 +45,15 @@ def expand(scales: torch.Tensor, granularity: str, m: int, n: int) -> torch.Tens
 
 def torch_quantize(x, dtype, granularity, amax_floor=1e-4, amax_ceiling=None, scale=None):
     """The contract's math in plain torch: scale = clamp(amax) / fp8_max (fp32), values =
-    saturate(x * (1 / scale)) rounded to nearest even."""
+    saturate(x * (1 / scale)) rounded to nearest even. Computed on the CPU and returned on x's
+    device: on CUDA, torch divides a tensor by a Python scalar as a multiply by its reciprocal
+    (ATen's div_true_kernel_cuda: "may lose one bit of precision"), an ulp off amax / fp8_max for
+    some amax (21 CUDA cases failed on the H100 at s12), where the CPU's division, like the
+    contract's and kiln's, is IEEE's."""
     n = x.shape[-1]
-    x2 = x.float().reshape(-1, n)
+    x2 = x.float().cpu().reshape(-1, n)
+    if scale is not None:
+        scale = scale.cpu()
     if scale is None:
         amax = tile_amax(x2, granularity).clamp(min=amax_floor)
         if amax_ceiling is not None:
@@ -56,7 +62,7 @@ def torch_quantize(x, dtype, granularity, amax_floor=1e-4, amax_ceiling=None, sc
     inv = 1.0 / scale
     fmax = FP8[dtype]
     q = (x2 * expand(inv, granularity, x2.shape[0], n)).clamp(-fmax, fmax).to(dtype)
-    return q.reshape(x.shape), scale
+    return q.reshape(x.shape).to(x.device), scale.to(x.device)
 
 
 def random_x(shape, dtype, device, seed=0):
