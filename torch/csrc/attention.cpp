@@ -96,9 +96,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_paged_op(
     constexpr std::string_view op = "attention_varlen_paged";
     const DeviceScope scope(q);
     const bool shaped = q.dim() == 3 && value_cache.dim() == 4;
-    at::Tensor out = at::empty({shaped ? q.size(0) : 0, shaped ? q.size(1) : 0,
-                                shaped ? value_cache.size(3) : 0},
-                               q.options());
+    at::Tensor out = at::empty(
+        {shaped ? q.size(0) : 0, shaped ? q.size(1) : 0, shaped ? value_cache.size(3) : 0},
+        q.options());
     at::Tensor lse =
         at::empty({shaped ? q.size(1) : 0, shaped ? q.size(0) : 0}, q.options().dtype(at::kFloat));
     AttentionMasks masks = masks_of(op, cu_q, cu_k, std::nullopt, std::nullopt, valid_q, valid_k,
