@@ -37,9 +37,9 @@ AttentionMasks masks_of(std::string_view op, const at::Tensor& cu_q, const at::T
 
 // The count the kernels add bad metadata to: on the GPU only (the CPU path checks on the host and
 // throws).
-at::Tensor bad_metadata_for(AttentionMasks& m, const at::Tensor& q) {
+at::Tensor bad_metadata_for(std::string_view op, AttentionMasks& m, const at::Tensor& q) {
   at::Tensor bad = at::zeros({1}, q.options().dtype(at::kInt));
-  if (q.is_cuda()) m.bad_metadata = to_view("attention_varlen", "bad_metadata", bad);
+  if (q.is_cuda()) m.bad_metadata = to_view(op, "bad_metadata", bad);
   return bad;
 }
 
@@ -58,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_op(
         at::empty({shaped ? q.size(1) : 0, shaped ? q.size(0) : 0}, q.options().dtype(at::kFloat));
     AttentionMasks masks =
         masks_of(op, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, causal, window_left, window_right);
-    at::Tensor bad = bad_metadata_for(masks, q);
+    at::Tensor bad = bad_metadata_for(op, masks, q);
     kiln::attention_varlen(to_view(op, "out", out), to_view(op, "lse", lse), to_view(op, "q", q),
                            to_view(op, "k", k), to_view(op, "v", v), masks,
                            {softmax_scale, softcap}, scope.stream());
@@ -103,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_paged_op(
         at::empty({shaped ? q.size(1) : 0, shaped ? q.size(0) : 0}, q.options().dtype(at::kFloat));
     AttentionMasks masks = masks_of(op, cu_q, cu_k, std::nullopt, std::nullopt, valid_q, valid_k,
                                     causal, window_left, window_right);
-    at::Tensor bad = bad_metadata_for(masks, q);
+    at::Tensor bad = bad_metadata_for(op, masks, q);
     kiln::attention_varlen_paged(
         to_view(op, "out", out), to_view(op, "lse", lse), to_view(op, "q", q),
         to_view(op, "key_cache", key_cache), to_view(op, "value_cache", value_cache),

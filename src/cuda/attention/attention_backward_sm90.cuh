@@ -20,9 +20,8 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <cstdlib>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <type_traits>
 
 #include "attention/mask_rules.h"
@@ -31,6 +30,7 @@
 #include "cuda/attention/sm90_tiles.cuh"
 #include "cuda/attention/tile_common.cuh"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/env.h"
 #include "cuda/common/mma.cuh"
 #include "cuda/common/stream_fork.h"
 #include "cuda/common/tma.cuh"
@@ -640,8 +640,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // dQ on a second stream beside dK/dV; KILN_ATTENTION_BWD_OVERLAP=0 runs them one after the other.
 inline bool overlap_enabled() {
-  const char* pick = std::getenv("KILN_ATTENTION_BWD_OVERLAP");
-  return !(pick != nullptr && std::string_view(pick) == "0");
+  return !env_is("KILN_ATTENTION_BWD_OVERLAP", "0");
 }
 
 // The three launches on a Hopper device when every view is TMA-describable; returns the variant
@@ -686,17 +685,13 @@ std::string launch(const AttentionBackwardArgs& a, Stream stream) {
         attention_bwd::delta_kernel<T>
             <<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a);
         KILN_CUDA_CHECK(cudaGetLastError());
-        if (overlap) {
-          // dQ and dK/dV read only q, k, v, dO, lse and delta: dQ runs on a second stream and
-          // fills the SMs dK/dV's uneven last wave leaves idle (documents, causal).
-          StreamFork fork(stream);
-          run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv, stream);
-          run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd, fork.side());
-          fork.join();
-        } else {
-          run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv, stream);
-          run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd, stream);
-        }
+        // dQ and dK/dV read only q, k, v, dO, lse and delta: dQ runs on a second stream and
+        // fills the SMs dK/dV's uneven last wave leaves idle (documents, causal).
+        std::optional<StreamFork> fork;
+        if (overlap) fork.emplace(stream);
+        run(dkdv_sm90_kernel<T, kD, kCap>, kv_grid, kSmemKV, kv, stream);
+        run(dq_sm90_kernel<T, kD, kCap>, q_grid, kSmemQ, qd, fork ? fork->side() : stream);
+        if (fork) fork->join();
       });
   return std::string("attention_bwd_wgmma_tma<") + std::string(dtype_name(f.dtype)) + ",d" +
          std::to_string(kD) + ",dkdv128x64,dq128x64" + (f.softcap_in > 0 ? ",softcap" : "") +

@@ -5,12 +5,11 @@
 #include <cuda.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <string_view>
 
 #include "cuda/attention/attention_launch.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_arch.h"
+#include "cuda/common/env.h"
 #include "cuda/common/tensor_map.h"
 
 namespace kiln::cuda::sm90_tiles {
@@ -30,8 +29,7 @@ inline bool map_heads(CUtensorMap* map, const HeadRows& t, int dim, int64_t toke
 // `variable`=mma_sync (KILN_ATTENTION_FWD, KILN_ATTENTION_BWD) keeps that pass on the mma.sync
 // kernels (A/B runs and the oracle); unset or anything else lets the wgmma kernels take it.
 inline bool mma_sync_forced(const char* variable) {
-  const char* pick = std::getenv(variable);
-  return pick != nullptr && std::string_view(pick) == "mma_sync";
+  return env_is(variable, "mma_sync");
 }
 
 // The warpgroups' ping-pong: on in the forward, off in the backward unless
@@ -40,9 +38,8 @@ inline bool mma_sync_forced(const char* variable) {
 // vs 469 TFLOP/s, causal T8192 592 vs 527); the backward moved within noise either way. (In
 // session 5, with the branching mask, the same A/B had been -7% to +8%.)
 inline bool ping_pong_enabled(bool forward) {
-  const char* pick = std::getenv("KILN_ATTENTION_PINGPONG");
-  if (pick != nullptr && std::string_view(pick) == "1") return true;
-  if (pick != nullptr && std::string_view(pick) == "0") return false;
+  if (env_is("KILN_ATTENTION_PINGPONG", "1")) return true;
+  if (env_is("KILN_ATTENTION_PINGPONG", "0")) return false;
   return forward;
 }
 

@@ -9,6 +9,7 @@
 
 #include "attention/mask_rules.h"
 #include "cuda/attention/attention_launch.h"
+#include "cuda/common/warp_reduce.cuh"
 
 namespace kiln::cuda::attention_tiles {
 
@@ -87,12 +88,7 @@ __device__ TileSlot find_tile(const AttentionForwardArgs& a, int slot, bool repo
         }
       }
     }
-    int inclusive = tiles;  // block-wide inclusive scan of the tile counts
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(~0u, inclusive, o);
-      if (lane >= o) inclusive += v;
-    }
+    int inclusive = warp_inclusive_sum(tiles, lane);  // then across warps: block-wide
     if (lane == 31) warp_total[warp] = inclusive;
     __syncthreads();
     int chunk = 0;
@@ -128,12 +124,7 @@ __device__ TileSlot find_tile_in_warp(const AttentionForwardArgs& a, int slot) {
     const int b = base + lane;
     bool ok = false;
     const int tiles = b < a.batch ? sequence_tiles<kBlock, kByKeys>(a, b, ok) : 0;
-    int inclusive = tiles;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(~0u, inclusive, o);
-      if (lane >= o) inclusive += v;
-    }
+    const int inclusive = warp_inclusive_sum(tiles, lane);
     const int first = before + inclusive - tiles;
     const unsigned hit = __ballot_sync(~0u, tiles > 0 && slot >= first && slot < first + tiles);
     if (hit != 0) {

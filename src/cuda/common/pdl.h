@@ -5,11 +5,10 @@
 // wait_for_prerequisite(). What it saves is the gap between the two launches.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string_view>
 #include <utility>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/env.h"
 
 namespace kiln::cuda {
 
@@ -44,9 +43,8 @@ void launch_dependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
-  const char* pdl = std::getenv("KILN_DEV_PDL");
   config.attrs = &attribute;
-  config.numAttrs = pdl != nullptr && std::string_view(pdl) == "0" ? 0 : 1;
+  config.numAttrs = env_is("KILN_DEV_PDL", "0") ? 0 : 1;
   KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 

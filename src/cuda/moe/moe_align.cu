@@ -21,6 +21,7 @@
 #include <string>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/warp_reduce.cuh"
 #include "cuda/moe/moe_align_launch.h"
 
 namespace kiln::cuda {
@@ -63,22 +64,10 @@ __device__ __forceinline__ int routed_id(const AlignArgs& p, int i) {
 // Inclusive prefix sum over the block's 1024 threads; `partial` holds kWarps ints.
 __device__ __forceinline__ int block_inclusive_scan(int v, int* partial) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-  for (int o = 1; o < 32; o *= 2) {
-    const int other = __shfl_up_sync(~0u, v, o);
-    if (lane >= o) v += other;
-  }
+  v = warp_inclusive_sum(v, lane);
   if (lane == 31) partial[warp] = v;
   __syncthreads();
-  if (warp == 0) {
-    int w = partial[lane];
-#pragma unroll
-    for (int o = 1; o < 32; o *= 2) {
-      const int other = __shfl_up_sync(~0u, w, o);
-      if (lane >= o) w += other;
-    }
-    partial[lane] = w;
-  }
+  if (warp == 0) partial[lane] = warp_inclusive_sum(partial[lane], lane);
   __syncthreads();
   return v + (warp > 0 ? partial[warp - 1] : 0);
 }
