@@ -85,9 +85,72 @@ __device__ __forceinline__ Pack<T, W> splat(float v) {
   return p;
 }
 
+// The unsigned integer of one access of B bytes (a pack of 2, 4, 8 or 16 bytes), and the pack
+// moved through it: one LDG/STG of that width. Copying a Pack of 16-bit elements directly, or
+// reading one through a reference to global memory, let nvcc split the access: the bf16 8-wide
+// loads of moe_sum and mhc_mix compiled to four 32-bit LDGs and their stores to eight 16-bit
+// STGs (s12 SASS).
+template <int B>
+struct AccessWord {};
+template <>
+struct AccessWord<2> {
+  using type = uint16_t;
+};
+template <>
+struct AccessWord<4> {
+  using type = uint32_t;
+};
+template <>
+struct AccessWord<8> {
+  using type = uint2;
+};
+template <>
+struct AccessWord<16> {
+  using type = uint4;
+};
+
+template <typename T, int W>
+inline constexpr bool kOneAccess = sizeof(T) * W == 2 || sizeof(T) * W == 4 || sizeof(T) * W == 8 ||
+                                   sizeof(T) * W == 16;
+
+template <typename T, int W>
+__device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
+  if constexpr (kOneAccess<T, W>) {
+    using Word = typename AccessWord<sizeof(T) * W>::type;
+    const Word word = *reinterpret_cast<const Word*>(p);
+    Pack<T, W> pack;
+    __builtin_memcpy(&pack, &word, sizeof(Word));
+    return pack;
+  } else {
+    return *reinterpret_cast<const Pack<T, W>*>(p);
+  }
+}
+
+template <typename T, int W>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, W>& pack) {
+  if constexpr (kOneAccess<T, W>) {
+    using Word = typename AccessWord<sizeof(T) * W>::type;
+    Word word;
+    __builtin_memcpy(&word, &pack, sizeof(Word));
+    // A plain store of `word` was split too; __stwb's is a strong one (STG.STRONG.SM).
+    if constexpr (sizeof(Word) == 16) {
+      asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(word.x), "r"(word.y),
+                   "r"(word.z), "r"(word.w)
+                   : "memory");
+    } else if constexpr (sizeof(Word) == 8) {
+      asm volatile("st.global.v2.u32 [%0], {%1, %2};" ::"l"(p), "r"(word.x), "r"(word.y)
+                   : "memory");
+    } else {
+      *reinterpret_cast<Word*>(p) = word;
+    }
+  } else {
+    *reinterpret_cast<Pack<T, W>*>(p) = pack;
+  }
+}
+
 template <typename T, int W>
 __device__ __forceinline__ void load_floats(const T* p, float (&out)[W]) {
-  widen(*reinterpret_cast<const Pack<T, W>*>(p), out);
+  widen(load_pack<T, W>(p), out);
 }
 
 // fp32 values rounded (to nearest even) into a pack; 16-bit pairs are converted two at a time
@@ -112,7 +175,7 @@ __device__ __forceinline__ Pack<T, W> narrow(const float (&in)[W]) {
 
 template <typename T, int W>
 __device__ __forceinline__ void store_floats(T* p, const float (&in)[W]) {
-  *reinterpret_cast<Pack<T, W>*>(p) = narrow<T, W>(in);
+  store_pack<T, W>(p, narrow<T, W>(in));
 }
 
 // The CUDA element type of a kiln float dtype.
