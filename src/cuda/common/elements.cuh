@@ -126,6 +126,7 @@ __device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
   }
 }
 
+// p must point to global memory (the 8- and 16-byte stores are st.global); every caller's does.
 template <typename T, int W>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, W>& pack) {
   if constexpr (kOneAccess<T, W>) {
@@ -173,6 +174,7 @@ __device__ __forceinline__ Pack<T, W> narrow(const float (&in)[W]) {
   return pack;
 }
 
+// W fp32 values rounded into global memory at p (one access, as store_pack).
 template <typename T, int W>
 __device__ __forceinline__ void store_floats(T* p, const float (&in)[W]) {
   store_pack<T, W>(p, narrow<T, W>(in));
