@@ -27,6 +27,8 @@ Bytes counted (each input read once, each output written once; fp32 mean/rstd ig
   fwd: x, [residual], weight, [bias], y, [residual_out]
   bwd: x (or residual_out), dy, [d residual_out], weight, dx (= d residual, written once), dweight, [dbias]
 GB/s = bytes / 1e9 / time; "% roof" is relative to the copy bandwidth measured in the same run.
+"same-size copy": a copy moving the op's bytes, timed like the cells (same flush and mode); kiln %
+= that copy's time / kiln's time. The 1 GiB copy amortizes the fixed cost of a call; this one pays it.
 ratio = best peer time / kiln time (>= 1.0 means kiln wins), per row, for both gpu and launched.
 
 Usage:
@@ -439,6 +441,27 @@ def measure_copy(timer, args, device):
 # --------------------------------------------------------------------------------------------
 # Inputs, reference, check
 # --------------------------------------------------------------------------------------------
+class SameSizeCopy:
+    """The copy ceiling at one op's byte count: a device-to-device copy moving the same bytes (read +
+    written), timed as the cells are (same flush, same mode). A copy of 1 GiB hides the fixed cost
+    every call pays (the launch ramp, the tail, the flush's dirty lines written back); at ~130 MB it
+    is ~10% of a memory-bound op's time, and no kernel moving those bytes can beat this copy."""
+
+    def __init__(self, timer, device):
+        self.timer, self.device, self.ms = timer, device, {}
+
+    def __call__(self, nbytes, mode):
+        key = (nbytes, mode)
+        if key not in self.ms:
+            n = max(1, nbytes // 2)
+            src = torch.ones(n, dtype=torch.uint8, device=self.device)
+            dst = torch.empty_like(src)
+            r = self.timer.measure(lambda _: dst.copy_(src), reps=30, warmup=3, mode=mode, flush=True)
+            self.ms[key] = r["median_ms"]
+            del src, dst
+        return self.ms[key]
+
+
 def make_inputs(op, M, N, dtype, device, gen):
     def rn(*shape, scale=1.0, shift=0.0):
         t = torch.randn(*shape, generator=gen, device=device, dtype=torch.float32) * scale + shift
@@ -551,6 +574,7 @@ def bench(args):
 
     ceiling = measure_copy(timer, args, device)
     roof = list(ceiling.values())[0]["GBps"]
+    same_size_copy = SameSizeCopy(timer, device) if device.type == "cuda" else None
 
     results = []
     n_cells = len(args.dtypes) * len(args.ops) * len(args.Ns)
@@ -626,6 +650,9 @@ def bench(args):
                             t_ms = rec[args.modes[0]]["median_ms"]
                             rec["GBps"] = rec["bytes"] / 1e9 / (t_ms / 1e3)
                             rec["pct_roof"] = 100.0 * rec["GBps"] / roof
+                            if same_size_copy is not None:
+                                rec["same_size_copy_ms"] = same_size_copy(rec["bytes"], args.modes[0])
+                                rec["pct_same_size_copy"] = 100.0 * rec["same_size_copy_ms"] / t_ms
                             line.append(f"{phase} " + "/".join(f"{rec[m]['median_ms']:.4f}" for m in args.modes)
                                         + f" ({rec['pct_roof']:.0f}%)")
                         except Exception as e:  # noqa: BLE001
@@ -672,6 +699,9 @@ def summarize(results, args, roof):
         if kiln is not None:
             if kiln["status"] == "ok":
                 row["kiln_pct_roof"] = kiln["pct_roof"]
+                if "pct_same_size_copy" in kiln:
+                    row["kiln_pct_same_size_copy"] = kiln["pct_same_size_copy"]
+                    row["same_size_copy_ms"] = kiln["same_size_copy_ms"]
                 row["kiln_check"] = (kiln.get("check") or {}).get("verdict")
             else:
                 row["kiln_status"] = "n/a: " + kiln.get("reason", "")
@@ -746,9 +776,9 @@ def full_tables(results, args, roof):
 
 def summary_table(rows, args):
     modes = args.modes
-    hdr = "| dtype | op | N | phase | best peer | peer ms | kiln ms | kiln %roof | " + \
+    hdr = "| dtype | op | N | phase | best peer | peer ms | kiln ms | kiln %roof | same-size copy ms (kiln %) | " + \
           " | ".join(f"peer/kiln {m}" for m in modes) + " |"
-    lines = [hdr, "|" + "---|" * (8 + len(modes))]
+    lines = [hdr, "|" + "---|" * (9 + len(modes))]
     m0 = modes[0]
     for r in rows:
         peer = r.get(f"best_peer_{m0}", "–")
@@ -761,11 +791,13 @@ def summary_table(rows, args):
         else:
             kms = "n/a"
             kp = "–"
+        same = (f"{r['same_size_copy_ms']:.4f} ({r['kiln_pct_same_size_copy']:.0f}%)"
+                if "same_size_copy_ms" in r else "–")
         ratios = []
         for m in modes:
             v = r.get(f"ratio_{m}")
             ratios.append(f"{v:.2f}" if v is not None else "n/a")
-        lines.append(f"| {r['dtype']} | {OP_TITLE[r['op']]} | {r['N']} | {r['phase']} | {peer} | {pms} | {kms} | {kp} | "
+        lines.append(f"| {r['dtype']} | {OP_TITLE[r['op']]} | {r['N']} | {r['phase']} | {peer} | {pms} | {kms} | {kp} | {same} | "
                      + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
