@@ -418,7 +418,13 @@ def op_mhc_mix(env):
 
 
 def op_gather_rows(env):
-    n, m = env.pick((65536, 32768), (16384, 8192), (256, 128))
+    # Two sizes: 67 MB gathered (a KV-cache compaction), and 268 MB, the scale of issue 3's
+    # "large shapes", where a call's fixed cost no longer shows in its share of the copy rate.
+    for n, m in env.pick([(65536, 32768), (262144, 131072)], [(16384, 8192)], [(256, 128)]):
+        yield from gather_cases(env, n, m)
+
+
+def gather_cases(env, n, m):
     h, d = env.pick((8, 128), (8, 128), (2, 32))
     k, v = env.randn(n, h, d), env.randn(n, h, d)
     row = h * d * k.element_size()

@@ -183,11 +183,14 @@ std::vector<Case> sweep() {
                                               {256, 96}, {10, 6},    {64, 24}};
   // Storage and heads together (all four storages at every shape would triple the sweep for
   // no new code path: the kernel sees only pointers and strides): GQA on the strided and the
-  // contiguous layouts.
+  // contiguous layouts, and heads enough that a thread rotates several (rope_config.h).
   const std::tuple<Storage, int64_t, int64_t> layouts[] = {{Storage::fused_in_place, 8, 2},
                                                            {Storage::fused_out_of_place, 4, 4},
                                                            {Storage::separate_out_of_place, 8, 2},
-                                                           {Storage::separate_in_place, 1, 1}};
+                                                           {Storage::separate_in_place, 1, 1},
+                                                           // Threads over 2-3 heads, the last
+                                                           // batch part empty (41 heads).
+                                                           {Storage::fused_in_place, 32, 9}};
   for (DType dtype : {DType::bf16, DType::f16, DType::f32}) {
     for (RopeLayout layout : {RopeLayout::neox, RopeLayout::gptj}) {
       for (auto [dim, rotary] : dims) {

@@ -72,6 +72,8 @@ __global__ void __launch_bounds__(kRowBlockThreads)
 // <dout[t, :], x[t, j, :]>, one block a token (the block sized so every thread makes the same
 // number of accesses), dout read once. The dot products are reduced in a fixed order: warp
 // butterflies, then the warps in order.
+inline constexpr int kMoeSumLoadBatch = 4;
+
 template <typename T, typename W, int kW>
 __global__ void __launch_bounds__(kRowBlockThreads)
     moe_sum_backward_dweights_kernel(const __grid_constant__ MoeSumArgs a) {
@@ -84,18 +86,33 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     for (int c = threadIdx.x * kW; c < a.cols; c += blockDim.x * kW) {
       float g[kW];
       load_floats<T, kW>(static_cast<const T*>(a.out) + t * a.out_stride + c, g);
+      // kMoeSumLoadBatch rows loaded before their stores: a store (st.global with a memory
+      // clobber, elements.cuh) keeps later loads behind it, so row by row a thread had one load
+      // in flight. All k rows at once took 149 registers (one block of 224 threads a SM).
 #pragma unroll
-      for (int j = 0; j < kMoeSumMaxK; ++j) {
-        if (j >= a.k) break;
-        float v[kW], d[kW];
-        load_floats<T, kW>(static_cast<const T*>(a.x) + t * a.x_token_stride + j * a.x_stride + c,
-                           v);
+      for (int j0 = 0; j0 < kMoeSumMaxK; j0 += kMoeSumLoadBatch) {
+        if (j0 >= a.k) break;
+        Pack<T, kW> xs[kMoeSumLoadBatch];
 #pragma unroll
-        for (int e = 0; e < kW; ++e) {
-          dot[j] += g[e] * v[e];
-          d[e] = w[j] * g[e];
+        for (int j = j0; j < j0 + kMoeSumLoadBatch; ++j) {
+          if (j < a.k) {
+            xs[j - j0] = load_pack<T, kW>(static_cast<const T*>(a.x) + t * a.x_token_stride +
+                                          j * a.x_stride + c);
+          }
         }
-        store_floats<T, kW>(static_cast<T*>(a.dx) + t * a.dx_token_stride + j * a.dx_stride + c, d);
+#pragma unroll
+        for (int j = j0; j < j0 + kMoeSumLoadBatch; ++j) {
+          if (j >= a.k) break;
+          float v[kW], d[kW];
+          widen(xs[j - j0], v);
+#pragma unroll
+          for (int e = 0; e < kW; ++e) {
+            dot[j] += g[e] * v[e];
+            d[e] = w[j] * g[e];
+          }
+          store_floats<T, kW>(static_cast<T*>(a.dx) + t * a.dx_token_stride + j * a.dx_stride + c,
+                              d);
+        }
       }
     }
 #pragma unroll
