@@ -1,8 +1,7 @@
 // Row gathers as byte copies in the widest unit (16 bytes down to 1) that every row size, stride
 // and base pointer allows. blockIdx.z picks the tensor (k or v of a pair: one launch), blockIdx.y
-// walks the gathered rows (kGatherRows a thread at once), blockIdx.x the units of a row. An
-// out-of-range index writes a zero row and is counted once (blockIdx.x = z = 0, thread x = 0) into
-// bad_indices.
+// walks the gathered rows, blockIdx.x the units of a row. An out-of-range index writes a zero row
+// and is counted once (blockIdx.x = z = 0, thread x = 0) into bad_indices.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -23,11 +22,6 @@ struct GatherArgs {
   int32_t* bad_indices;
 };
 
-// Rows a thread moves at once: their indices are loaded together, then their units, then they are
-// stored, so a thread waits out two round trips to memory (index, then row) per kGatherRows rows
-// rather than per row.
-inline constexpr int kGatherRows = 4;
-
 template <typename Unit>
 __global__ void __launch_bounds__(kRowBlockThreads)
     gather_kernel(const __grid_constant__ GatherArgs a) {
@@ -35,37 +29,18 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   const int64_t units = g.row_bytes / static_cast<int64_t>(sizeof(Unit));
   const int64_t u = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   const int64_t step = int64_t{gridDim.y} * blockDim.y;
-  const bool counts = blockIdx.x == 0 && blockIdx.z == 0 && threadIdx.x == 0;
-  for (int64_t m0 = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; m0 < a.m;
-       m0 += step * kGatherRows) {
-    int64_t index[kGatherRows];
-#pragma unroll
-    for (int r = 0; r < kGatherRows; ++r) {
-      const int64_t m = m0 + r * step;
-      index[r] = m >= a.m    ? 0
-                 : a.index64 ? static_cast<const int64_t*>(a.index)[m]
-                             : static_cast<const int32_t*>(a.index)[m];
-    }
-    Unit value[kGatherRows];
-#pragma unroll
-    for (int r = 0; r < kGatherRows; ++r) {
-      const int64_t i = index[r];
-      const bool ok = i >= 0 && i < a.n;
-      if (!ok && counts && m0 + r * step < a.m) atomicAdd(a.bad_indices, 1);
-      value[r] = Unit{};
-      if (ok && u < units) {
-        value[r] = reinterpret_cast<const Unit*>(static_cast<const char*>(g.src) +
-                                                 i * g.src_stride_bytes)[u];
-      }
-    }
+  for (int64_t m = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; m < a.m; m += step) {
+    const int64_t i = a.index64 ? static_cast<const int64_t*>(a.index)[m]
+                                : static_cast<const int32_t*>(a.index)[m];
+    const bool ok = i >= 0 && i < a.n;
+    if (!ok && blockIdx.x == 0 && blockIdx.z == 0 && threadIdx.x == 0) atomicAdd(a.bad_indices, 1);
     if (u >= units) continue;
-#pragma unroll
-    for (int r = 0; r < kGatherRows; ++r) {
-      const int64_t m = m0 + r * step;
-      if (m < a.m) {
-        reinterpret_cast<Unit*>(static_cast<char*>(g.out) + m * g.out_stride_bytes)[u] = value[r];
-      }
+    Unit value{};
+    if (ok) {
+      value = reinterpret_cast<const Unit*>(static_cast<const char*>(g.src) +
+                                            i * g.src_stride_bytes)[u];
     }
+    reinterpret_cast<Unit*>(static_cast<char*>(g.out) + m * g.out_stride_bytes)[u] = value;
   }
 }
 
@@ -89,7 +64,7 @@ std::string gather_rows(const GatherProblem& p, Stream stream) {
   const bool pair = p.b.src != nullptr;
   const int unit = unit_bytes(p);
   const int64_t units = std::max(p.a.row_bytes, pair ? p.b.row_bytes : 0) / unit;
-  RowLaunch launch = row_launch((p.m + kGatherRows - 1) / kGatherRows, units, 1);
+  RowLaunch launch = row_launch(p.m, units, 1);
   launch.grid.z = pair ? 2 : 1;
   const GatherArgs args{{p.a, p.b}, p.index, p.index64, p.n, p.m, p.bad_indices};
   if (p.m > 0) {

@@ -85,27 +85,15 @@ __device__ __forceinline__ void load_angles(const float* row, int c, int half, f
   for (int j = 0; j < kW; ++j) sn[j] *= sign;
 }
 
-// Chunk c of one head: its two accesses of W elements (both halves of W pairs), loaded, then
-// rotated by (cs, sn) and stored.
-template <typename T, int kW>
-struct Chunk {
-  Pack<T, kW> half[2];
-};
-
+// Chunk c of one head: its W pairs rotated by (cs, sn).
 template <typename T, int kW, bool kNeox>
-__device__ __forceinline__ Chunk<T, kW> load_chunk(const T* in, int c, int half) {
-  namespace rp = rope_pairs;
-  return {{load_pack<T, kW>(in + rp::first<kW, kNeox>(c, half)),
-           load_pack<T, kW>(in + rp::second<kW, kNeox>(c, half))}};
-}
-
-template <typename T, int kW, bool kNeox>
-__device__ __forceinline__ void rotate_chunk(const Chunk<T, kW>& in, T* out, int c, int half,
+__device__ __forceinline__ void rotate_chunk(const T* in, T* out, int c, int half,
                                              const float (&cs)[kW], const float (&sn)[kW]) {
   namespace rp = rope_pairs;
+  const int64_t first = rp::first<kW, kNeox>(c, half), second = rp::second<kW, kNeox>(c, half);
   float e[2][kW], o[2][kW];
-  widen(in.half[0], e[0]);
-  widen(in.half[1], e[1]);
+  load_floats<T, kW>(in + first, e[0]);
+  load_floats<T, kW>(in + second, e[1]);
 #pragma unroll
   for (int j = 0; j < kW; ++j) {
     const int a = rp::elem_a<kW, kNeox>(j), b = rp::elem_b<kW, kNeox>(j);
@@ -113,8 +101,8 @@ __device__ __forceinline__ void rotate_chunk(const Chunk<T, kW>& in, T* out, int
     o[a / kW][a % kW] = x1 * cs[j] - x2 * sn[j];
     o[b / kW][b % kW] = x2 * cs[j] + x1 * sn[j];
   }
-  store_floats<T, kW>(out + rp::first<kW, kNeox>(c, half), o[0]);
-  store_floats<T, kW>(out + rp::second<kW, kNeox>(c, half), o[1]);
+  store_floats<T, kW>(out + first, o[0]);
+  store_floats<T, kW>(out + second, o[1]);
 }
 
 // Out-of-place heads of token t: elements [from, D) copied unchanged, W at a time.
@@ -134,54 +122,25 @@ __device__ __forceinline__ void copy_through(const RopeArgs& a, int64_t t, int f
   }
 }
 
-// kRopeHeadBatch heads of chunk c from head h0 on (blockDim.y apart), loaded; and rotated and
-// stored. Every load of a batch goes out before any store: a store (st.global with a memory
-// clobber, elements.cuh) keeps later loads behind it.
-template <typename T, int kW, bool kNeox>
-__device__ __forceinline__ void load_heads(const RopeArgs& a, int64_t t, int c, int h0, int heads,
-                                           Chunk<T, kW> (&in)[kRopeHeadBatch]) {
-#pragma unroll
-  for (int b = 0; b < kRopeHeadBatch; ++b) {
-    const int h = h0 + b * blockDim.y;
-    if (h < heads) in[b] = load_chunk<T, kW, kNeox>(head<T>(a, t, h).in, c, a.half);
-  }
-}
-
-template <typename T, int kW, bool kNeox>
-__device__ __forceinline__ void rotate_heads(const RopeArgs& a, int64_t t, int c, int h0, int heads,
-                                             const Chunk<T, kW> (&in)[kRopeHeadBatch],
-                                             const float (&cs)[kW], const float (&sn)[kW]) {
-#pragma unroll
-  for (int b = 0; b < kRopeHeadBatch; ++b) {
-    const int h = h0 + b * blockDim.y;
-    if (h < heads) rotate_chunk<T, kW, kNeox>(in[b], head<T>(a, t, h).out, c, a.half, cs, sn);
-  }
-}
-
 template <typename T, int kW, bool kNeox>
 __global__ void __launch_bounds__(kRopeMaxThreads) rope_kernel(const __grid_constant__ RopeArgs a) {
   const int chunks = a.half / kW;
   const int heads = a.x[0].heads + a.x[1].heads;
   const int64_t step = int64_t{gridDim.x} * blockDim.z;
-  const int c0 = threadIdx.x, h0 = threadIdx.y;
   for (int64_t t = int64_t{blockIdx.x} * blockDim.z + threadIdx.z; t < a.tokens; t += step) {
     const int64_t pos = a.positions[t];
-    // The first batch's loads go out before the position is back (they do not depend on it), so
-    // a token costs one round trip to memory, not two (position, then data).
-    Chunk<T, kW> in[kRopeHeadBatch];
-    if (c0 < chunks) load_heads<T, kW, kNeox>(a, t, c0, h0, heads, in);
     if (pos < 0 || pos >= a.max_position) {
       if (threadIdx.x == 0 && threadIdx.y == 0) atomicAdd(a.bad_positions, 1);
       copy_through<T, kW>(a, t, 0);
       continue;
     }
     const float* row = a.cos_sin + pos * (2 * a.half);
-    for (int c = c0; c < chunks; c += blockDim.x) {
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
       float cs[kW], sn[kW];
       load_angles<kW, kNeox>(row, c, a.half, a.sin_sign, cs, sn);
-      for (int h = h0; h < heads; h += kRopeHeadBatch * blockDim.y) {
-        if (c != c0 || h != h0) load_heads<T, kW, kNeox>(a, t, c, h, heads, in);
-        rotate_heads<T, kW, kNeox>(a, t, c, h, heads, in, cs, sn);
+      for (int h = threadIdx.y; h < heads; h += blockDim.y) {
+        const Head<T> hd = head<T>(a, t, h);
+        rotate_chunk<T, kW, kNeox>(hd.in, hd.out, c, a.half, cs, sn);
       }
     }
     copy_through<T, kW>(a, t, 2 * a.half);

@@ -20,7 +20,6 @@
 namespace kiln::cuda {
 
 inline constexpr int kRopeMaxThreads = 256;
-inline constexpr int kRopeHeadBatch = 2;          // heads a thread loads before it stores (rope.cu)
 inline constexpr int kRopeMaxTokenLanes = 64;     // blockDim.z's limit
 inline constexpr int64_t kRopeMaxGrid = 1 << 20;  // blocks; a grid-stride loop covers the rest
 
