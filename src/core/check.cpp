@@ -111,4 +111,9 @@ int32_t* counter(std::string_view op, std::string_view arg, const TensorView& t,
   return static_cast<int32_t*>(t.data);
 }
 
+int32_t* optional_counter(std::string_view op, std::string_view arg, const TensorView& t,
+                          const Device& device) {
+  return t.defined() ? counter(op, arg, t, device) : nullptr;
+}
+
 }  // namespace kiln::check

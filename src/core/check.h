@@ -36,6 +36,10 @@ RowMatrix rows_of(std::string_view op, std::string_view arg, const TensorView& t
 // never read); returns its data.
 int32_t* counter(std::string_view op, std::string_view arg, const TensorView& t,
                  const Device& device);
+// counter, or null when t is absent: the caller asked for no count (bad entries are still never
+// read, only not counted), and the op launches nothing to zero one.
+int32_t* optional_counter(std::string_view op, std::string_view arg, const TensorView& t,
+                          const Device& device);
 // Present, on `first`'s device, of its dtype and shape; then rows_of.
 RowMatrix like(std::string_view op, std::string_view arg, const TensorView& t,
                const TensorView& first);

@@ -60,7 +60,7 @@ GatherProblem make_problem(std::string_view op, const TensorView& src, const Ten
   if (index.rank != 1 || (index.size(0) > 1 && index.stride(0) != 1)) {
     throw_arg_error(op, "index", "a contiguous 1-D tensor [M]", "shape " + index.shape_str());
   }
-  int32_t* bad = check::counter(op, "bad_indices", bad_indices, src.device);
+  int32_t* bad = check::optional_counter(op, "bad_indices", bad_indices, src.device);
   GatherProblem p;
   p.op = op;
   p.device = src.device;

@@ -125,7 +125,7 @@ void run_rope(std::string_view op, bool inverse, const TensorView& q_out, const 
   check::dtype_in(op, "positions", positions, {DType::i64});
   check::vector_of(op, "positions", positions, p.tokens);
   p.positions = static_cast<const int64_t*>(positions.data);
-  p.bad_positions = check::counter(op, "bad_positions", bad_positions, q.device);
+  p.bad_positions = check::optional_counter(op, "bad_positions", bad_positions, q.device);
   run_on_backend(
       p, inverse ? "ref::rope_backward" : "ref::rope", [&] { ref::rope(p); },
       [&] { return cuda::rope(p, stream); });

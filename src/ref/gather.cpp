@@ -9,7 +9,7 @@ void gather_rows(const GatherProblem& p) {
     const int64_t i = p.index64 ? static_cast<const int64_t*>(p.index)[m]
                                 : static_cast<const int32_t*>(p.index)[m];
     const bool ok = i >= 0 && i < p.n;
-    if (!ok) ++*p.bad_indices;
+    if (!ok && p.bad_indices != nullptr) ++*p.bad_indices;
     for (const GatherRows* g : {&p.a, &p.b}) {
       if (g->src == nullptr) continue;
       char* dst = static_cast<char*>(g->out) + m * g->out_stride_bytes;

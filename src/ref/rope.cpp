@@ -38,7 +38,7 @@ void rope(const RopeProblem& p) {
   for (int64_t t = 0; t < p.tokens; ++t) {
     const int64_t pos = p.positions[t];
     const bool ok = pos >= 0 && pos < p.max_position;
-    if (!ok) ++*p.bad_positions;
+    if (!ok && p.bad_positions != nullptr) ++*p.bad_positions;
     const float* row = ok ? p.cos_sin + pos * p.rotary_dim : nullptr;
     for (const RopeHeads* x : {&p.q, &p.k}) {
       for (int64_t h = 0; h < x->heads; ++h) rope_head(p, *x, t, h, row);

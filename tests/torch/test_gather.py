@@ -37,6 +37,23 @@ def test_out_of_range_rows_are_zero_and_counted(device):
             assert not ok[m].any() and not ov[m].any()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_uncounted_gathers_still_give_zero_rows(device):
+    # The default call keeps no count (no zero-fill kernel): bad indices are still never read.
+    k = torch.randn(5, 2, 4, device=device)
+    v = torch.randn(5, 3, device=device)
+    index = torch.tensor([4, -1, 5, 1, 100], device=device)
+    ok, ov = kiln.gather_rows_pair(k, v, index)
+    out = kiln.gather_rows(k, index)
+    for m, i in enumerate(index.tolist()):
+        good = 0 <= i < 5
+        assert torch.equal(ok[m], k[i] if good else torch.zeros_like(k[0]))
+        assert torch.equal(ov[m], v[i] if good else torch.zeros_like(v[0]))
+        assert torch.equal(out[m], ok[m])
+    _, none = torch.ops.kiln.gather_rows(k, index, False)
+    assert none.dtype == torch.int32 and none.numel() == 0
+
+
 def _opcheck_cases(device):
     src = torch.randn(6, 3, 4, device=device)
     index = torch.tensor([5, 0, 2], device=device)
@@ -44,6 +61,8 @@ def _opcheck_cases(device):
     return {
         "gather_rows": (ops.gather_rows, (src, index)),
         "gather_rows_pair": (ops.gather_rows_pair, (src, src[:, 0], index.int())),
+        "gather_rows_uncounted": (ops.gather_rows, (src, index, False)),
+        "gather_rows_pair_uncounted": (ops.gather_rows_pair, (src, src[:, 0], index, False)),
     }
 
 

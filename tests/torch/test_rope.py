@@ -70,6 +70,27 @@ def test_matches_torch(device, dtype, layout, rotary_dim):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_uncounted_calls_still_leave_bad_positions_alone(device):
+    # The default call keeps no count (no zero-fill kernel): bad positions are still never read.
+    qkv, q, k = fused_qkv(6, 4, 2, 16, torch.bfloat16, device, seed=5)
+    cache = cos_sin_cache(8, 16).to(device)
+    positions = torch.tensor([1, 8, 7, -1, 0, 1 << 40], device=device)
+    q_out, k_out = kiln.rope(q, k, cache, positions)
+    want_q, bad_q = torch_rope(q, cache, positions, "neox", 16)
+    want_k, _ = torch_rope(k, cache, positions, "neox", 16)
+    assert bad_q == 3
+    torch.testing.assert_close(q_out.double(), want_q, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(k_out.double(), want_k, rtol=2e-2, atol=2e-2)
+    _, _, none = torch.ops.kiln.rope(q, k, cache, positions, "neox", 16, False)
+    assert none.dtype == torch.int32 and none.numel() == 0
+    before = qkv.clone()
+    kiln.rope_(q, k, cache, positions)
+    torch.testing.assert_close(q.double(), want_q, rtol=2e-2, atol=2e-2)
+    for t in (1, 3, 5):
+        assert torch.equal(qkv[t], before[t]), "a bad position's token is left alone"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_in_place_on_a_fused_qkv_buffer(device):
     t, hq, hk, d = 5, 8, 2, 32
     qkv, q, k = fused_qkv(t, hq, hk, d, torch.bfloat16, device, seed=1)
@@ -122,6 +143,9 @@ def _opcheck_cases(device):
         "rope_partial_gptj": (ops.rope, (q, k, cos_sin_cache(6, 4).to(device), positions,
                                          "gptj", 4)),
         "rope_inplace": (ops.rope_inplace, (q, k, cache, positions, "gptj", 8)),
+        "rope_uncounted": (ops.rope, (q.detach().requires_grad_(), k, cache, positions, "neox", 8,
+                                      False)),
+        "rope_inplace_uncounted": (ops.rope_inplace, (q, k, cache, positions, "neox", 8, False)),
         "rope_backward": (ops.rope_backward, (q, k, cache, positions, "neox", 8)),
     }
 

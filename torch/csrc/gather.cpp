@@ -1,6 +1,7 @@
 // torch.ops.kiln.gather_rows / gather_rows_pair (include/kiln/ops/gather.h): each returns the
 // gathered rows and a fresh int32 [1] count of out-of-range indices (the kernel's report; reading
-// it is the caller's choice, so the op itself never synchronises). Fake impls:
+// it is the caller's choice, so the op itself never synchronises); with count_bad=False an empty
+// int32 [0] instead, and no zero-fill kernel launched for it. Fake impls:
 // torch/kiln/_ops/gather.py.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -20,31 +21,40 @@ at::Tensor gathered_like(const at::Tensor& src, const at::Tensor& index) {
   return at::empty(sizes, src.options());
 }
 
-at::Tensor bad_count(const at::Tensor& like) {
-  return at::zeros({1}, like.options().dtype(at::kInt));
+// The zeroed int32 [1] count, or int32 [0] when none is asked for (its view is then absent).
+at::Tensor bad_count(const at::Tensor& like, bool count_bad) {
+  return count_bad ? at::zeros({1}, like.options().dtype(at::kInt))
+                   : at::empty({0}, like.options().dtype(at::kInt));
 }
 
-std::tuple<at::Tensor, at::Tensor> gather_rows_op(const at::Tensor& src, const at::Tensor& index) {
+TensorView counter_view(std::string_view op, const at::Tensor& bad) {
+  return bad.numel() == 0 ? TensorView{} : to_view(op, "bad_indices", bad);
+}
+
+std::tuple<at::Tensor, at::Tensor> gather_rows_op(const at::Tensor& src, const at::Tensor& index,
+                                                  bool count_bad) {
   return translate_errors([&] {
     constexpr std::string_view op = "gather_rows";
     const DeviceScope scope(src);
-    at::Tensor out = gathered_like(src, index), bad = bad_count(src);
+    at::Tensor out = gathered_like(src, index), bad = bad_count(src, count_bad);
     kiln::gather_rows(to_view(op, "out", out), to_view(op, "src", src), to_view(op, "index", index),
-                      to_view(op, "bad_indices", bad), scope.stream());
+                      counter_view(op, bad), scope.stream());
     return std::make_tuple(out, bad);
   });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gather_rows_pair_op(const at::Tensor& k,
                                                                    const at::Tensor& v,
-                                                                   const at::Tensor& index) {
+                                                                   const at::Tensor& index,
+                                                                   bool count_bad) {
   return translate_errors([&] {
     constexpr std::string_view op = "gather_rows_pair";
     const DeviceScope scope(k);
-    at::Tensor ok = gathered_like(k, index), ov = gathered_like(v, index), bad = bad_count(k);
+    at::Tensor ok = gathered_like(k, index), ov = gathered_like(v, index),
+               bad = bad_count(k, count_bad);
     kiln::gather_rows_pair(to_view(op, "out_k", ok), to_view(op, "out_v", ov), to_view(op, "k", k),
-                           to_view(op, "v", v), to_view(op, "index", index),
-                           to_view(op, "bad_indices", bad), scope.stream());
+                           to_view(op, "v", v), to_view(op, "index", index), counter_view(op, bad),
+                           scope.stream());
     return std::make_tuple(ok, ov, bad);
   });
 }
@@ -59,9 +69,12 @@ void impl_gather_ops(torch::Library& m) {
 
 TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.set_python_module("kiln._ops.gather");
-  // (src[index], bad_count): rows along dim 0; out-of-range indices give zero rows, counted.
-  m.def("gather_rows(Tensor src, Tensor index) -> (Tensor, Tensor)");
-  m.def("gather_rows_pair(Tensor k, Tensor v, Tensor index) -> (Tensor, Tensor, Tensor)");
+  // (src[index], bad_count): rows along dim 0; out-of-range indices give zero rows, counted
+  // (int32 [1]; count_bad=False: not counted, int32 [0]).
+  m.def("gather_rows(Tensor src, Tensor index, bool count_bad=True) -> (Tensor, Tensor)");
+  m.def(
+      "gather_rows_pair(Tensor k, Tensor v, Tensor index, bool count_bad=True) -> (Tensor, "
+      "Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kiln, CPU, m) {

@@ -26,7 +26,8 @@
 // A position outside [0, max_position) is never read from the cache: that token's q and k are
 // left as they are (in place) or copied unchanged (out of place), and the token is counted once
 // into bad_positions, an int32 [1] tensor on the device that the caller zeroes and reads when it
-// likes (kiln ops never synchronise).
+// likes (kiln ops never synchronise). bad_positions may be absent (a default TensorView): bad
+// positions are then still never read, only not counted, and nothing needs zeroing.
 //
 // Bytes moved: q and k read and written once (out of place: plus the tails [R, D) copied),
 // positions read (8 T) and each token's cos/sin row (4 R T, shared by all its heads).

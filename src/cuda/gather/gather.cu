@@ -1,7 +1,7 @@
 // Row gathers as byte copies in the widest unit (16 bytes down to 1) that every row size, stride
 // and base pointer allows. blockIdx.z picks the tensor (k or v of a pair: one launch), blockIdx.y
 // walks the gathered rows, blockIdx.x the units of a row. An out-of-range index writes a zero row
-// and is counted once (blockIdx.x = z = 0, thread x = 0) into bad_indices.
+// and is counted once (blockIdx.x = z = 0, thread x = 0) into bad_indices, when there is one.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -33,7 +33,9 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     const int64_t i = a.index64 ? static_cast<const int64_t*>(a.index)[m]
                                 : static_cast<const int32_t*>(a.index)[m];
     const bool ok = i >= 0 && i < a.n;
-    if (!ok && blockIdx.x == 0 && blockIdx.z == 0 && threadIdx.x == 0) atomicAdd(a.bad_indices, 1);
+    if (!ok && a.bad_indices != nullptr && blockIdx.x == 0 && blockIdx.z == 0 && threadIdx.x == 0) {
+      atomicAdd(a.bad_indices, 1);
+    }
     if (u >= units) continue;
     Unit value{};
     if (ok) {

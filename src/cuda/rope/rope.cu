@@ -130,7 +130,9 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_kernel(const __grid_cons
   for (int64_t t = int64_t{blockIdx.x} * blockDim.z + threadIdx.z; t < a.tokens; t += step) {
     const int64_t pos = a.positions[t];
     if (pos < 0 || pos >= a.max_position) {
-      if (threadIdx.x == 0 && threadIdx.y == 0) atomicAdd(a.bad_positions, 1);
+      if (a.bad_positions != nullptr && threadIdx.x == 0 && threadIdx.y == 0) {
+        atomicAdd(a.bad_positions, 1);
+      }
       copy_through<T, kW>(a, t, 0);
       continue;
     }

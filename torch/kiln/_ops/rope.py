@@ -11,18 +11,18 @@ from ._grad import rows as _rows
 _ops = torch.ops.kiln
 
 
-def _count(like: torch.Tensor) -> torch.Tensor:
-    return like.new_empty((1,), dtype=torch.int32)
+def _count(like: torch.Tensor, count_bad: bool) -> torch.Tensor:
+    return like.new_empty((1 if count_bad else 0,), dtype=torch.int32)
 
 
 @register_fake("kiln::rope")
-def _rope_fake(q, k, cos_sin_cache, positions, layout, rotary_dim):
-    return q.new_empty(q.shape), k.new_empty(k.shape), _count(q)
+def _rope_fake(q, k, cos_sin_cache, positions, layout, rotary_dim, count_bad=True):
+    return q.new_empty(q.shape), k.new_empty(k.shape), _count(q, count_bad)
 
 
 @register_fake("kiln::rope_inplace")
-def _rope_inplace_fake(q, k, cos_sin_cache, positions, layout, rotary_dim):
-    return _count(q)
+def _rope_inplace_fake(q, k, cos_sin_cache, positions, layout, rotary_dim, count_bad=True):
+    return _count(q, count_bad)
 
 
 @register_fake("kiln::rope_backward")
@@ -31,7 +31,7 @@ def _rope_backward_fake(dq_out, dk_out, cos_sin_cache, positions, layout, rotary
 
 
 def _setup(ctx, inputs, output):
-    _, _, cos_sin_cache, positions, layout, rotary_dim = inputs
+    cos_sin_cache, positions, layout, rotary_dim = inputs[2:6]
     ctx.save_for_backward(cos_sin_cache, positions)
     ctx.layout, ctx.rotary_dim = layout, rotary_dim
 
@@ -41,7 +41,7 @@ def _backward(ctx, dq_out, dk_out, _dbad):
     dq, dk = _ops.rope_backward(
         _rows(dq_out), _rows(dk_out), cos_sin_cache, positions, ctx.layout, ctx.rotary_dim
     )
-    return dq, dk, None, None, None, None
+    return dq, dk, None, None, None, None, None
 
 
 register_autograd("kiln::rope", _backward, setup_context=_setup)

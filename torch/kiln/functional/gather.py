@@ -23,8 +23,10 @@ def gather_rows(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """out = src[index] along dim 0, for src [N, ...] of any dtype (trailing dims contiguous) and
     index int32/int64 [M]. An index outside [0, N) is never read: its row is zeros and it is
-    counted; return_bad_count=True also returns that count (int32 [1], on src's device)."""
-    out, bad = _ops.gather_rows(src, index)
+    counted when asked: return_bad_count=True returns the count (int32 [1], on src's device);
+    without it (and without KILN_CHECK_INDICES=1) nothing is counted, so no zero-fill kernel runs
+    for the count."""
+    out, bad = _ops.gather_rows(src, index, return_bad_count or _CHECK)
     _checked("gather_rows", bad)
     return (out, bad) if return_bad_count else out
 
@@ -33,6 +35,6 @@ def gather_rows_pair(
     k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, return_bad_count: bool = False
 ):
     """(k[index], v[index]) in one launch; out-of-range indices as in gather_rows, counted once."""
-    ok, ov, bad = _ops.gather_rows_pair(k, v, index)
+    ok, ov, bad = _ops.gather_rows_pair(k, v, index, return_bad_count or _CHECK)
     _checked("gather_rows_pair", bad)
     return (ok, ov, bad) if return_bad_count else (ok, ov)

@@ -31,11 +31,13 @@ def rope(
     = cos(p theta_i) | sin(p theta_i) (vLLM's layout; any scaling is just another cache).
     positions: int64 [T]. layout: "neox" (pairs i, i + R/2) or "gptj" (pairs 2i, 2i + 1).
     rotary_dim (default: the cache's width) <= D; the rest of each head is copied through.
-    A position outside [0, max_position) leaves its token unrotated and is counted
-    (return_bad_count=True returns the int32 [1] count; KILN_CHECK_INDICES=1 syncs and raises).
+    A position outside [0, max_position) is never read and leaves its token unrotated; it is
+    counted when asked (return_bad_count=True returns the int32 [1] count; KILN_CHECK_INDICES=1
+    syncs and raises); otherwise no count is kept, so no zero-fill kernel runs for it.
     Gradients reach q and k (the rotation by -theta). Returns (q_out, k_out[, count])."""
     r = cos_sin_cache.shape[-1] if rotary_dim is None else rotary_dim
-    q_out, k_out, bad = _ops.rope(q, k, cos_sin_cache, positions, layout, r)
+    count = return_bad_count or _CHECK
+    q_out, k_out, bad = _ops.rope(q, k, cos_sin_cache, positions, layout, r, count)
     _checked(bad)
     return (q_out, k_out, bad) if return_bad_count else (q_out, k_out)
 
@@ -51,6 +53,7 @@ def rope_(
 ):
     """rope in place on q and k (the inference path; no autograd). Returns (q, k[, count])."""
     r = cos_sin_cache.shape[-1] if rotary_dim is None else rotary_dim
-    bad = _ops.rope_inplace(q, k, cos_sin_cache, positions, layout, r)
+    count = return_bad_count or _CHECK
+    bad = _ops.rope_inplace(q, k, cos_sin_cache, positions, layout, r, count)
     _checked(bad)
     return (q, k, bad) if return_bad_count else (q, k)
