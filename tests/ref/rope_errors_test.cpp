@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -137,9 +138,27 @@ TEST(RopeRef, BadRotaryDimCacheAndPositionsAreReported) {
                        "rope: argument 'positions': expected a tensor, got absent");
 }
 
+// An absent counter is a call that asks for no count: bad positions are still never read and
+// leave their token as it is (copied through, out of place).
+TEST(RopeRef, AbsentCounterCountsNothingAndStillSkipsBadPositions) {
+  Call c;
+  std::mt19937_64 rng(5);
+  c.q.randn(rng);
+  c.k.randn(rng);
+  c.q_out.poison();
+  c.k_out.poison();
+  c.pos = {3, 16};  // token 1's position is past the cache's 16 rows
+  c.counter = TensorView();
+  c.forward();
+  for (int64_t e = 0; e < 8; ++e) {  // rows: q [T * Hq, D], k [T * Hk, D]
+    EXPECT_EQ(c.q_out.at(2, e), c.q.at(2, e)) << e;
+    EXPECT_EQ(c.q_out.at(3, e), c.q.at(3, e)) << e;
+    EXPECT_EQ(c.k_out.at(1, e), c.k.at(1, e)) << e;
+  }
+  EXPECT_EQ(c.bad, 0);
+}
+
 TEST(RopeRef, BadCounterIsReported) {
-  expect_forward_error([](Call& c) { c.counter = TensorView(); },
-                       "rope: argument 'bad_positions': expected a tensor, got absent");
   expect_forward_error([](Call& c) { c.counter = with_dtype(c.counter, DType::i64); },
                        "rope: argument 'bad_positions': expected dtype in {i32}, got i64");
   expect_forward_error([](Call& c) { c.counter.sizes[0] = 2; },
