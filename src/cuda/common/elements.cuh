@@ -91,23 +91,9 @@ __device__ __forceinline__ Pack<T, W> splat(float v) {
 // loads of moe_sum and mhc_mix compiled to four 32-bit LDGs and their stores to eight 16-bit
 // STGs (s12 SASS).
 template <int B>
-struct AccessWord {};
-template <>
-struct AccessWord<2> {
-  using type = uint16_t;
-};
-template <>
-struct AccessWord<4> {
-  using type = uint32_t;
-};
-template <>
-struct AccessWord<8> {
-  using type = uint2;
-};
-template <>
-struct AccessWord<16> {
-  using type = uint4;
-};
+using AccessWord = std::conditional_t<
+    B == 2, uint16_t,
+    std::conditional_t<B == 4, uint32_t, std::conditional_t<B == 8, uint2, uint4>>>;
 
 template <typename T, int W>
 inline constexpr bool kOneAccess = sizeof(T) * W == 2 || sizeof(T) * W == 4 || sizeof(T) * W == 8 ||
@@ -116,7 +102,7 @@ inline constexpr bool kOneAccess = sizeof(T) * W == 2 || sizeof(T) * W == 4 || s
 template <typename T, int W>
 __device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
   if constexpr (kOneAccess<T, W>) {
-    using Word = typename AccessWord<sizeof(T) * W>::type;
+    using Word = AccessWord<sizeof(T) * W>;
     const Word word = *reinterpret_cast<const Word*>(p);
     Pack<T, W> pack;
     __builtin_memcpy(&pack, &word, sizeof(Word));
@@ -130,7 +116,7 @@ __device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
 template <typename T, int W>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, W>& pack) {
   if constexpr (kOneAccess<T, W>) {
-    using Word = typename AccessWord<sizeof(T) * W>::type;
+    using Word = AccessWord<sizeof(T) * W>;
     Word word;
     __builtin_memcpy(&word, &pack, sizeof(Word));
     // A plain store of `word` was split too; __stwb's is a strong one (STG.STRONG.SM).
