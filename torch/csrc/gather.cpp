@@ -4,11 +4,11 @@
 // int32 [0] instead, and no zero-fill kernel launched for it. Fake impls:
 // torch/kiln/_ops/gather.py.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "bad_count.h"
 #include "kiln/ops/gather.h"
 #include "tensor_view.h"
 
@@ -21,16 +21,6 @@ at::Tensor gathered_like(const at::Tensor& src, const at::Tensor& index) {
   return at::empty(sizes, src.options());
 }
 
-// The zeroed int32 [1] count, or int32 [0] when none is asked for (its view is then absent).
-at::Tensor bad_count(const at::Tensor& like, bool count_bad) {
-  return count_bad ? at::zeros({1}, like.options().dtype(at::kInt))
-                   : at::empty({0}, like.options().dtype(at::kInt));
-}
-
-TensorView counter_view(std::string_view op, const at::Tensor& bad) {
-  return bad.numel() == 0 ? TensorView{} : to_view(op, "bad_indices", bad);
-}
-
 std::tuple<at::Tensor, at::Tensor> gather_rows_op(const at::Tensor& src, const at::Tensor& index,
                                                   bool count_bad) {
   return translate_errors([&] {
@@ -38,7 +28,7 @@ std::tuple<at::Tensor, at::Tensor> gather_rows_op(const at::Tensor& src, const a
     const DeviceScope scope(src);
     at::Tensor out = gathered_like(src, index), bad = bad_count(src, count_bad);
     kiln::gather_rows(to_view(op, "out", out), to_view(op, "src", src), to_view(op, "index", index),
-                      counter_view(op, bad), scope.stream());
+                      bad_count_view(op, "bad_indices", bad), scope.stream());
     return std::make_tuple(out, bad);
   });
 }
@@ -53,8 +43,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gather_rows_pair_op(const at::Ten
     at::Tensor ok = gathered_like(k, index), ov = gathered_like(v, index),
                bad = bad_count(k, count_bad);
     kiln::gather_rows_pair(to_view(op, "out_k", ok), to_view(op, "out_v", ov), to_view(op, "k", k),
-                           to_view(op, "v", v), to_view(op, "index", index), counter_view(op, bad),
-                           scope.stream());
+                           to_view(op, "v", v), to_view(op, "index", index),
+                           bad_count_view(op, "bad_indices", bad), scope.stream());
     return std::make_tuple(ok, ov, bad);
   });
 }

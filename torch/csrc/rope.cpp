@@ -5,27 +5,17 @@
 // and no zero-fill kernel for it; rope_backward never counts (the forward did). Fake impls and
 // autograd: torch/kiln/_ops/rope.py.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <string>
 #include <tuple>
 
+#include "bad_count.h"
 #include "kiln/ops/rope.h"
 #include "tensor_view.h"
 
 namespace kiln::torch_binding {
 namespace {
-
-// The zeroed int32 [1] count, or int32 [0] when none is asked for (its view is then absent).
-at::Tensor bad_count(const at::Tensor& like, bool count_bad) {
-  return count_bad ? at::zeros({1}, like.options().dtype(at::kInt))
-                   : at::empty({0}, like.options().dtype(at::kInt));
-}
-
-TensorView counter_view(std::string_view op, const at::Tensor& bad) {
-  return bad.numel() == 0 ? TensorView{} : to_view(op, "bad_positions", bad);
-}
 
 RopeLayout layout_of(c10::string_view layout) {
   return rope_layout(std::string_view(layout.data(), layout.size()));
@@ -47,7 +37,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rotate(
   const TensorView vk_out = to_view(op, inverse ? "dk" : "k_out", k_out);
   const auto f = inverse ? &kiln::rope_backward : &kiln::rope;
   f(vq_out, vk_out, vq, vk, to_view(op, "cos_sin_cache", cos_sin_cache),
-    to_view(op, "positions", positions), l, rotary_dim, counter_view(op, bad), scope.stream());
+    to_view(op, "positions", positions), l, rotary_dim, bad_count_view(op, "bad_positions", bad),
+    scope.stream());
   return std::make_tuple(q_out, k_out, bad);
 }
 
@@ -82,8 +73,8 @@ at::Tensor rope_inplace_op(at::Tensor& q, at::Tensor& k, const at::Tensor& cos_s
     const TensorView vq = to_view(op, "q", q), vk = to_view(op, "k", k);
     at::Tensor bad = bad_count(q, count_bad);
     kiln::rope(vq, vk, vq, vk, to_view(op, "cos_sin_cache", cos_sin_cache),
-               to_view(op, "positions", positions), l, rotary_dim, counter_view(op, bad),
-               scope.stream());
+               to_view(op, "positions", positions), l, rotary_dim,
+               bad_count_view(op, "bad_positions", bad), scope.stream());
     return bad;
   });
 }
