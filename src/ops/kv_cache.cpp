@@ -91,7 +91,7 @@ void kv_cache_write(const TensorView& key_cache, const TensorView& value_cache, 
                     "absent for a " + std::string(dtype_name(p.cache_dtype)) + " cache",
                     "a tensor");
   }
-  p.bad_slots = check::counter(op, "bad_slots", bad_slots, k.device);
+  p.bad_slots = check::optional_counter(op, "bad_slots", bad_slots, k.device);
   run_on_backend(
       p, "ref::kv_cache_write", [&] { ref::kv_cache_write(p); },
       [&] { return cuda::kv_cache_write(p, stream); });

@@ -65,7 +65,7 @@ void tau_tail(const TensorView& qkv, const TensorView& tok_qv_lin, const TensorV
   check::vector_of(op, "positions", positions, p.tokens);
   p.positions = positions.data;
   p.positions64 = positions.dtype == DType::i64;
-  p.bad_positions = check::counter(op, "bad_positions", bad_positions, qkv.device);
+  p.bad_positions = check::optional_counter(op, "bad_positions", bad_positions, qkv.device);
   run_on_backend(
       p, "ref::tau_tail", [&] { ref::tau_tail(p); }, [&] { return cuda::tau_tail(p, stream); });
 }

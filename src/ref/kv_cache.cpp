@@ -13,7 +13,7 @@ void kv_cache_write(const KvCacheProblem& p) {
                                    : static_cast<const int32_t*>(p.slots)[t];
     if (slot < 0) continue;  // padding
     if (slot >= p.capacity) {
-      ++*p.bad_slots;
+      if (p.bad_slots != nullptr) ++*p.bad_slots;
       continue;
     }
     for (int64_t e = 0; e < row; ++e) {

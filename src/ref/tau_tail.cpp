@@ -14,7 +14,7 @@ void tau_tail(const TauProblem& p) {
     const int64_t pos = p.positions64 ? static_cast<const int64_t*>(p.positions)[t]
                                       : static_cast<const int32_t*>(p.positions)[t];
     if (pos < 0 || pos >= p.table_rows) {
-      ++*p.bad_positions;
+      if (p.bad_positions != nullptr) ++*p.bad_positions;
       continue;
     }
     for (int64_t h = 0; h < p.heads; ++h) {

@@ -109,9 +109,25 @@ TEST(KvCacheRef, BadInputIsReported) {
   expect_error(
       [&] {
         kv_cache_write(kc.view(), vc.view(), f.k.view(), f.v.view(), f.slot_view(), TensorView(),
-                       TensorView());
+                       TensorView(&f.slots[0], DType::i64, Device::cpu(), {1}));
       },
-      "kv_cache_write: argument 'bad_slots'");
+      "kv_cache_write: argument 'bad_slots': expected dtype in {i32}");
+}
+
+// An absent counter is a call that asks for no count: a slot past the cache is still never
+// written.
+TEST(KvCacheRef, AbsentCounterCountsNothingAndStillSkipsBadSlots) {
+  Fixture f;
+  HostTensor kc(DType::bf16, {f.blocks, f.block_size, f.heads, f.dim});
+  HostTensor vc(DType::bf16, {f.blocks, f.block_size, f.heads, f.dim});
+  const std::vector<uint8_t> untouched = kc.bytes;
+  kv_cache_write(kc.view(), vc.view(), f.k.view(), f.v.view(), f.slot_view(), TensorView(),
+                 TensorView());
+  EXPECT_EQ(f.bad, 0);
+  size_t changed = 0;  // slots 5 and 11 only (token 3's slot 12 is past the cache)
+  for (size_t i = 0; i < kc.bytes.size(); ++i) changed += kc.bytes[i] != untouched[i];
+  EXPECT_LE(changed, size_t{2 * f.heads * f.dim * 2});
+  EXPECT_EQ(kc.at(5 * f.heads, 0), f.k.at(0, 0));
 }
 
 }  // namespace

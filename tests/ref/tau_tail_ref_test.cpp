@@ -62,8 +62,29 @@ TEST(TauTailRef, BadInputIsReported) {
                "tau_tail: argument 'tok_qv_lin': expected shape [2, 4]");
   expect_error([&] { tau_tail(qkv.view(), tok.view(), wide_table.view(), p, 2, b); },
                "tau_tail: argument 'tau_pos_table'");
-  expect_error([&] { tau_tail(qkv.view(), tok.view(), table.view(), p, 2, TensorView()); },
-               "tau_tail: argument 'bad_positions'");
+  int64_t bad64 = 0;
+  expect_error(
+      [&] {
+        tau_tail(qkv.view(), tok.view(), table.view(), p, 2,
+                 TensorView(&bad64, DType::i64, Device::cpu(), {1}));
+      },
+      "tau_tail: argument 'bad_positions'");
+}
+
+// An absent counter is a call that asks for no count: a bad position still leaves its token as
+// it was.
+TEST(TauTailRef, AbsentCounterCountsNothingAndStillSkipsBadPositions) {
+  std::mt19937_64 rng(2);
+  HostTensor qkv(DType::f32, {2, 24}), tok(DType::f32, {2, 4}), table(DType::f32, {8, 2});
+  qkv.randn(rng);
+  tok.randn(rng);
+  table.randn(rng);
+  const HostTensor before = qkv;
+  std::vector<int32_t> pos = {8, 1};  // 8 is past the table
+  tau_tail(qkv.view(), tok.view(), table.view(),
+           TensorView(pos.data(), DType::i32, Device::cpu(), {2}), 2, TensorView());
+  for (int64_t c = 0; c < 24; ++c) EXPECT_EQ(qkv.at(0, c), before.at(0, c)) << c;
+  EXPECT_NE(qkv.at(1, 0), before.at(1, 0));
 }
 
 }  // namespace

@@ -49,6 +49,23 @@ def test_opcheck(device):
         torch.ops.kiln.kv_cache_write,
         (kcb, kcb.clone(), kb, kb, torch.tensor([1, 0, 6], device=device), None),
     )
+    torch.library.opcheck(  # no count kept: int32 [0]
+        torch.ops.kiln.kv_cache_write,
+        (kcb, kcb.clone(), kb, kb, torch.tensor([1, 9, 6], device=device), None, False),
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_uncounted_writes_still_skip_slots_past_the_cache(device):
+    # The default call keeps no count (no zero-fill kernel): a slot past the cache is still never
+    # written.
+    k = torch.randn(3, 2, 8, device=device).to(torch.bfloat16)
+    kc = torch.full((2, 4, 2, 8), 7.0, device=device, dtype=torch.bfloat16)
+    vc = kc.clone()
+    assert kiln.kv_cache_write_(kc, vc, k, k, torch.tensor([1, 8, 6], device=device)) is None
+    want = torch.full_like(kc, 7.0).view(8, 2, 8)
+    want[1], want[6] = k[0], k[2]
+    assert torch.equal(kc.view(8, 2, 8), want) and torch.equal(vc.view(8, 2, 8), want)
 
 
 def test_bad_input_is_reported():

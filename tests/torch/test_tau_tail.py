@@ -48,6 +48,18 @@ def test_opcheck(device):
     table = torch.randn(6, 2, device=device)
     positions = torch.tensor([0, 5, 2, 1, 3], device=device)
     torch.library.opcheck(torch.ops.kiln.tau_tail, (qkv, tok, table, positions, 2))
+    torch.library.opcheck(torch.ops.kiln.tau_tail, (qkv, tok, table, positions, 2, False))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_uncounted_calls_still_leave_bad_positions_alone(device):
+    # The default call keeps no count (no zero-fill kernel): a bad position is still never read.
+    qkv = torch.randn(3, 3 * 2 * 8, device=device)
+    before = qkv.clone()
+    tok, table = torch.randn(3, 4, device=device), torch.randn(6, 2, device=device)
+    kiln.tau_tail_(qkv, tok, table, torch.tensor([0, 6, -1], device=device), 2)
+    assert torch.equal(qkv[1:], before[1:])
+    assert not torch.equal(qkv[0], before[0])
 
 
 def test_bad_input_is_reported():

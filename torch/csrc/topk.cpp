@@ -18,8 +18,8 @@ std::tuple<at::Tensor, at::Tensor> topk_op(const at::Tensor& scores, int64_t k, 
     const DeviceScope scope(scores);
     const int64_t rows = scores.dim() == 2 ? scores.size(0) : 0;
     const int64_t kk = k > 0 ? k : 0;
-    at::Tensor values = at::empty({rows, kk}, scores.options().dtype(
-                                                  f32_values ? at::kFloat : scores.scalar_type()));
+    at::Tensor values = at::empty(
+        {rows, kk}, scores.options().dtype(f32_values ? at::kFloat : scores.scalar_type()));
     at::Tensor indices = at::empty({rows, kk}, scores.options().dtype(at::kInt));
     kiln::topk(to_view(op, "values", values), to_view(op, "indices", indices),
                to_view(op, "scores", scores), k, softmax, scope.stream());

@@ -9,7 +9,8 @@
 // tau_pos_table: [P, H], of qkv's dtype or f32, contiguous; positions: int32 or int64 [T].
 // heads = H is given; D = the row's length / (3 H). fp32 math, one rounding of each scaled value.
 // A position outside [0, P) is never read: that token's q and v are left as they were and the
-// position is counted into bad_positions (int32 [1] on the device; the caller zeroes and reads it).
+// position is counted into bad_positions (int32 [1] on the device; the caller zeroes and reads it),
+// or not counted when bad_positions is absent (a default TensorView): still never read.
 // Forward only (the inference path).
 #include "kiln/core/core.h"
 

@@ -48,7 +48,7 @@ __device__ __forceinline__ int64_t checked_slot(const KvCacheArgs& p, int64_t t)
   const int64_t slot =
       p.slots64 ? static_cast<const int64_t*>(p.slots)[t] : static_cast<const int32_t*>(p.slots)[t];
   if (slot >= p.capacity) {
-    if (threadIdx.x == 0) atomicAdd(p.bad_slots, 1);
+    if (threadIdx.x == 0 && p.bad_slots != nullptr) atomicAdd(p.bad_slots, 1);
     return -1;
   }
   return slot;

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kThreads) tau_tail_kernel(const __grid_constan
     const int64_t pos = a.positions64 ? static_cast<const int64_t*>(a.positions)[t]
                                       : static_cast<const int32_t*>(a.positions)[t];
     if (pos < 0 || pos >= a.table_rows) {
-      if (threadIdx.x == 0) atomicAdd(a.bad_positions, 1);
+      if (threadIdx.x == 0 && a.bad_positions != nullptr) atomicAdd(a.bad_positions, 1);
       continue;
     }
     for (int w = threadIdx.x; w < 2 * per_half; w += blockDim.x) {

@@ -8,5 +8,5 @@ from torch.library import register_fake
 
 
 @register_fake("kiln::kv_cache_write")
-def _kv_cache_write_fake(key_cache, value_cache, k, v, slot_mapping, kv_scale):
-    return k.new_empty((1,), dtype=torch.int32)
+def _kv_cache_write_fake(key_cache, value_cache, k, v, slot_mapping, kv_scale, count_bad=True):
+    return k.new_empty((1 if count_bad else 0,), dtype=torch.int32)

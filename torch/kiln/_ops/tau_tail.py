@@ -8,5 +8,5 @@ from torch.library import register_fake
 
 
 @register_fake("kiln::tau_tail")
-def _tau_tail_fake(qkv, tok_qv_lin, tau_pos_table, positions, heads):
-    return qkv.new_empty((1,), dtype=torch.int32)
+def _tau_tail_fake(qkv, tok_qv_lin, tau_pos_table, positions, heads, count_bad=True):
+    return qkv.new_empty((1 if count_bad else 0,), dtype=torch.int32)

@@ -22,9 +22,11 @@ def kv_cache_write_(
     """Writes k, v [T, Hkv, D] (bf16/f16) into key_cache/value_cache [num_blocks, block_size, Hkv,
     D] at slot_mapping [T] (int32/int64; slot = block * block_size + offset; negative = padding,
     skipped). Caches of k's dtype, or float8_e4m3fn with kv_scale (float32 [1] or [Hkv]) holding
-    x / scale, saturated. A slot past the cache is never written and is counted
-    (return_bad_count=True returns the int32 [1] count; KILN_CHECK_INDICES=1 syncs and raises)."""
-    bad = _ops.kv_cache_write(key_cache, value_cache, k, v, slot_mapping, kv_scale)
+    x / scale, saturated. A slot past the cache is never written; it is counted when asked
+    (return_bad_count=True returns the int32 [1] count; KILN_CHECK_INDICES=1 syncs and raises),
+    and otherwise no count is kept (no zero-fill kernel runs for it)."""
+    count = return_bad_count or _CHECK
+    bad = _ops.kv_cache_write(key_cache, value_cache, k, v, slot_mapping, kv_scale, count)
     if _CHECK and int(bad.item()) != 0:
         raise IndexError(f"kv_cache_write: {int(bad.item())} slot(s) past the cache")
     return bad if return_bad_count else None
