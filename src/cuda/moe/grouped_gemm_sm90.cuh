@@ -278,6 +278,8 @@ __device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan
 // slice's wgmmas complete before the add (wait 0), and its stage is freed at once. A 128-wide
 // tile's B rows lie in one 128-row scale block (plain: columns 128 n_block ..; gated: 64 gate rows
 // and 64 up rows, each 64-aligned, so each in one block: two scales). Out of T (bf16/f16).
+// The next slice's four scales are loaded before this slice's wgmmas are waited on: loaded after
+// the wait, their L2 latency (longer than a slice's wgmmas) stalled every slice.
 template <typename T, bool kGated, typename Cfg>
 __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const TilePlan& plan,
                                             uint8_t* s_a, uint8_t* s_b, uint64_t* full,
@@ -303,8 +305,16 @@ __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const Tile
     const float* b_scales = g.b_scale + int64_t{plan.expert} * n_scale_blocks * k_blocks;
     const float* b_scale0 = b_scales + (first_rows / 128) * k_blocks;
     const float* b_scale1 = b_scales + (second_rows / 128) * k_blocks;
+    float next[4] = {a_scale0[0], a_scale1[0], b_scale0[0], b_scale1[0]};
     for (int kb = 0; kb < k_blocks; ++kb) {
       const int s = kb % kStages;
+      const float sa0 = next[0], sa1 = next[1], sb0 = next[2], sb1 = next[3];
+      if (kb + 1 < k_blocks) {
+        next[0] = a_scale0[kb + 1];
+        next[1] = a_scale1[kb + 1];
+        next[2] = b_scale0[kb + 1];
+        next[3] = b_scale1[kb + 1];
+      }
       const uint2 tiles = wait_stage<Cfg>(kb, wg, s_a, s_b, full);
       const uint32_t a_base = tiles.x, b_base = tiles.y;
       wgmma_fence();
@@ -317,8 +327,6 @@ __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const Tile
       wgmma_wait<0>();
       fence_accumulators(part);
       if (lane == 0) release(&empty[s], false, 0);
-      const float sa0 = a_scale0[kb], sa1 = a_scale1[kb];
-      const float sb0 = b_scale0[kb], sb1 = b_scale1[kb];
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
         // Column tiles 0-7 are the first B rows (gated: the gate), 8-15 the second.
