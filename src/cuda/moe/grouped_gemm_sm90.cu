@@ -18,7 +18,7 @@
 namespace kiln::cuda {
 namespace {
 
-enum class TileChoice { n128, n128x2, n256, n256pair };
+enum class TileChoice { n128, n128x2, n256 };
 
 // The tile. Gated (the up projection, K = H): 128 x 256 where I is a multiple of 128, else
 // 128 x 128. Plain (the down projection, K = I, short): 128 x 128 with 3 stages and 2 CTAs per SM,
@@ -26,10 +26,8 @@ enum class TileChoice { n128, n128x2, n256, n256pair };
 // DeepSeek-V3's prefill shape on the H100 the n256 up GEMM took 7.4 ms and the n256 down GEMM
 // 5.9 ms (a third of the FLOPs, so the epilogue and pipeline fill dominate it); the GEMMs are
 // bound by L2 traffic (ncu: 93% of L2 throughput with n128x2), which the wide tile cuts by a
-// quarter (bench/results/2026-11-23-h100-s6). KILN_GROUPED_GEMM_TILE=n128|n128x2|n256|n256pair
-// forces one where the columns allow it (an A/B switch, named in the receipt); n256pair runs the
-// wide tile in clusters of two that multicast shared B tiles (measured slower: 18.9 ms against
-// 14.6 for the whole layer).
+// quarter (bench/results/2026-11-23-h100-s6). KILN_GROUPED_GEMM_TILE=n128|n128x2|n256 forces one
+// where the columns allow it (an A/B switch, named in the receipt).
 // FP8 holds two accumulator sets (the running sums and the slice's), so it always takes n128: one
 // CTA a SM (two, at 113 registers, spilled over a kilobyte a thread).
 TileChoice pick_tile(const GroupedGemm& p) {
@@ -39,7 +37,6 @@ TileChoice pick_tile(const GroupedGemm& p) {
   const bool wide_ok = p.gated ? (p.n / 2) % 128 == 0 : p.n >= 256;
   if (forced == "n128") return TileChoice::n128;
   if (forced == "n128x2") return TileChoice::n128x2;
-  if (forced == "n256pair" && wide_ok) return TileChoice::n256pair;
   if (forced == "n256" && wide_ok) return TileChoice::n256;
   if (!p.gated) return TileChoice::n128x2;
   return wide_ok ? TileChoice::n256 : TileChoice::n128;
@@ -52,8 +49,6 @@ void with_tile(TileChoice tile, F&& f) {
   switch (tile) {
     case TileChoice::n256:
       return f(Tile256{});
-    case TileChoice::n256pair:
-      return f(Tile256Pair{});
     case TileChoice::n128x2:
       return f(Tile128x2{});
     default:
@@ -65,8 +60,7 @@ void with_tile(TileChoice tile, F&& f) {
 template <typename Cfg>
 std::string tile_name(int slice_k) {
   return ",m128,n" + std::to_string(Cfg::kBlockN) + ",k" + std::to_string(slice_k) + ",stages" +
-         std::to_string(Cfg::kStages) + (Cfg::kCtasPerSm > 1 ? ",ctas2" : "") +
-         (Cfg::kPair ? ",pairs" : "");
+         std::to_string(Cfg::kStages) + (Cfg::kCtasPerSm > 1 ? ",ctas2" : "");
 }
 
 // Encodes the tensor maps and launches one tile configuration; returns the receipt's name, or ""
@@ -92,20 +86,9 @@ std::string launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, S
 
   const int64_t n_tiles = p.gated ? p.n / Cfg::kBlockN : (p.n + Cfg::kBlockN - 1) / Cfg::kBlockN;
   g.n_tiles = static_cast<int>(n_tiles);
-  // Pairs launch as clusters of two: the grid rounds up to even (the extra CTA is skipped).
-  constexpr int kCluster = Cfg::kPair ? 2 : 1;
-  const int64_t ctas = (int64_t{g.m_blocks} * n_tiles + kCluster - 1) / kCluster * kCluster;
+  const int64_t ctas = int64_t{g.m_blocks} * n_tiles;
   if (ctas > INT32_MAX) return "";
-  cudaLaunchAttribute cluster = {};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim = {kCluster, 1, 1};
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(ctas));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(Cfg::kSmemBytes);
-  config.stream = static_cast<cudaStream_t>(stream);
-  config.attrs = &cluster;
-  config.numAttrs = Cfg::kPair ? 1 : 0;
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
   // T: of a, b and out; FP8: of out (a and b are e4m3 bytes).
   dispatch_value<DType::bf16, DType::f16>(
       fp8 ? p.out_dtype : p.dtype, "grouped_gemm", [&](auto dt) {
@@ -114,7 +97,8 @@ std::string launch_tile(const GroupedGemm& p, grouped_gemm::GroupedGemmArgs g, S
           auto launch = [&](auto kernel) {
             KILN_CUDA_CHECK(cudaFuncSetAttribute(
                 kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-            KILN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, g));
+            kernel<<<static_cast<unsigned>(ctas), kThreads, Cfg::kSmemBytes, cuda_stream>>>(g);
+            KILN_CUDA_CHECK(cudaGetLastError());
           };
           constexpr bool kGated = decltype(gated)::value;
           if constexpr (std::is_same_v<Cfg, Tile128>) {  // the one FP8 tile (pick_tile)

@@ -39,19 +39,18 @@ constexpr int kATileBytes = kBlockM * kRowBytes;  // A slice of one stage (16 KB
 
 // A tile shape: B rows per CTA, ring depth, CTAs meant to share an SM (two CTAs of 3 stages of
 // 128-wide tiles fit the SM's shared memory, so one's epilogue overlaps the other's main loop).
-// kPair: CTAs run in clusters of two; a pair on the same expert and column tile loads each B tile
-// once, each CTA fetching one half and multicasting it to both (halving B's L2 reads).
-template <int kN, int kStageCount, int kCtas, bool kPairs = false>
+// Clusters of two multicasting a shared tile were measured slower, both when pairing two row
+// blocks of one expert (sharing B) and two column tiles of one row block (sharing A): 1.5-1.7x at
+// DeepSeek-V3's prefill shape, with L2 throughput still at 93% (bench/results/2026-11-24-h100-s14).
+template <int kN, int kStageCount, int kCtas>
 struct Tile {
   static constexpr int kBlockN = kN, kStages = kStageCount, kCtasPerSm = kCtas;
-  static constexpr bool kPair = kPairs;
   static constexpr int kBTileBytes = kBlockN * kRowBytes;
   static constexpr int kSmemBytes = 1024 + kStages * (kATileBytes + kBTileBytes);
 };
 using Tile128 = Tile<128, 4, 1>;
 using Tile128x2 = Tile<128, 3, 2>;
 using Tile256 = Tile<256, 4, 1>;
-using Tile256Pair = Tile<256, 4, 1, true>;
 
 struct GroupedGemmArgs {
   CUtensorMap a, b;  // A as (K, rows, 1) in 64 x 128 boxes; B as (K, N, E) in 64 x box_n boxes
@@ -86,7 +85,7 @@ __device__ __forceinline__ int2 tile_of(const GroupedGemmArgs& g, int64_t linear
                        ? static_cast<int>((int64_t{*g.rows_used} + kBlockM - 1) / kBlockM)
                        : g.m_blocks;
   const int limit = min(used, g.m_blocks);
-  // Past the used blocks (or the grid's padding to whole clusters): skipped anyway.
+  // Past the used blocks: skipped anyway.
   if (b >= limit) return make_int2(b, static_cast<int>(linear % g.n_tiles));
   const int expert = g.block_expert[b];
   int first = b;  // the run's first block: step back 32 blocks a time while all match
@@ -128,28 +127,12 @@ __device__ __forceinline__ TilePlan plan_of(const GroupedGemmArgs& g, int64_t li
   return p;
 }
 
-template <bool kPair>
-__device__ __forceinline__ uint32_t cluster_rank_if() {
-  if constexpr (kPair) {
-    return cluster_rank();
-  } else {
-    return 0;
-  }
-}
-
-// A consumer warp frees a stage: in its own CTA, and with multicast in the partner's too.
-__device__ __forceinline__ void release(uint64_t* empty, bool multicast, uint32_t partner) {
-  barrier_arrive(empty);
-  if (multicast) barrier_arrive_remote(empty, partner);
-}
-
 // The producer (one thread): A slices from the CTA's rows, B slices of the expert as two boxes of
-// kBlockN / 2 rows (gated: the gate rows, then the matching up rows; plain: two halves). With
-// multicast, each CTA of the pair fetches the box of its rank into both CTAs.
+// kBlockN / 2 rows (gated: the gate rows, then the matching up rows; plain: two halves).
 // kSliceK: K elements a stage (64 two-byte ones, or 128 FP8 ones: a 128-byte row either way).
 template <bool kGated, typename Cfg, int kSliceK = kBlockK>
 __device__ __forceinline__ void produce(const GroupedGemmArgs& g, const TilePlan& plan,
-                                        bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
+                                        uint8_t* s_a, uint8_t* s_b, uint64_t* full,
                                         uint64_t* empty) {
   constexpr int kStages = Cfg::kStages, kHalf = Cfg::kBlockN / 2;
   prefetch_tensor_map(&g.a);
@@ -158,20 +141,14 @@ __device__ __forceinline__ void produce(const GroupedGemmArgs& g, const TilePlan
   const int m0 = plan.m_block * kBlockM;
   const int b_row0 = kGated ? kHalf * plan.n_block : Cfg::kBlockN * plan.n_block;
   const int b_row1 = kGated ? static_cast<int>(g.n / 2) + kHalf * plan.n_block : b_row0 + kHalf;
-  const int rank = static_cast<int>(cluster_rank_if<Cfg::kPair>());
   for (int kb = 0; kb < k_blocks; ++kb) {
     const int s = kb % kStages;
     barrier_wait_parity(&empty[s], ((kb / kStages) & 1) ^ 1);
     barrier_arrive_expect_tx(&full[s], kATileBytes + Cfg::kBTileBytes);
     tma_load_3d(s_a + s * kATileBytes, &g.a, kb * kSliceK, m0, 0, &full[s]);
     uint8_t* const b_tile = s_b + s * Cfg::kBTileBytes;
-    if (multicast) {
-      tma_load_3d_multicast(b_tile + rank * kHalf * kRowBytes, &g.b, kb * kSliceK,
-                            rank == 0 ? b_row0 : b_row1, plan.expert, &full[s], 0b11);
-    } else {
-      tma_load_3d(b_tile, &g.b, kb * kSliceK, b_row0, plan.expert, &full[s]);
-      tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kSliceK, b_row1, plan.expert, &full[s]);
-    }
+    tma_load_3d(b_tile, &g.b, kb * kSliceK, b_row0, plan.expert, &full[s]);
+    tma_load_3d(b_tile + kHalf * kRowBytes, &g.b, kb * kSliceK, b_row1, plan.expert, &full[s]);
   }
 }
 
@@ -233,12 +210,11 @@ __device__ __forceinline__ uint2 wait_stage(int kb, int wg, uint8_t* s_a, uint8_
 // The two consumer warpgroups: the main loop over K slices, then the epilogue.
 template <typename T, bool kGated, typename Cfg>
 __device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan& plan,
-                                        bool multicast, uint8_t* s_a, uint8_t* s_b, uint64_t* full,
+                                        uint8_t* s_a, uint8_t* s_b, uint64_t* full,
                                         uint64_t* empty) {
   constexpr int kBlockN = Cfg::kBlockN, kStages = Cfg::kStages;
   // Consumers: warpgroup wg owns rows m0 + 64 wg ..
   const int lane = threadIdx.x % 32, wg = threadIdx.x / 128;
-  const uint32_t partner = cluster_rank_if<Cfg::kPair>() ^ 1;
   const bool active = 64 * wg < plan.block_rows;
   const int k_blocks = static_cast<int>((g.k + kBlockK - 1) / kBlockK);
   float acc[kBlockN / 2];
@@ -259,13 +235,13 @@ __device__ __forceinline__ void consume(const GroupedGemmArgs& g, const TilePlan
       }
       wgmma_commit();
       wgmma_wait<1>();
-      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
+      if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
     }
     wgmma_wait<0>();
   } else {
     for (int kb = 0; kb < k_blocks; ++kb) {
       barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
-      if (kb > 0 && lane == 0) release(&empty[(kb - 1) % kStages], multicast, partner);
+      if (kb > 0 && lane == 0) barrier_arrive(&empty[(kb - 1) % kStages]);
     }
   }
   fence_accumulators(acc);
@@ -326,7 +302,7 @@ __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const Tile
       wgmma_commit();
       wgmma_wait<0>();
       fence_accumulators(part);
-      if (lane == 0) release(&empty[s], false, 0);
+      if (lane == 0) barrier_arrive(&empty[s]);
 #pragma unroll
       for (int j = 0; j < kBlockN / 8; ++j) {
         // Column tiles 0-7 are the first B rows (gated: the gate), 8-15 the second.
@@ -340,7 +316,7 @@ __device__ __forceinline__ void consume_fp8(const GroupedGemmArgs& g, const Tile
   } else {
     for (int kb = 0; kb < k_blocks; ++kb) {
       barrier_wait_parity(&full[kb % kStages], (kb / kStages) & 1);
-      if (lane == 0) release(&empty[kb % kStages], false, 0);
+      if (lane == 0) barrier_arrive(&empty[kb % kStages]);
     }
   }
   store_tile<T, kGated, kBlockN>(g, plan, acc);
@@ -360,49 +336,28 @@ __global__ void __launch_bounds__(kThreads, Cfg::kCtasPerSm)
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   __shared__ TilePlan s_plan;
-  __shared__ bool s_multicast;
   if (warp == 0) {
     const TilePlan mine = plan_of(g, blockIdx.x, lane);
-    bool multicast = false;
-    if constexpr (Cfg::kPair) {  // both CTAs of the pair reach the same answer
-      const TilePlan other = plan_of(g, blockIdx.x ^ 1, lane);
-      multicast =
-          mine.run && other.run && mine.expert == other.expert && mine.n_block == other.n_block;
-    }
-    if (lane == 0) {
-      s_plan = mine;
-      s_multicast = multicast;
-    }
+    if (lane == 0) s_plan = mine;
   }
-  __syncthreads();
-  const TilePlan plan = s_plan;
-  const bool multicast = s_multicast;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       barrier_init(&full[s], 1);
-      // With multicast, a stage is free once the consumers of both CTAs are done with it: the
-      // partner's producer writes half of it.
-      barrier_init(&empty[s], kConsumerWarps * (multicast ? 2 : 1));
+      barrier_init(&empty[s], kConsumerWarps);
     }
     barrier_init_fence();
   }
-  if constexpr (Cfg::kPair) {
-    cluster_sync();
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();
+  const TilePlan plan = s_plan;
   if (plan.run) {
     if (warp == kConsumerWarps) {
-      if (lane == 0) {
-        produce<kGated, Cfg, kFp8 ? 128 : kBlockK>(g, plan, multicast, s_a, s_b, full, empty);
-      }
+      if (lane == 0) produce<kGated, Cfg, kFp8 ? 128 : kBlockK>(g, plan, s_a, s_b, full, empty);
     } else if constexpr (kFp8) {
       consume_fp8<T, kGated, Cfg>(g, plan, s_a, s_b, full, empty);
     } else {
-      consume<T, kGated, Cfg>(g, plan, multicast, s_a, s_b, full, empty);
+      consume<T, kGated, Cfg>(g, plan, s_a, s_b, full, empty);
     }
   }
-  if constexpr (Cfg::kPair) cluster_sync();
 #endif
 }
 
