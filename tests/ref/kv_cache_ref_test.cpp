@@ -30,12 +30,14 @@ struct Fixture {
   }
   TensorView slot_view() { return TensorView(slots.data(), DType::i64, Device::cpu(), {tokens}); }
   TensorView bad_view() { return TensorView(&bad, DType::i32, Device::cpu(), {1}); }
+  static HostTensor cache(DType dtype = DType::bf16) {
+    return HostTensor(dtype, {blocks, block_size, heads, dim});
+  }
 };
 
 TEST(KvCacheRef, TokensLandInTheirSlots) {
   Fixture f;
-  HostTensor kc(DType::bf16, {f.blocks, f.block_size, f.heads, f.dim});
-  HostTensor vc(DType::bf16, {f.blocks, f.block_size, f.heads, f.dim});
+  HostTensor kc = f.cache(), vc = f.cache();
   const std::vector<uint8_t> untouched = kc.bytes;
   kv_cache_write(kc.view(), vc.view(), f.k.view(), f.v.view(), f.slot_view(), TensorView(),
                  f.bad_view());
@@ -59,8 +61,7 @@ TEST(KvCacheRef, TokensLandInTheirSlots) {
 TEST(KvCacheRef, Fp8CachesHoldScaledSaturatedValues) {
   Fixture f;
   for (bool per_head : {false, true}) {
-    HostTensor kc(DType::f8e4m3, {f.blocks, f.block_size, f.heads, f.dim});
-    HostTensor vc(DType::f8e4m3, {f.blocks, f.block_size, f.heads, f.dim});
+    HostTensor kc = f.cache(DType::f8e4m3), vc = f.cache(DType::f8e4m3);
     std::vector<float> scale =
         per_head ? std::vector<float>{0.05f, 0.5f} : std::vector<float>{0.25f};
     f.bad = 0;
@@ -118,8 +119,7 @@ TEST(KvCacheRef, BadInputIsReported) {
 // written.
 TEST(KvCacheRef, AbsentCounterCountsNothingAndStillSkipsBadSlots) {
   Fixture f;
-  HostTensor kc(DType::bf16, {f.blocks, f.block_size, f.heads, f.dim});
-  HostTensor vc(DType::bf16, {f.blocks, f.block_size, f.heads, f.dim});
+  HostTensor kc = f.cache(), vc = f.cache();
   const std::vector<uint8_t> untouched = kc.bytes;
   kv_cache_write(kc.view(), vc.view(), f.k.view(), f.v.view(), f.slot_view(), TensorView(),
                  TensorView());
