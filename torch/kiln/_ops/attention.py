@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.library import register_autograd, register_fake
 
+from ._bad_count import fake_count
 from ._grad import rows as _rows
 
 _ops = torch.ops.kiln
@@ -17,7 +18,7 @@ def _attention_varlen_fake(q, k, v, cu_q, cu_k, doc_q, doc_k, valid_q, valid_k, 
                  lambda: "attention_varlen: argument 'q': expected rank 3 [tokens, heads, dim]")
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
-    return out, lse, q.new_empty((1,), dtype=torch.int32)
+    return out, lse, fake_count(q)
 
 
 @register_fake("kiln::attention_varlen_paged")
@@ -26,7 +27,7 @@ def _attention_varlen_paged_fake(q, key_cache, value_cache, block_table, *meta):
                  lambda: "attention_varlen_paged: expected q rank 3 and caches rank 4")
     out = q.new_empty((q.shape[0], q.shape[1], value_cache.shape[3]))
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
-    return out, lse, q.new_empty((1,), dtype=torch.int32)
+    return out, lse, fake_count(q)
 
 
 @register_fake("kiln::attention_varlen_backward")

@@ -6,23 +6,20 @@ from __future__ import annotations
 import torch
 from torch.library import register_autograd, register_fake
 
+from ._bad_count import fake_count
 from ._grad import rows as _rows
 
 _ops = torch.ops.kiln
 
 
-def _count(like: torch.Tensor, count_bad: bool) -> torch.Tensor:
-    return like.new_empty((1 if count_bad else 0,), dtype=torch.int32)
-
-
 @register_fake("kiln::rope")
 def _rope_fake(q, k, cos_sin_cache, positions, layout, rotary_dim, count_bad=True):
-    return q.new_empty(q.shape), k.new_empty(k.shape), _count(q, count_bad)
+    return q.new_empty(q.shape), k.new_empty(k.shape), fake_count(q, count_bad)
 
 
 @register_fake("kiln::rope_inplace")
 def _rope_inplace_fake(q, k, cos_sin_cache, positions, layout, rotary_dim, count_bad=True):
-    return _count(q, count_bad)
+    return fake_count(q, count_bad)
 
 
 @register_fake("kiln::rope_backward")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.library import register_autograd, register_fake
 
+from ._bad_count import fake_count
 from ._grad import rows as _rows
 
 
@@ -38,7 +39,7 @@ def _hash_router_fake(token_ids, table):
     rows, k = token_ids.shape[0], table.shape[1]
     return (token_ids.new_empty((rows, k), dtype=torch.float32),
             token_ids.new_empty((rows, k), dtype=torch.int32),
-            token_ids.new_empty((1,), dtype=torch.int32))
+            fake_count(token_ids))
 
 
 def router_weights(logits: torch.Tensor, ids: torch.Tensor, kind: str, renormalize: bool,

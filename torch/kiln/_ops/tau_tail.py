@@ -3,10 +3,11 @@ bad-position count. Forward only (the inference path): no autograd is registered
 
 from __future__ import annotations
 
-import torch
 from torch.library import register_fake
+
+from ._bad_count import fake_count
 
 
 @register_fake("kiln::tau_tail")
 def _tau_tail_fake(qkv, tok_qv_lin, tau_pos_table, positions, heads, count_bad=True):
-    return qkv.new_empty((1 if count_bad else 0,), dtype=torch.int32)
+    return fake_count(qkv, count_bad)

@@ -12,17 +12,16 @@ syncs); KILN_CHECK_INDICES=1 makes every call sync and raise on a nonzero count 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
+from . import _bad_count
+
 _ops = torch.ops.kiln
-_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
 
 
 def _checked(op: str, bad: torch.Tensor) -> None:
-    if _CHECK and int(bad.item()) != 0:
-        raise ValueError(f"{op}: {int(bad.item())} sequence(s) with bad metadata (skipped)")
+    _bad_count.check(bad, op + ": {} sequence(s) with bad metadata (skipped)", ValueError)
 
 
 def attention_varlen(

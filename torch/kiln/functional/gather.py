@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from . import _bad_count
 
 _ops = torch.ops.kiln
 
-# KILN_CHECK_INDICES=1: every gather synchronises and raises on out-of-range indices (debugging);
-# otherwise the count is returned for the caller to read when it likes.
-_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
-
 
 def _checked(op: str, bad: torch.Tensor) -> None:
-    if _CHECK and int(bad.item()) != 0:
-        raise IndexError(f"{op}: {int(bad.item())} index(es) out of range (their rows are zeros)")
+    _bad_count.check(bad, op + ": {} index(es) out of range (their rows are zeros)")
 
 
 def gather_rows(
@@ -26,7 +21,7 @@ def gather_rows(
     counted when asked: return_bad_count=True returns the count (int32 [1], on src's device);
     without it (and without KILN_CHECK_INDICES=1) nothing is counted, so no zero-fill kernel runs
     for the count."""
-    out, bad = _ops.gather_rows(src, index, return_bad_count or _CHECK)
+    out, bad = _ops.gather_rows(src, index, _bad_count.wanted(return_bad_count))
     _checked("gather_rows", bad)
     return (out, bad) if return_bad_count else out
 
@@ -35,6 +30,6 @@ def gather_rows_pair(
     k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, return_bad_count: bool = False
 ):
     """(k[index], v[index]) in one launch; out-of-range indices as in gather_rows, counted once."""
-    ok, ov, bad = _ops.gather_rows_pair(k, v, index, return_bad_count or _CHECK)
+    ok, ov, bad = _ops.gather_rows_pair(k, v, index, _bad_count.wanted(return_bad_count))
     _checked("gather_rows_pair", bad)
     return (ok, ov, bad) if return_bad_count else (ok, ov)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from . import _bad_count
+
 _ops = torch.ops.kiln
-_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
 
 
 def kv_cache_write_(
@@ -25,8 +24,7 @@ def kv_cache_write_(
     x / scale, saturated. A slot past the cache is never written; it is counted when asked
     (return_bad_count=True returns the int32 [1] count; KILN_CHECK_INDICES=1 syncs and raises),
     and otherwise no count is kept (no zero-fill kernel runs for it)."""
-    count = return_bad_count or _CHECK
+    count = _bad_count.wanted(return_bad_count)
     bad = _ops.kv_cache_write(key_cache, value_cache, k, v, slot_mapping, kv_scale, count)
-    if _CHECK and int(bad.item()) != 0:
-        raise IndexError(f"kv_cache_write: {int(bad.item())} slot(s) past the cache")
+    _bad_count.check(bad, "kv_cache_write: {} slot(s) past the cache")
     return bad if return_bad_count else None

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-_ops = torch.ops.kiln
+from . import _bad_count
 
-# KILN_CHECK_INDICES=1: every call synchronises and raises on skipped picks (debugging); otherwise
-# the count is returned for the caller to read when it likes (return_bad_count=True).
-_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
+_ops = torch.ops.kiln
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
@@ -41,6 +37,5 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     """
     out, bad = _ops.fused_moe(x, w13, w2, topk_weights, topk_ids, activation, expert_map,
                               w13_scale, w2_scale, fp8_activations)
-    if _CHECK and int(bad.item()) != 0:
-        raise IndexError(f"fused_moe: {int(bad.item())} pick(s) with a bad id or map value skipped")
+    _bad_count.check(bad, "fused_moe: {} pick(s) with a bad id or map value skipped")
     return (out, bad) if return_bad_count else out

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from . import _bad_count
+
 _ops = torch.ops.kiln
-_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
 
 
 def _checked(bad: torch.Tensor) -> None:
-    if _CHECK and int(bad.item()) != 0:
-        raise IndexError(f"rope: {int(bad.item())} position(s) out of range (left unrotated)")
+    _bad_count.check(bad, "rope: {} position(s) out of range (left unrotated)")
 
 
 def rope(
@@ -36,7 +34,7 @@ def rope(
     syncs and raises); otherwise no count is kept, so no zero-fill kernel runs for it.
     Gradients reach q and k (the rotation by -theta). Returns (q_out, k_out[, count])."""
     r = cos_sin_cache.shape[-1] if rotary_dim is None else rotary_dim
-    count = return_bad_count or _CHECK
+    count = _bad_count.wanted(return_bad_count)
     q_out, k_out, bad = _ops.rope(q, k, cos_sin_cache, positions, layout, r, count)
     _checked(bad)
     return (q_out, k_out, bad) if return_bad_count else (q_out, k_out)
@@ -53,7 +51,7 @@ def rope_(
 ):
     """rope in place on q and k (the inference path; no autograd). Returns (q, k[, count])."""
     r = cos_sin_cache.shape[-1] if rotary_dim is None else rotary_dim
-    count = return_bad_count or _CHECK
+    count = _bad_count.wanted(return_bad_count)
     bad = _ops.rope_inplace(q, k, cos_sin_cache, positions, layout, r, count)
     _checked(bad)
     return (q, k, bad) if return_bad_count else (q, k)

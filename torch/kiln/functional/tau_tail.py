@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from . import _bad_count
+
 _ops = torch.ops.kiln
-_CHECK = os.environ.get("KILN_CHECK_INDICES") == "1"
 
 
 def tau_tail_(
@@ -24,8 +23,7 @@ def tau_tail_(
     leaves its token as it was; it is counted when asked (return_bad_count=True returns the int32
     [1] count; with KILN_CHECK_INDICES=1 the call syncs and raises), otherwise no count is kept (no
     zero-fill kernel runs for it). Returns qkv (and the count)."""
-    count = return_bad_count or _CHECK
+    count = _bad_count.wanted(return_bad_count)
     bad = _ops.tau_tail(qkv, tok_qv_lin, tau_pos_table, positions, heads, count)
-    if _CHECK and int(bad.item()) != 0:
-        raise IndexError(f"tau_tail: {int(bad.item())} position(s) out of range")
+    _bad_count.check(bad, "tau_tail: {} position(s) out of range")
     return (qkv, bad) if return_bad_count else qkv
