@@ -9,6 +9,7 @@
 
 #include "attention/mask_rules.h"
 #include "cuda/attention/attention_launch.h"
+#include "cuda/common/fast_math.cuh"
 #include "cuda/common/warp_reduce.cuh"
 
 namespace kiln::cuda::attention_tiles {
@@ -272,12 +273,5 @@ struct KeyTiles {
     return t.q_doc_min == t.q_doc_max && t.k_doc_min == t.k_doc_max && t.q_doc_min == t.k_doc_min;
   }
 };
-
-// 2^x on the MUFU unit (ex2.approx, -inf -> 0): what --use_fast_math makes of exp2f.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 }  // namespace kiln::cuda::attention_tiles

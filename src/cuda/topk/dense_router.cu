@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int kPitch = kElems + kPadBytes / sizeof(T), kPacks = kElems / (32 * kVec);
   constexpr int kKeyRows = kKind == RouterKind::deepseek_v3 ? kDenseRouterExperts : 1;
   constexpr int kKeyBytes = kKeyRows * 32 * kPerLane * sizeof(uint32_t);
-  constexpr int kRouteBytes = kKeyBytes + kDenseRouterExperts * 32 * sizeof(TopkSlot);
+  constexpr int kRouteBytes = kKeyBytes + kDenseRouterExperts * kTopkSlots * sizeof(TopkSlot);
   constexpr int kXBytes = kMaxTokens * kPitch * sizeof(T);
   // x's chunk, then (in the last block, after the ticket) the router's row keys and slots.
   __shared__ alignas(16) unsigned char shared[kXBytes > kRouteBytes ? kXBytes : kRouteBytes];
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   __syncthreads();
   auto* keys = reinterpret_cast<uint32_t*>(shared) + (kKeyRows > 1 ? warp : 0) * 32 * kPerLane;
-  auto* slots = reinterpret_cast<TopkSlot*>(shared + kKeyBytes) + warp * 32;
+  auto* slots = reinterpret_cast<TopkSlot*>(shared + kKeyBytes) + warp * kTopkSlots;
   for (int row_t = warp; row_t < a.tokens; row_t += kWarps) {
     route_row<float, kPerLane, kKind, Layout::strided>(a.router, a.logits + row_t * a.logits_stride,
                                                        row_t, keys, slots);

@@ -25,7 +25,7 @@ constexpr int kWarps = 8;
 template <typename T, int kPerLane, RouterKind kKind, Layout L>
 __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_constant__ RouterArgs a) {
   __shared__ uint32_t row_key[kKind == RouterKind::deepseek_v3 ? kWarps : 1][32 * kPerLane];
-  __shared__ TopkSlot slots[kWarps][32];
+  __shared__ TopkSlot slots[kWarps][kTopkSlots];
   const int warp = threadIdx.x / 32;
   const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
   if (row >= a.rows) return;

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cuda/common/elements.cuh"
+#include "cuda/common/fast_math.cuh"
 #include "cuda/common/warp_reduce.cuh"
 #include "cuda/topk/warp_topk.cuh"
 #include "kiln/ops/router.h"
@@ -105,9 +106,36 @@ __device__ __forceinline__ void drop_groups(uint32_t (&key)[kPerLane], const Rou
   }
 }
 
+// log(1 + t) for t in [0, 1] as 2 atanh(z), z = t / (2 + t) <= 1/3, by its odd series to z^13
+// (the first term left out is below 2^-26 of the sum): six FMAs and one approximate reciprocal
+// where log1pf takes a branchy library call per candidate.
+__device__ __forceinline__ float log1p_unit(float t) {
+  const float z = t * fast_rcp(2.f + t), z2 = z * z;
+  float p = 1.f / 13;
+  p = fmaf(p, z2, 1.f / 11);
+  p = fmaf(p, z2, 1.f / 9);
+  p = fmaf(p, z2, 1.f / 7);
+  p = fmaf(p, z2, 1.f / 5);
+  p = fmaf(p, z2, 1.f / 3);
+  p = fmaf(p, z2, 1.f);
+  return 2.f * z * p;
+}
+
+// MegaMoE's activation score sqrt(softplus(x)), softplus(x) = max(x, 0) + log1p(e^-|x|). Below
+// x = -16, softplus(x) = e^x to fp32 rounding, so the score is e^(x/2): no flush to 0 until
+// x < -174.
+__device__ __forceinline__ float activation_score(float x) {
+  const float softplus = fmaxf(x, 0.f) + log1p_unit(fast_exp(-fabsf(x)));
+  return x < -16.f ? fast_exp(0.5f * x) : fast_sqrt(softplus);
+}
+
 // Routes row `row` of logits `in` (E values of T): writes its k weights and ids. The whole warp
-// calls it; row_key (32 * kPerLane keys, DeepSeek-V3 only) and slots (32) are this warp's shared
-// scratch.
+// calls it; row_key (32 * kPerLane keys, DeepSeek-V3 only) and slots (kTopkSlots)
+// are this warp's shared scratch.
+// Softmax selects on the logits: softmax is monotone, so the float64 reference's order is the
+// logits' order (fp32 probabilities could round two of them to a tie the reference does not
+// have), and the payload is e^(x - max), divided once per pick by its sum (all of them, or the
+// picks' when renormalising) instead of once per candidate.
 template <typename T, int kPerLane, RouterKind kKind, Layout L>
 __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int64_t row,
                                           uint32_t* row_key, TopkSlot* slots) {
@@ -115,33 +143,41 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
   float score[kPerLane];
   load_candidates<T, L, kPerLane>(in, a.experts, -INFINITY, score);
   // Whether slot m is an expert (recomputed where needed: an array of it spilled at 32 a lane).
-  auto valid = [&](int m) { return candidate_index<L, kPerLane>(lane, m) < a.experts; };
+  // The run layout holds exactly E = 32 kPerLane.
+  auto valid = [&](int m) {
+    return L == Layout::run || candidate_index<L, kPerLane>(lane, m) < a.experts;
+  };
   uint32_t key[kPerLane];
+  float norm = 1.f;
   if constexpr (kKind == RouterKind::softmax) {
     float top = -INFINITY;  // fmaxf passes over NaN logits, as the reference's max does
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) top = fmaxf(top, score[m]);
     top = topk_value(__reduce_max_sync(~0u, topk_key(top)));
+    bool nan = false;
     float sum = 0.f;
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) {
-      score[m] = valid(m) ? __expf(score[m] - top) : 0.f;
+      key[m] = valid(m) ? topk_key(score[m]) : 0u;
+      score[m] = valid(m) ? fast_exp(score[m] - top) : 0.f;
+      nan |= score[m] != score[m];
       sum += score[m];
     }
-    sum = warp_sum(sum);
+    // A NaN logit (or an infinite max) makes the reference's sum, hence every probability, NaN:
+    // all experts tie at the top and the lowest indices win.
+    if (__any_sync(~0u, nan)) {
 #pragma unroll
-    for (int m = 0; m < kPerLane; ++m) {
-      score[m] = score[m] / sum;
-      key[m] = valid(m) ? topk_key(score[m]) : 0u;
+      for (int m = 0; m < kPerLane; ++m) key[m] = valid(m) ? ~0u : 0u;
     }
+    if (!a.renormalize) norm = warp_sum(sum);
   } else {
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) {
       const float x = score[m];
       if constexpr (kKind == RouterKind::deepseek_v3) {
-        score[m] = 1.f / (1.f + __expf(-x));
+        score[m] = fast_rcp(1.f + fast_exp(-x));
       } else {
-        score[m] = sqrtf(fmaxf(x, 0.f) + log1pf(__expf(-fabsf(x))));
+        score[m] = activation_score(x);
       }
       const int e = candidate_index<L, kPerLane>(lane, m);
       const float sel = score[m] + (a.bias && valid(m) ? a.bias[e] : 0.f);
@@ -150,7 +186,6 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
   }
   if constexpr (kKind == RouterKind::deepseek_v3) drop_groups<L, kPerLane>(key, a, row_key);
   const Pick mine = warp_topk<L, kPerLane>(key, score, a.k, slots);
-  float norm = 1.f;
   if (kKind != RouterKind::softmax || a.renormalize) {
     norm = warp_sum(lane < a.k ? mine.payload : 0.f);
   }

@@ -5,7 +5,8 @@
 // Napkin math for [16384, 256] f32, k = 8: 16 MiB read, 1 MiB written, ~5 us at 3.3 TB/s. Per
 // row (a warp) the old k-round butterfly issued ~1500 instructions (120 of them shuffles); this
 // issues ~300 (threshold ~50, compaction ~70, rounds ~8k, keys ~5 an element), which at 4 warp
-// instructions a clock on 132 SMs is ~5-7 us: about the memory time. Measured on the H100 (s9): 18.3 us.
+// instructions a clock on 132 SMs is ~5-7 us: about the memory time. Measured on the H100
+// (s9): 18.3 us.
 #include <string>
 
 #include "core/dispatch.h"
@@ -31,7 +32,7 @@ struct TopkArgs {
 template <typename T, typename V, int kPerLane, Layout L>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     topk_kernel(const __grid_constant__ TopkArgs a) {
-  __shared__ TopkSlot slots[kWarpsPerBlock][32];
+  __shared__ TopkSlot slots[kWarpsPerBlock][kTopkSlots];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row = int64_t{blockIdx.x} * kWarpsPerBlock + warp;
   if (row >= a.rows) return;

@@ -77,12 +77,15 @@ void with_layout(bool run, F&& f) {
   f(std::integral_constant<Layout, Layout::strided>{});
 }
 
-// One shared-memory slot of step 2; a warp needs 32.
-struct TopkSlot {
+// One shared-memory slot of step 2, 16 bytes so that a slot is one vector store. A warp needs
+// kTopkSlots: 32 and a sink that the lanes with nothing to store write instead of branching.
+struct alignas(16) TopkSlot {
   uint32_t key;
   int index;
   float payload;
+  uint32_t unused;
 };
+inline constexpr int kTopkSlots = 33;
 
 // Lane r < k: pick r (its index and payload). Other lanes: undefined.
 struct Pick {
@@ -90,8 +93,9 @@ struct Pick {
   int index;
 };
 
-// Needs every lane of the warp, k <= 32, and at least k candidates (keys != 0) in the row. The
-// keys are used up (step 3 zeroes the picked ones in place: no second array of registers).
+// Needs every lane of the warp, k <= 32, at least k candidates (keys != 0) in the row, and
+// kTopkSlots slots. The keys are used up (step 3 zeroes the picked ones in place: no second array
+// of registers).
 template <Layout L, int kPerLane>
 __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
                                           const float (&payload)[kPerLane], int k,
@@ -121,7 +125,8 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
     const bool in = key[m] >= t;
     const uint32_t ballot = __ballot_sync(~0u, in);
     const int at = count + __popc(ballot & below);
-    if (in && at < 32) slots[at] = {key[m], candidate_index<L, kPerLane>(lane, m), payload[m]};
+    slots[in && at < 32 ? at : 32] = {key[m], candidate_index<L, kPerLane>(lane, m), payload[m],
+                                      0u};
     count += __popc(ballot);
   }
   __syncwarp();
