@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 #include <string>
@@ -109,6 +110,73 @@ INSTANTIATE_TEST_SUITE_P(Sweep, RouterCuda, ::testing::ValuesIn(sweep()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.name();
                          });
+
+// Rows the kernels treat on paths of their own, against the reference (ids exactly; weights
+// both NaN or within 2e-5): a NaN logit, +inf, -inf in all but three places, logits far
+// below zero (the activation score's e^(x/2) branch, sigmoid near 0), and a row all NaN. Every
+// kind, the run layout (E = 256) and the strided one (E = 1000, no groups).
+TEST(RouterCudaSpecialValues, MatchReference) {
+  if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
+  constexpr int64_t kRows = 6, kK = 8;
+  for (int64_t experts : {256, 1000}) {
+    std::mt19937 rng(static_cast<uint32_t>(experts));
+    HostTensor logits_h(DType::f32, {kRows, experts});
+    std::vector<int> order(experts);
+    for (int64_t r = 0; r < kRows; ++r) {
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      const double base = r == 4 ? -70.0 : -4.0;  // row 4: far below zero, 1/128 apart
+      for (int64_t e = 0; e < experts; ++e) logits_h.set(r, e, base + order[e] / 128.0);
+    }
+    logits_h.set(1, 100, NAN);
+    logits_h.set(2, 37, INFINITY);
+    for (int64_t e = 3; e < experts; ++e) logits_h.set(3, e, -INFINITY);
+    for (int64_t e = 0; e < experts; ++e) logits_h.set(5, e, NAN);
+    // A zero bias: a band offset would round row 4's tiny scores away in fp32 and not quite in
+    // float64 (the sweep covers the bias).
+    std::vector<float> bias(experts, 0.f);
+    DeviceBuffer bias_d(Device::cuda(0), bias.size() * 4);
+    bias_d.upload(bias.data(), bias_d.bytes());
+    for (RouterKind kind : {RouterKind::softmax, RouterKind::activation, RouterKind::deepseek_v3}) {
+      if (kind == RouterKind::deepseek_v3 && experts != 256) continue;
+      for (bool renormalize : {false, true}) {
+        if (kind != RouterKind::softmax && renormalize) continue;
+        SCOPED_TRACE("E " + std::to_string(experts) + " kind " +
+                     std::to_string(static_cast<int>(kind)) + (renormalize ? " renormalize" : ""));
+        RouterConfig cfg;
+        cfg.kind = kind;
+        cfg.k = kK;
+        cfg.renormalize = renormalize;
+        cfg.n_group = kind == RouterKind::deepseek_v3 ? 8 : 1;
+        cfg.topk_group = kind == RouterKind::deepseek_v3 ? 4 : 1;
+        cfg.routed_scaling_factor = 2.5;
+        const bool with_bias = kind != RouterKind::softmax;
+        Mirrored logits(logits_h), w(HostTensor(DType::f32, {kRows, kK})),
+            ids(HostTensor(DType::i32, {kRows, kK}));
+        logits.upload();
+        w.poison();
+        ids.poison();
+        if (with_bias) cfg.bias = TensorView(bias_d.data(), DType::f32, Device::cuda(0), {experts});
+        router(w.view(), ids.view(), logits.view(), cfg);
+        testing::cuda_ok(cudaDeviceSynchronize(), "router");
+        w.download();
+        ids.download();
+        HostTensor w_ref(DType::f32, {kRows, kK}), ids_ref(DType::i32, {kRows, kK});
+        if (with_bias) cfg.bias = TensorView(bias.data(), DType::f32, Device::cpu(), {experts});
+        router(w_ref.view(), ids_ref.view(), logits_h.view(), cfg);
+        for (int64_t r = 0; r < kRows; ++r) {
+          for (int64_t j = 0; j < kK; ++j) {
+            EXPECT_EQ(ids.host.at(r, j), ids_ref.at(r, j)) << "ids (" << r << ", " << j << ")";
+            const double g = w.host.at(r, j), want = w_ref.at(r, j);
+            const bool both_nan = std::isnan(g) && std::isnan(want);
+            EXPECT_TRUE(both_nan || std::abs(g - want) <= 2e-5 * (1 + std::abs(want)))
+                << "weight (" << r << ", " << j << "): got " << g << ", want " << want;
+          }
+        }
+      }
+    }
+  }
+}
 
 // The dense router, both paths (fused up to 16 tokens, cuBLAS + router above): (A) on random x
 // and gate, logits_out against the float64 products (tolerance: fp32 sums in another order);

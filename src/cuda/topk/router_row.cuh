@@ -164,10 +164,13 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
       sum += score[m];
     }
     // A NaN logit (or an infinite max) makes the reference's sum, hence every probability, NaN:
-    // all experts tie at the top and the lowest indices win.
+    // all experts tie at the top, the lowest indices win and every weight is NaN.
     if (__any_sync(~0u, nan)) {
 #pragma unroll
-      for (int m = 0; m < kPerLane; ++m) key[m] = valid(m) ? ~0u : 0u;
+      for (int m = 0; m < kPerLane; ++m) {
+        key[m] = valid(m) ? ~0u : 0u;
+        score[m] = __int_as_float(0x7fffffff);
+      }
     }
     if (!a.renormalize) norm = warp_sum(sum);
   } else {
