@@ -189,13 +189,12 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
   }
   if constexpr (kKind == RouterKind::deepseek_v3) drop_groups<L, kPerLane>(key, a, row_key);
   const Pick mine = warp_topk<L, kPerLane>(key, score, a.k, slots);
-  if (kKind != RouterKind::softmax || a.renormalize) {
-    norm = warp_sum(lane < a.k ? mine.payload : 0.f);
-  }
-  if (lane < a.k) {
+  const bool picked = mine.rank < a.k;
+  if (kKind != RouterKind::softmax || a.renormalize) norm = warp_sum(picked ? mine.payload : 0.f);
+  if (picked) {
     const float scale = kKind == RouterKind::deepseek_v3 ? a.scale : 1.f;
-    a.weights[row * a.weights_stride + lane] = mine.payload / norm * scale;
-    a.ids[row * a.ids_stride + lane] = mine.index;
+    a.weights[row * a.weights_stride + mine.rank] = mine.payload / norm * scale;
+    a.ids[row * a.ids_stride + mine.rank] = mine.index;
   }
 }
 

@@ -45,15 +45,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     key[m] = candidate_index<L, kPerLane>(lane, m) < a.experts ? topk_key(v[m]) : 0u;
   }
   const Pick mine = warp_topk<L, kPerLane>(key, v, a.k, slots[warp]);
+  const bool picked = mine.rank < a.k;
   float value = mine.payload;  // the score itself (-0 and NaN bits as loaded)
   if (a.softmax) {
-    const float top = __shfl_sync(~0u, mine.payload, 0);  // pick 0 is the largest (or a NaN)
-    const float p = lane < a.k ? __expf(mine.payload - top) : 0.f;
+    // Pick 0 is the largest (or a NaN).
+    const int first = __ffs(__ballot_sync(~0u, mine.rank == 0)) - 1;
+    const float top = __shfl_sync(~0u, mine.payload, first);
+    const float p = picked ? __expf(mine.payload - top) : 0.f;
     value = p / warp_sum(p);
   }
-  if (lane < a.k) {
-    static_cast<V*>(a.values)[row * a.values_stride + lane] = from_float<V>(value);
-    a.indices[row * a.indices_stride + lane] = mine.index;
+  if (picked) {
+    static_cast<V*>(a.values)[row * a.values_stride + mine.rank] = from_float<V>(value);
+    a.indices[row * a.indices_stride + mine.rank] = mine.index;
   }
 }
 

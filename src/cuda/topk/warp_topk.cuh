@@ -2,21 +2,23 @@
 // The warp-per-row top-k shared by topk and the routers. A lane holds kPerLane candidates as
 // 32-bit keys that order like topk_before (ops/topk_order.h) with a float payload each; key 0 means
 // "not a candidate" (past E, or masked). Where the candidates sit is the Layout: lane + 32 m
-// (strided, any E) or lane * kPerLane + m (a run per lane, read with vector loads). Both keep the
-// lower index at the lower m within a lane, which the tie rules below rely on.
+// (strided, any E) or runs of kRun per lane read with coalesced vector loads (see kRun). Both
+// keep the lower index at the lower m within a lane, which the tie rules below rely on.
 //
 // The selection, per row:
 //  1. A threshold t: the k-th largest lane maximum (REDUX max rounds over the 32 lane maxima).
 //     At least k candidates are >= t, so every pick is; on random scores only ~k to 2k are.
 //  2. Compaction of the candidates >= t into 32 shared-memory slots (a ballot per m). When they
-//     fit (the common case), k rounds of two REDUX (max key; min index among that key) over one
-//     slot per lane pick them: ~8 instructions a round, no shuffles.
+//     fit (the common case), lane i ranks slot i against every slot (broadcast shared loads of
+//     one 64-bit order word each: key, then the lower index first): no sequential rounds. The
+//     slots ranked below k are the picks, each written at its rank.
 //  3. Rows with more than 32 candidates >= t (many ties at the threshold) take k rounds over the
-//     registers instead: lane-local best, the same two REDUX, one shuffle for the payload. Same
+//     registers instead: lane-local best, two REDUX (max key; min index among that key), one
+//     shuffle for the payload; pick r goes to lane r. Same
 //     order, same result, more instructions; a data-dependent branch inside the kernel, not a
 //     different kernel, so the receipt does not change.
-// The old version (k rounds of a 5-step butterfly moving key, payload and index: 15 shuffles a
-// round plus a float NaN-aware compare per candidate) is what this replaces.
+// Before s15, step 2 also took k rounds of two REDUX over one slot per lane (~8 instructions and
+// two REDUX latencies a round); before s6, k rounds of a 5-step butterfly.
 // tests/cuda/{topk,router}_cuda_test cover both steps 2 and 3 (random rows, and rows of a few tied
 // levels); run on the H100 since s6.
 #include <cstdint>
@@ -44,34 +46,34 @@ __device__ __forceinline__ float topk_value(uint32_t key) {
 
 enum class Layout { strided, run };
 
-// Elements a vector load of the run layout moves: 16 bytes, or the whole run when shorter.
-template <typename T, int kPerLane>
-inline constexpr int kRunVector = kPerLane < static_cast<int>(16 / sizeof(T))
-                                      ? kPerLane
-                                      : static_cast<int>(16 / sizeof(T));
+// The run layout's run: 4 candidates a lane (16 bytes of f32, 8 of a 16-bit type), or all of
+// them when a lane holds fewer. Lane l's m-th candidate is expert (m / R) 32 R + l R + m % R:
+// each vector load of the warp reads 32 R contiguous elements (coalesced), and the index still
+// grows with m within a lane.
+template <int kPerLane>
+inline constexpr int kRun = kPerLane < 4 ? kPerLane : 4;
 
 // Host side: whether a row of `experts` elements of `element_bytes` each, rows `row_stride`
 // elements apart from `data`, can take the run layout with `per_lane` a lane. A run shorter than
 // 8 bytes gains nothing over the strided loads (they are coalesced too), so it is not used.
 inline bool run_layout_fits(const void* data, int64_t row_stride, int64_t experts, int per_lane,
                             int element_bytes) {
-  const int64_t run = int64_t{per_lane} * element_bytes;
+  const int64_t run = int64_t{per_lane < 4 ? per_lane : 4} * element_bytes;
   if (experts != 32 * int64_t{per_lane} || run < 8) return false;
-  const int64_t vector = run < 16 ? run : 16;
-  return reinterpret_cast<uintptr_t>(data) % vector == 0 &&
-         (row_stride * element_bytes) % vector == 0;
+  return reinterpret_cast<uintptr_t>(data) % run == 0 && (row_stride * element_bytes) % run == 0;
 }
 
 template <Layout L, int kPerLane>
 __device__ __forceinline__ int candidate_index(int lane, int m) {
-  return L == Layout::run ? lane * kPerLane + m : lane + 32 * m;
+  constexpr int R = kRun<kPerLane>;
+  return L == Layout::run ? (m / R) * 32 * R + lane * R + m % R : lane + 32 * m;
 }
 
 // Host side: calls f(std::integral_constant<Layout, ...>) with the run layout when `run` (only
 // instantiated where a run is >= 8 bytes, the only runs run_layout_fits accepts), else strided.
 template <typename T, int kPerLane, typename F>
 void with_layout(bool run, F&& f) {
-  if constexpr (kPerLane * sizeof(T) >= 8) {
+  if constexpr (kRun<kPerLane> * sizeof(T) >= 8) {
     if (run) return f(std::integral_constant<Layout, Layout::run>{});
   }
   f(std::integral_constant<Layout, Layout::strided>{});
@@ -80,17 +82,22 @@ void with_layout(bool run, F&& f) {
 // One shared-memory slot of step 2, 16 bytes so that a slot is one vector store. A warp needs
 // kTopkSlots: 32 and a sink that the lanes with nothing to store write instead of branching.
 struct alignas(16) TopkSlot {
-  uint32_t key;
-  int index;
+  uint64_t order;  // key << 32 | ~index: larger is earlier in topk order (indices are distinct)
   float payload;
-  uint32_t unused;
+  int index;
 };
 inline constexpr int kTopkSlots = 33;
 
-// Lane r < k: pick r (its index and payload). Other lanes: undefined.
+__device__ __forceinline__ uint64_t topk_order(uint32_t key, int index) {
+  return uint64_t{key} << 32 | ~static_cast<uint32_t>(index);
+}
+
+// A lane's pick: rank < k is its place in the row's top k (each rank 0..k-1 held by one lane);
+// rank >= k: this lane holds no pick.
 struct Pick {
   float payload;
   int index;
+  int rank;
 };
 
 // Needs every lane of the warp, k <= 32, at least k candidates (keys != 0) in the row, and
@@ -116,7 +123,7 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
   }
   t = max(t, 1u);
 
-  // 2. Compaction: slot order does not matter (the rounds compare key, then index).
+  // 2. Compaction: slot order does not matter (a slot's rank compares order words).
   __syncwarp();  // the slots may still be read by this warp's previous row
   const uint32_t below = (1u << lane) - 1;
   int count = 0;
@@ -125,29 +132,20 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
     const bool in = key[m] >= t;
     const uint32_t ballot = __ballot_sync(~0u, in);
     const int at = count + __popc(ballot & below);
-    slots[in && at < 32 ? at : 32] = {key[m], candidate_index<L, kPerLane>(lane, m), payload[m],
-                                      0u};
+    const int index = candidate_index<L, kPerLane>(lane, m);
+    slots[in && at < 32 ? at : 32] = {topk_order(key[m], index), payload[m], index};
     count += __popc(ballot);
   }
   __syncwarp();
 
-  Pick mine{0.f, -1};
+  Pick mine{0.f, -1, 32};
   if (count <= 32) {
-    // A slot's index and slot number in one word (index < 1024: 10 bits, slot: 5), so the min
-    // REDUX gives both: the lower index wins a tie in key.
-    uint32_t slot_key = 0, slot_tag = ~0u;
     if (lane < count) {
-      slot_key = slots[lane].key;
-      slot_tag = static_cast<uint32_t>(slots[lane].index) << 5 | lane;
+      const TopkSlot own = slots[lane];
+      int rank = 0;
+      for (int j = 0; j < count; ++j) rank += slots[j].order > own.order;
+      mine = {own.payload, own.index, rank};
     }
-    uint32_t won = 0;
-    for (int r = 0; r < k; ++r) {
-      const uint32_t best = __reduce_max_sync(~0u, slot_key);
-      const uint32_t tag = __reduce_min_sync(~0u, slot_key == best ? slot_tag : ~0u);
-      if (slot_tag == tag) slot_key = 0;
-      if (lane == r) won = tag;
-    }
-    if (lane < k) mine = {slots[won & 31].payload, static_cast<int>(won >> 5)};
     return mine;
   }
 
@@ -168,7 +166,8 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
     const int index = candidate_index<L, kPerLane>(lane, best_m);
     const auto won =
         static_cast<int>(__reduce_min_sync(~0u, best == top ? static_cast<uint32_t>(index) : ~0u));
-    const int owner = L == Layout::run ? won / kPerLane : won % 32;
+    constexpr int R = L == Layout::run ? kRun<kPerLane> : 1;
+    const int owner = won % (32 * R) / R;
     const float won_payload = __shfl_sync(~0u, best_payload, owner);
     if (lane == owner) {
 #pragma unroll
@@ -176,7 +175,7 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
         if (m == best_m) key[m] = 0;
       }
     }
-    if (lane == r) mine = {won_payload, won};
+    if (lane == r) mine = {won_payload, won, r};
   }
   return mine;
 }
@@ -188,13 +187,13 @@ __device__ __forceinline__ void load_candidates(const T* row, int experts, float
                                                 float (&v)[kPerLane]) {
   const int lane = threadIdx.x % 32;
   if constexpr (L == Layout::run) {
-    constexpr int kVec = kRunVector<T, kPerLane>;
+    constexpr int R = kRun<kPerLane>;
 #pragma unroll
-    for (int c = 0; c < kPerLane / kVec; ++c) {
-      float part[kVec];
-      load_floats<T, kVec>(row + lane * kPerLane + c * kVec, part);
+    for (int c = 0; c < kPerLane / R; ++c) {
+      float part[R];
+      load_floats<T, R>(row + c * 32 * R + lane * R, part);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[c * kVec + i] = part[i];
+      for (int i = 0; i < R; ++i) v[c * R + i] = part[i];
     }
   } else {
 #pragma unroll
