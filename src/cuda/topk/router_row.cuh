@@ -134,8 +134,9 @@ __device__ __forceinline__ float activation_score(float x) {
 // are this warp's shared scratch.
 // Softmax selects on the logits: softmax is monotone, so the float64 reference's order is the
 // logits' order (fp32 probabilities could round two of them to a tie the reference does not
-// have), and the payload is e^(x - max), divided once per pick by its sum (all of them, or the
-// picks' when renormalising) instead of once per candidate.
+// have). The payload is the logit itself, so the selection waits on no arithmetic; e^(x - max)
+// is taken after it and divided once per pick by its sum (all of them, or the picks' when
+// renormalising).
 template <typename T, int kPerLane, RouterKind kKind, Layout L>
 __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int64_t row,
                                           uint32_t* row_key, TopkSlot* slots) {
@@ -148,31 +149,28 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
     return L == Layout::run || candidate_index<L, kPerLane>(lane, m) < a.experts;
   };
   uint32_t key[kPerLane];
-  float norm = 1.f;
+  bool nan_row = false;  // softmax: every probability NaN
+  float top = 0.f;       // softmax: the largest logit
   if constexpr (kKind == RouterKind::softmax) {
-    float top = -INFINITY;  // fmaxf passes over NaN logits, as the reference's max does
-#pragma unroll
-    for (int m = 0; m < kPerLane; ++m) top = fmaxf(top, score[m]);
-    top = topk_value(__reduce_max_sync(~0u, topk_key(top)));
-    bool nan = false;
-    float sum = 0.f;
+    float lane_top = -INFINITY;  // fmaxf passes over NaN logits, as the reference's max does
+    bool poison = false, live = false;
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) {
-      key[m] = valid(m) ? topk_key(score[m]) : 0u;
-      score[m] = valid(m) ? fast_exp(score[m] - top) : 0.f;
-      nan |= score[m] != score[m];
-      sum += score[m];
+      const float x = score[m];
+      key[m] = valid(m) ? topk_key(x) : 0u;
+      lane_top = fmaxf(lane_top, x);
+      poison |= valid(m) && (x != x || x == INFINITY);
+      live |= valid(m) && x != -INFINITY;
     }
-    // A NaN logit (or an infinite max) makes the reference's sum, hence every probability, NaN:
-    // all experts tie at the top, the lowest indices win and every weight is NaN.
-    if (__any_sync(~0u, nan)) {
+    // A NaN or +inf logit, or all of them -inf, makes the reference's max-shifted sum, hence
+    // every probability, NaN: all experts tie at the top, the lowest indices win and every weight
+    // is NaN.
+    nan_row = __any_sync(~0u, poison) || !__any_sync(~0u, live);
+    if (nan_row) {
 #pragma unroll
-      for (int m = 0; m < kPerLane; ++m) {
-        key[m] = valid(m) ? ~0u : 0u;
-        score[m] = __int_as_float(0x7fffffff);
-      }
+      for (int m = 0; m < kPerLane; ++m) key[m] = valid(m) ? ~0u : 0u;
     }
-    if (!a.renormalize) norm = warp_sum(sum);
+    top = topk_value(__reduce_max_sync(~0u, topk_key(lane_top)));
   } else {
 #pragma unroll
     for (int m = 0; m < kPerLane; ++m) {
@@ -190,10 +188,23 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
   if constexpr (kKind == RouterKind::deepseek_v3) drop_groups<L, kPerLane>(key, a, row_key);
   const Pick mine = warp_topk<L, kPerLane>(key, score, a.k, slots);
   const bool picked = mine.rank < a.k;
-  if (kKind != RouterKind::softmax || a.renormalize) norm = warp_sum(picked ? mine.payload : 0.f);
+  float value = mine.payload, norm = 0.f;
+  if constexpr (kKind == RouterKind::softmax) {
+    value = nan_row ? __int_as_float(0x7fffffff) : fast_exp(mine.payload - top);
+    if (a.renormalize) {
+      norm = warp_sum(picked ? value : 0.f);
+    } else {
+      float sum = 0.f;
+#pragma unroll
+      for (int m = 0; m < kPerLane; ++m) sum += valid(m) ? fast_exp(score[m] - top) : 0.f;
+      norm = warp_sum(sum);
+    }
+  } else {
+    norm = warp_sum(picked ? value : 0.f);
+  }
   if (picked) {
     const float scale = kKind == RouterKind::deepseek_v3 ? a.scale : 1.f;
-    a.weights[row * a.weights_stride + mine.rank] = mine.payload / norm * scale;
+    a.weights[row * a.weights_stride + mine.rank] = value / norm * scale;
     a.ids[row * a.ids_stride + mine.rank] = mine.index;
   }
 }

@@ -6,7 +6,7 @@
 // keep the lower index at the lower m within a lane, which the tie rules below rely on.
 //
 // The selection, per row:
-//  1. A threshold t: the k-th largest lane maximum (REDUX max rounds over the 32 lane maxima).
+//  1. A threshold t: the k-th largest lane maximum (each lane ranks its maximum against the 32).
 //     At least k candidates are >= t, so every pick is; on random scores only ~k to 2k are.
 //  2. Compaction of the candidates >= t into 32 shared-memory slots (a ballot per m). When they
 //     fit (the common case), lane i ranks slot i against every slot (broadcast shared loads of
@@ -17,8 +17,8 @@
 //     shuffle for the payload; pick r goes to lane r. Same
 //     order, same result, more instructions; a data-dependent branch inside the kernel, not a
 //     different kernel, so the receipt does not change.
-// Before s15, step 2 also took k rounds of two REDUX over one slot per lane (~8 instructions and
-// two REDUX latencies a round); before s6, k rounds of a 5-step butterfly.
+// Before s15, steps 1 and 2 took k rounds of REDUX each (a REDUX latency or two a round, in
+// series); before s6, k rounds of a 5-step butterfly.
 // tests/cuda/{topk,router}_cuda_test cover both steps 2 and 3 (random rows, and rows of a few tied
 // levels); run on the H100 since s6.
 #include <cstdint>
@@ -108,23 +108,28 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
                                           const float (&payload)[kPerLane], int k,
                                           TopkSlot* slots) {
   const int lane = threadIdx.x % 32;
-  // 1. The threshold. Each round takes every lane holding the current maximum, so it ends after
-  // at most k rounds with >= k lanes (hence candidates) at or above t. If the row's nonzero keys
-  // sit in fewer than k lanes, t falls to 0; the max with 1 keeps the non-candidates out.
-  uint32_t rest = 0;
+  // 1. The threshold t: the k-th largest lane maximum. Each lane ranks its maximum against all 32
+  // (broadcast shared loads; ties to the lower lane), and the lane ranked k - 1 holds t. The top
+  // k lane maxima are k candidates >= t, so every pick is >= t. If the row's nonzero keys sit in
+  // fewer than k lanes, t is 0; the max with 1 keeps the non-candidates out.
+  uint32_t best = 0;
 #pragma unroll
-  for (int m = 0; m < kPerLane; ++m) rest = max(rest, key[m]);
-  uint32_t t = 0;
-  for (int found = 0; found < k;) {
-    t = __reduce_max_sync(~0u, rest);
-    const bool top = rest == t;
-    found += __popc(__ballot_sync(~0u, top));
-    if (top) rest = 0;
+  for (int m = 0; m < kPerLane; ++m) best = max(best, key[m]);
+  auto* maxima = reinterpret_cast<uint32_t*>(slots);  // 32 words, before the slots are filled
+  __syncwarp();  // the slots may still be read by this warp's previous row
+  maxima[lane] = best;
+  __syncwarp();
+  int best_rank = 0;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    const uint32_t other = maxima[j];
+    best_rank += other > best || (other == best && j < lane);
   }
-  t = max(t, 1u);
+  const int holder = __ffs(__ballot_sync(~0u, best_rank == k - 1)) - 1;
+  const uint32_t t = max(__shfl_sync(~0u, best, holder), 1u);
 
   // 2. Compaction: slot order does not matter (a slot's rank compares order words).
-  __syncwarp();  // the slots may still be read by this warp's previous row
+  __syncwarp();  // every lane has read the maxima
   const uint32_t below = (1u << lane) - 1;
   int count = 0;
 #pragma unroll
