@@ -1,12 +1,35 @@
-// The dense router's fused launch shape (src/cuda/topk/router_launch.h), pure functions: the
-// slices of H cover it in whole 256-element steps, about two blocks a SM, and the scratch holds
-// the logits, the partials and the counter.
+// The routers' launch shapes, pure functions. The dense router's fused kernel
+// (src/cuda/topk/router_launch.h): the slices of H cover it in whole 256-element steps, about two
+// blocks a SM, and the scratch holds the logits, the partials and the counter. The warp-a-row
+// kernels' block size (topk_launch.h): every SM gets a block while rows allow.
 #include <gtest/gtest.h>
 
 #include "cuda/topk/router_launch.h"
+#include "cuda/topk/topk_launch.h"
 
 namespace kiln {
 namespace {
+
+TEST(RowWarpsPerBlock, AsManyAsKeepEverySmBusyUpToTheMax) {
+  for (int sms : {1, 132}) {
+    for (int64_t rows : std::initializer_list<int64_t>{1, 64, 131, 132, 263, 264, 1000, 1056, 16384,
+                                                       int64_t{1} << 40}) {
+      const int warps = cuda::row_warps_per_block(rows, sms, 8);
+      SCOPED_TRACE(std::to_string(sms) + " " + std::to_string(rows));
+      EXPECT_TRUE(warps == 1 || warps == 2 || warps == 4 || warps == 8);
+      const int64_t blocks = (rows + warps - 1) / warps;
+      if (warps > 1) {
+        EXPECT_GE(blocks, sms);  // more warps a block never left an SM without one
+      }
+      if (warps < 8) {
+        EXPECT_LT(rows, int64_t{sms} * 2 * warps);  // twice the warps would have
+      }
+    }
+  }
+  EXPECT_EQ(cuda::row_warps_per_block(64, 132, 8), 1);
+  EXPECT_EQ(cuda::row_warps_per_block(16384, 132, 8), 8);
+  EXPECT_EQ(cuda::row_warps_per_block(1000, 132, 8), 4);
+}
 
 TEST(DenseRouterConfig, SlicesCoverHInAlignedStepsAtAboutTwoBlocksASm) {
   for (int64_t experts : {8, 64, 256, 1000}) {

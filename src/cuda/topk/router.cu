@@ -12,9 +12,11 @@
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/topk/router_launch.h"
 #include "cuda/topk/router_row.cuh"
+#include "cuda/topk/topk_launch.h"
 #include "cuda/topk/warp_topk.cuh"
 
 namespace kiln::cuda {
@@ -26,8 +28,8 @@ template <typename T, int kPerLane, RouterKind kKind, Layout L>
 __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_constant__ RouterArgs a) {
   __shared__ uint32_t row_key[kKind == RouterKind::deepseek_v3 ? kWarps : 1][32 * kPerLane];
   __shared__ TopkSlot slots[kWarps][kTopkSlots];
-  const int warp = threadIdx.x / 32;
-  const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
+  const int warp = threadIdx.x / 32;  // blockDim.x / 32 <= kWarps warps a block
+  const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + warp;
   if (row >= a.rows) return;
   route_row<T, kPerLane, kKind, L>(a, static_cast<const T*>(a.logits) + row * a.logits_stride, row,
                                    row_key[kKind == RouterKind::deepseek_v3 ? warp : 0],
@@ -35,8 +37,9 @@ __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_consta
 }
 
 template <typename T, int kPerLane, RouterKind kKind, Layout L>
-void launch(const RouterArgs& args, unsigned blocks, Stream stream) {
-  router_kernel<T, kPerLane, kKind, L><<<blocks, kWarps * 32, 0, stream>>>(args);
+void launch(const RouterArgs& args, int warps, Stream stream) {
+  const auto blocks = static_cast<unsigned>((args.rows + warps - 1) / warps);
+  router_kernel<T, kPerLane, kKind, L><<<blocks, warps * 32, 0, stream>>>(args);
   KILN_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -48,7 +51,7 @@ std::string router(const RouterProblem& p, Stream stream) {
   const int per_lane = router_per_lane(p.experts);
   const bool run = run_layout_fits(p.logits.data, p.logits.row_stride, p.experts, per_lane,
                                    static_cast<int>(dtype_size(p.dtype)));
-  const auto blocks = static_cast<unsigned>((p.rows + kWarps - 1) / kWarps);
+  const int warps = row_warps_per_block(p.rows, sm_count(p.device), kWarps);
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_value<RouterKind::softmax, RouterKind::deepseek_v3, RouterKind::activation>(
@@ -56,7 +59,7 @@ std::string router(const RouterProblem& p, Stream stream) {
           dispatch_value<1, 2, 4, 8, 16, 32>(per_lane, "router experts per lane", [&](auto n) {
             constexpr int kN = decltype(n)::value;
             with_layout<T, kN>(run, [&](auto layout) {
-              launch<T, kN, decltype(kind)::value, decltype(layout)::value>(args, blocks, stream);
+              launch<T, kN, decltype(kind)::value, decltype(layout)::value>(args, warps, stream);
             });
           });
         });

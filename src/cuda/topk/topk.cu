@@ -1,7 +1,8 @@
-// topk: a warp a row (warp_topk.cuh). A lane loads its candidates (16-byte vector loads in the
-// run layout when E = 32 * per_lane and the rows are aligned, else strided loads), turns them into
-// order-preserving keys, and warp_topk leaves pick r on lane r, so the k results are written by k
-// lanes at once. Softmax over the picks: one warp reduction.
+// topk: a warp a row (warp_topk.cuh), blocks of up to 8 warps (fewer for few rows:
+// row_warps_per_block). A lane loads its candidates (coalesced vector loads in the run layout when
+// E = 32 * per_lane and the rows are aligned, else strided loads), turns them into
+// order-preserving keys, and warp_topk ranks the picks, so the k results are written by k lanes
+// at once, each at its rank. Softmax over the picks: one warp reduction.
 // Napkin math for [16384, 256] f32, k = 8: 16 MiB read, 1 MiB written, ~5 us at 3.3 TB/s. Per
 // row (a warp) the old k-round butterfly issued ~1500 instructions (120 of them shuffles); this
 // issues ~300 (threshold ~50, compaction ~70, rounds ~8k, keys ~5 an element), which at 4 warp
@@ -11,6 +12,7 @@
 
 #include "core/dispatch.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
 #include "cuda/topk/topk_launch.h"
 #include "cuda/topk/warp_topk.cuh"
@@ -33,8 +35,8 @@ template <typename T, typename V, int kPerLane, Layout L>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     topk_kernel(const __grid_constant__ TopkArgs a) {
   __shared__ TopkSlot slots[kWarpsPerBlock][kTopkSlots];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t row = int64_t{blockIdx.x} * kWarpsPerBlock + warp;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;  // <= kWarpsPerBlock warps
+  const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + warp;
   if (row >= a.rows) return;
   const T* in = static_cast<const T*>(a.scores) + row * a.scores_stride;
   float v[kPerLane];
@@ -61,8 +63,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 template <typename T, typename V, int kPerLane, Layout L>
-void launch(const TopkArgs& args, unsigned blocks, Stream stream) {
-  topk_kernel<T, V, kPerLane, L><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(args);
+void launch(const TopkArgs& args, int warps, Stream stream) {
+  const auto blocks = static_cast<unsigned>((args.rows + warps - 1) / warps);
+  topk_kernel<T, V, kPerLane, L><<<blocks, warps * 32, 0, stream>>>(args);
   KILN_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -80,7 +83,7 @@ std::string topk(const TopkProblem& p, Stream stream) {
                       static_cast<int>(p.experts),
                       static_cast<int>(p.k),
                       p.softmax};
-  const auto blocks = static_cast<unsigned>((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const int warps = row_warps_per_block(p.rows, sm_count(p.device), kWarpsPerBlock);
   int per_lane = 1;  // scores a lane holds: a power of two >= E / 32
   while (32 * per_lane < p.experts) per_lane *= 2;
   const bool run = run_layout_fits(p.scores.data, p.scores.row_stride, p.experts, per_lane,
@@ -92,7 +95,7 @@ std::string topk(const TopkProblem& p, Stream stream) {
       dispatch_value<1, 2, 4, 8, 16, 32>(per_lane, "topk scores per lane", [&](auto n) {
         constexpr int kN = decltype(n)::value;
         with_layout<T, kN>(run, [&](auto layout) {
-          launch<T, V, kN, decltype(layout)::value>(args, blocks, stream);
+          launch<T, V, kN, decltype(layout)::value>(args, warps, stream);
         });
       });
     });
