@@ -119,12 +119,13 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
   __syncwarp();  // the slots may still be read by this warp's previous row
   maxima[lane] = best;
   __syncwarp();
-  int best_rank = 0;
+  int ahead[4] = {0, 0, 0, 0};  // four partial counts: four short add chains, not one long one
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
     const uint32_t other = maxima[j];
-    best_rank += other > best || (other == best && j < lane);
+    ahead[j % 4] += other > best || (other == best && j < lane);
   }
+  const int best_rank = (ahead[0] + ahead[1]) + (ahead[2] + ahead[3]);
   const int holder = __ffs(__ballot_sync(~0u, best_rank == k - 1)) - 1;
   const uint32_t t = max(__shfl_sync(~0u, best, holder), 1u);
 
@@ -147,9 +148,13 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
   if (count <= 32) {
     if (lane < count) {
       const TopkSlot own = slots[lane];
-      int rank = 0;
-      for (int j = 0; j < count; ++j) rank += slots[j].order > own.order;
-      mine = {own.payload, own.index, rank};
+      int even = 0, odd = 0, j = 0;  // two partial counts: two add chains of half the length
+      for (; j + 1 < count; j += 2) {
+        even += slots[j].order > own.order;
+        odd += slots[j + 1].order > own.order;
+      }
+      if (j < count) even += slots[j].order > own.order;
+      mine = {own.payload, own.index, even + odd};
     }
     return mine;
   }
