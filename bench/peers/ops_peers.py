@@ -975,6 +975,11 @@ def report(rows, args, ceiling, reps, device_name, commit, floor):
 
 
 def git_commit():
+    """.commit where a device run carried one, as tools/gpu-check reads it (s15: the device copy's
+    git metadata named d8e7873-dirty for trees at other commits); else git."""
+    carried = REPO / ".commit"
+    if carried.is_file() and carried.read_text().strip():
+        return carried.read_text().strip()
     try:
         c = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
                            capture_output=True, text=True, timeout=10)
