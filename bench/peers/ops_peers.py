@@ -125,7 +125,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activation_peers import REPO, Timer  # noqa: E402
 
 OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "mhc_mix", "gather_rows", "kv_cache_write",
-       "tau_tail", "rope", "topk", "router", "dense_router"]
+       "tau_tail", "rope", "topk", "router", "hash_router", "dense_router"]
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 1e-4}  # ~4 ulp of the max
 
 
@@ -624,6 +624,36 @@ def op_router(env):
                        logits.numel() * 4 + t * 8 * 8, check_kind)
 
 
+def op_hash_router(env):
+    """The hash router: ids = table[token id] from a table int32 [vocab = 129280, k = 8], weights
+    1/k; T = 16384 and 64. The eager composition keeps kiln's contract (a token id outside the
+    table is never read: ids -1, weights 0, and counted): validity mask, clamped gather, two
+    where()s and the count. Peers: that, and torch.compile of it. All ids valid here, so the
+    count must be 0 on both sides. Bytes: token ids and the table rows read, weights, ids and the
+    count written."""
+    vocab, k = 129280, 8
+    for t in env.pick((16384, 64), (16384, 64), (8,)):
+        g = torch.Generator().manual_seed(t)
+        table = torch.randint(0, 256, (vocab, k), generator=g, dtype=torch.int32).to(env.device)
+        tokens = torch.randint(0, vocab, (t,), generator=g).to(env.device)
+
+        def math(tok, tab):
+            ok = (tok >= 0) & (tok < tab.shape[0])
+            ids = torch.where(ok[:, None], tab[tok.clamp(0, tab.shape[0] - 1)], -1)
+            w = torch.where(ok[:, None], 1.0 / tab.shape[1], 0.0).float().expand(-1, tab.shape[1])
+            return w.contiguous(), ids.int(), (~ok).sum().to(torch.int32).reshape(1)
+
+        def check(fn):
+            return compare(["weights", "ids", "bad"], fn(tokens, table), math(tokens, table), 0,
+                           exact=True)
+
+        impls = {"eager": math, "compile": env.compiled(math),
+                 "kiln": env.kiln_fn("hash_router", ["hash_router"],
+                                     lambda kl: lambda tok, tab: kl.hash_router(tok, tab))}
+        yield case("hash_router", f"[{t}] of [{vocab}, {k}] int32", impls, (tokens, table),
+                   t * 8 + t * k * 4 + t * k * 8 + 4, check)
+
+
 def op_dense_router(env):
     """The dense router from hidden states at DeepSeek-V3's shape: x bf16 [T, 7168], gate bf16
     [256, 7168], the deepseek_v3 routing (8 groups, 4 kept, bias, scaling 2.5), k = 8; T = 1 and
@@ -808,7 +838,7 @@ OP_FUNCS = {"bias_dropout_add": op_bias_dropout_add, "moe_sum": op_moe_sum,
             "sinkhorn_knopp": op_sinkhorn_knopp, "mhc_mix": op_mhc_mix,
             "gather_rows": op_gather_rows, "kv_cache_write": op_kv_cache_write,
             "tau_tail": op_tau_tail, "rope": op_rope, "topk": op_topk,
-            "router": op_router, "dense_router": op_dense_router}
+            "router": op_router, "hash_router": op_hash_router, "dense_router": op_dense_router}
 
 
 # ---- timing ----

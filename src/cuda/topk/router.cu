@@ -1,9 +1,11 @@
-// The routers, one launch from logits to (weights, ids): a warp a row (warp_topk.cuh). Each lane
-// loads its logits (vector loads in the run layout where E = 32 * per_lane and rows are aligned),
-// turns them into scores (softmax: a REDUX max on keys and one warp sum; sigmoid; sqrt-softplus)
-// and selection keys (score + bias), DeepSeek-V3's group filter zeroes the keys of the groups not
-// kept, then warp_topk picks by selection carrying the unbiased score, and the k lanes holding
-// picks normalise and store.
+// The routers, one launch from logits to (weights, ids): a warp a row (warp_topk.cuh), blocks of
+// 1 to 8 warps (row_warps_per_block). Each lane loads its logits (coalesced vector loads in the
+// run layout where E = 32 * per_lane and rows are aligned) and turns them into selection keys:
+// softmax keys the logits themselves (its exps come after the selection); sigmoid and
+// sqrt-softplus scores on MUFU approximations, plus the bias (router_row.cuh). DeepSeek-V3's group
+// filter zeroes the keys of the groups not kept, then warp_topk ranks the picks carrying the
+// unbiased score (softmax: the logit), and the k lanes holding picks normalise and store at their
+// rank.
 // The group filter: the selection keys go to shared memory, 32 / n_group lanes (rounded down to a
 // power of two) take a group's top two by integer max/min on keys, two butterfly steps merge them,
 // and topk_group REDUX rounds keep the groups; e / per is a multiply-high, not a division. The old
