@@ -14,9 +14,9 @@
 //     slots ranked below k are the picks, each written at its rank.
 //  3. Rows with more than 32 candidates >= t (many ties at the threshold) take k rounds over the
 //     registers instead: lane-local best, two REDUX (max key; min index among that key), one
-//     shuffle for the payload; pick r goes to lane r. Same
-//     order, same result, more instructions; a data-dependent branch inside the kernel, not a
-//     different kernel, so the receipt does not change.
+//     shuffle for the payload; pick r goes to lane r. Same order, same result, more
+//     instructions; a data-dependent branch inside the kernel, not a different kernel, so the
+//     receipt does not change.
 // Before s15, steps 1 and 2 took k rounds of REDUX each (a REDUX latency or two a round, in
 // series); before s6, k rounds of a 5-step butterfly.
 // tests/cuda/{topk,router}_cuda_test cover both steps 2 and 3 (random rows, and rows of a few tied
@@ -112,22 +112,22 @@ __device__ __forceinline__ Pick warp_topk(uint32_t (&key)[kPerLane],
   // (broadcast shared loads; ties to the lower lane), and the lane ranked k - 1 holds t. The top
   // k lane maxima are k candidates >= t, so every pick is >= t. If the row's nonzero keys sit in
   // fewer than k lanes, t is 0; the max with 1 keeps the non-candidates out.
-  uint32_t best = 0;
+  uint32_t lane_max = 0;
 #pragma unroll
-  for (int m = 0; m < kPerLane; ++m) best = max(best, key[m]);
+  for (int m = 0; m < kPerLane; ++m) lane_max = max(lane_max, key[m]);
   auto* maxima = reinterpret_cast<uint32_t*>(slots);  // 32 words, before the slots are filled
   __syncwarp();  // the slots may still be read by this warp's previous row
-  maxima[lane] = best;
+  maxima[lane] = lane_max;
   __syncwarp();
   int ahead[4] = {0, 0, 0, 0};  // four partial counts: four short add chains, not one long one
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
     const uint32_t other = maxima[j];
-    ahead[j % 4] += other > best || (other == best && j < lane);
+    ahead[j % 4] += other > lane_max || (other == lane_max && j < lane);
   }
-  const int best_rank = (ahead[0] + ahead[1]) + (ahead[2] + ahead[3]);
-  const int holder = __ffs(__ballot_sync(~0u, best_rank == k - 1)) - 1;
-  const uint32_t t = max(__shfl_sync(~0u, best, holder), 1u);
+  const int max_rank = (ahead[0] + ahead[1]) + (ahead[2] + ahead[3]);
+  const int holder = __ffs(__ballot_sync(~0u, max_rank == k - 1)) - 1;
+  const uint32_t t = max(__shfl_sync(~0u, lane_max, holder), 1u);
 
   // 2. Compaction: slot order does not matter (a slot's rank compares order words).
   __syncwarp();  // every lane has read the maxima
