@@ -40,24 +40,50 @@ struct Case {
 
 class RouterCuda : public ::testing::TestWithParam<Case> {};
 
+// Row `row` of logits: the levels base + i / 128 (exact in f16 and f32), i = 0 .. E - 1 shuffled.
+void set_shuffled_levels(HostTensor& logits, int64_t row, double base, std::mt19937& rng) {
+  std::vector<int> order(logits.cols());
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (int64_t e = 0; e < logits.cols(); ++e) logits.set(row, e, base + order[e] / 128.0);
+}
+
+// The CUDA router's outputs (poisoned before the run) and the reference's on the same logits;
+// `bias` (null: none) goes to each on its own device.
+struct Routed {
+  HostTensor w, ids, w_ref, ids_ref;
+};
+Routed route_both(HostTensor& logits_h, RouterConfig cfg, std::vector<float>* bias) {
+  const int64_t rows = logits_h.rows(), experts = logits_h.cols();
+  DeviceBuffer bias_d(Device::cuda(0), bias ? bias->size() * 4 : 4);
+  if (bias) bias_d.upload(bias->data(), bias_d.bytes());
+  Mirrored logits(logits_h), w(HostTensor(DType::f32, {rows, cfg.k})),
+      ids(HostTensor(DType::i32, {rows, cfg.k}));
+  logits.upload();
+  w.poison();
+  ids.poison();
+  if (bias) cfg.bias = TensorView(bias_d.data(), DType::f32, Device::cuda(0), {experts});
+  router(w.view(), ids.view(), logits.view(), cfg);
+  testing::cuda_ok(cudaDeviceSynchronize(), "router");
+  w.download();
+  ids.download();
+  Routed out{w.host, ids.host, HostTensor(DType::f32, {rows, cfg.k}),
+             HostTensor(DType::i32, {rows, cfg.k})};
+  if (bias) cfg.bias = TensorView(bias->data(), DType::f32, Device::cpu(), {experts});
+  router(out.w_ref.view(), out.ids_ref.view(), logits_h.view(), cfg);
+  return out;
+}
+
 TEST_P(RouterCuda, MatchesReference) {
   if (!testing::have_gpu()) GTEST_FAIL() << "no CUDA device: run the GPU tests on a GPU";
   const Case c = GetParam();
   std::mt19937 rng(static_cast<uint32_t>(c.rows * 3 + c.experts + c.k));
   HostTensor logits_h(c.dtype, {c.rows, c.experts});
-  std::vector<int> order(c.experts);
-  for (int64_t r = 0; r < c.rows; ++r) {
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
-    // Distinct levels 1/128 apart in [-4, 4) (exact in f16 and f32).
-    for (int64_t e = 0; e < c.experts; ++e) logits_h.set(r, e, order[e] / 128.0 - 4.0);
-  }
+  for (int64_t r = 0; r < c.rows; ++r) set_shuffled_levels(logits_h, r, -4.0, rng);
   std::vector<float> bias(c.experts);
   // Biases of 0, 2 or 4: the selection bands (score in (0, 1) plus bias) never overlap, so the
   // bias decides the band and the distinct scores the order within it.
   for (auto& b : bias) b = static_cast<float>(2 * (rng() % 3));
-  DeviceBuffer bias_d(Device::cuda(0), bias.size() * 4);
-  bias_d.upload(bias.data(), bias_d.bytes());
   RouterConfig cfg;
   cfg.kind = c.kind;
   cfg.k = c.k;
@@ -65,21 +91,9 @@ TEST_P(RouterCuda, MatchesReference) {
   cfg.n_group = c.n_group;
   cfg.topk_group = c.topk_group;
   cfg.routed_scaling_factor = 2.5;
-  Mirrored logits(logits_h), w(HostTensor(DType::f32, {c.rows, c.k})),
-      ids(HostTensor(DType::i32, {c.rows, c.k}));
-  logits.upload();
-  w.poison();
-  ids.poison();
-  if (c.bias) cfg.bias = TensorView(bias_d.data(), DType::f32, Device::cuda(0), {c.experts});
-  router(w.view(), ids.view(), logits.view(), cfg);
-  testing::cuda_ok(cudaDeviceSynchronize(), "router");
-  w.download();
-  ids.download();
-  HostTensor w_ref(DType::f32, {c.rows, c.k}), ids_ref(DType::i32, {c.rows, c.k});
-  if (c.bias) cfg.bias = TensorView(bias.data(), DType::f32, Device::cpu(), {c.experts});
-  router(w_ref.view(), ids_ref.view(), logits_h.view(), cfg);
-  EXPECT_EQ(ids.host.bytes, ids_ref.bytes) << "ids";
-  testing::expect_close(w.host, w_ref, 2e-5, "weights");
+  const Routed r = route_both(logits_h, cfg, c.bias ? &bias : nullptr);
+  EXPECT_EQ(r.ids.bytes, r.ids_ref.bytes) << "ids";
+  testing::expect_close(r.w, r.w_ref, 2e-5, "weights");
 }
 
 std::vector<Case> sweep() {
@@ -121,13 +135,9 @@ TEST(RouterCudaSpecialValues, MatchReference) {
   for (int64_t experts : {256, 1000}) {
     std::mt19937 rng(static_cast<uint32_t>(experts));
     HostTensor logits_h(DType::f32, {kRows, experts});
-    std::vector<int> order(experts);
-    for (int64_t r = 0; r < kRows; ++r) {
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(), rng);
-      const double base = r == 4 ? -70.0 : -4.0;  // row 4: far below zero, 1/128 apart
-      for (int64_t e = 0; e < experts; ++e) logits_h.set(r, e, base + order[e] / 128.0);
-    }
+    // Row 4: far below zero, 1/128 apart.
+    for (int64_t r = 0; r < kRows; ++r)
+      set_shuffled_levels(logits_h, r, r == 4 ? -70.0 : -4.0, rng);
     logits_h.set(1, 100, NAN);
     logits_h.set(2, 37, INFINITY);
     for (int64_t e = 3; e < experts; ++e) logits_h.set(3, e, -INFINITY);
@@ -135,8 +145,6 @@ TEST(RouterCudaSpecialValues, MatchReference) {
     // A zero bias: a band offset would round row 4's tiny scores away in fp32 and not quite in
     // float64 (the sweep covers the bias).
     std::vector<float> bias(experts, 0.f);
-    DeviceBuffer bias_d(Device::cuda(0), bias.size() * 4);
-    bias_d.upload(bias.data(), bias_d.bytes());
     for (RouterKind kind : {RouterKind::softmax, RouterKind::activation, RouterKind::deepseek_v3}) {
       if (kind == RouterKind::deepseek_v3 && experts != 256) continue;
       for (bool renormalize : {false, true}) {
@@ -150,24 +158,11 @@ TEST(RouterCudaSpecialValues, MatchReference) {
         cfg.n_group = kind == RouterKind::deepseek_v3 ? 8 : 1;
         cfg.topk_group = kind == RouterKind::deepseek_v3 ? 4 : 1;
         cfg.routed_scaling_factor = 2.5;
-        const bool with_bias = kind != RouterKind::softmax;
-        Mirrored logits(logits_h), w(HostTensor(DType::f32, {kRows, kK})),
-            ids(HostTensor(DType::i32, {kRows, kK}));
-        logits.upload();
-        w.poison();
-        ids.poison();
-        if (with_bias) cfg.bias = TensorView(bias_d.data(), DType::f32, Device::cuda(0), {experts});
-        router(w.view(), ids.view(), logits.view(), cfg);
-        testing::cuda_ok(cudaDeviceSynchronize(), "router");
-        w.download();
-        ids.download();
-        HostTensor w_ref(DType::f32, {kRows, kK}), ids_ref(DType::i32, {kRows, kK});
-        if (with_bias) cfg.bias = TensorView(bias.data(), DType::f32, Device::cpu(), {experts});
-        router(w_ref.view(), ids_ref.view(), logits_h.view(), cfg);
+        const Routed out = route_both(logits_h, cfg, kind != RouterKind::softmax ? &bias : nullptr);
         for (int64_t r = 0; r < kRows; ++r) {
           for (int64_t j = 0; j < kK; ++j) {
-            EXPECT_EQ(ids.host.at(r, j), ids_ref.at(r, j)) << "ids (" << r << ", " << j << ")";
-            const double g = w.host.at(r, j), want = w_ref.at(r, j);
+            EXPECT_EQ(out.ids.at(r, j), out.ids_ref.at(r, j)) << "ids (" << r << ", " << j << ")";
+            const double g = out.w.at(r, j), want = out.w_ref.at(r, j);
             const bool both_nan = std::isnan(g) && std::isnan(want);
             EXPECT_TRUE(both_nan || std::abs(g - want) <= 2e-5 * (1 + std::abs(want)))
                 << "weight (" << r << ", " << j << "): got " << g << ", want " << want;

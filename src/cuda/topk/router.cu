@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/dispatch.h"
+#include "core/int_math.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
@@ -40,7 +41,7 @@ __global__ void __launch_bounds__(kWarps * 32) router_kernel(const __grid_consta
 
 template <typename T, int kPerLane, RouterKind kKind, Layout L>
 void launch(const RouterArgs& args, int warps, Stream stream) {
-  const auto blocks = static_cast<unsigned>((args.rows + warps - 1) / warps);
+  const auto blocks = static_cast<unsigned>(ceil_div(args.rows, warps));
   router_kernel<T, kPerLane, kKind, L><<<blocks, warps * 32, 0, stream>>>(args);
   KILN_CUDA_CHECK(cudaGetLastError());
 }

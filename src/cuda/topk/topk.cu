@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/dispatch.h"
+#include "core/int_math.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_info.h"
 #include "cuda/common/elements.cuh"
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 template <typename T, typename V, int kPerLane, Layout L>
 void launch(const TopkArgs& args, int warps, Stream stream) {
-  const auto blocks = static_cast<unsigned>((args.rows + warps - 1) / warps);
+  const auto blocks = static_cast<unsigned>(ceil_div(args.rows, warps));
   topk_kernel<T, V, kPerLane, L><<<blocks, warps * 32, 0, stream>>>(args);
   KILN_CUDA_CHECK(cudaGetLastError());
 }

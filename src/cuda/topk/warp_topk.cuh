@@ -50,15 +50,18 @@ enum class Layout { strided, run };
 // them when a lane holds fewer. Lane l's m-th candidate is expert (m / R) 32 R + l R + m % R:
 // each vector load of the warp reads 32 R contiguous elements (coalesced), and the index still
 // grows with m within a lane.
+__host__ __device__ constexpr int run_width(int per_lane) {
+  return per_lane < 4 ? per_lane : 4;
+}
 template <int kPerLane>
-inline constexpr int kRun = kPerLane < 4 ? kPerLane : 4;
+inline constexpr int kRun = run_width(kPerLane);
 
 // Host side: whether a row of `experts` elements of `element_bytes` each, rows `row_stride`
 // elements apart from `data`, can take the run layout with `per_lane` a lane. A run shorter than
 // 8 bytes gains nothing over the strided loads (they are coalesced too), so it is not used.
 inline bool run_layout_fits(const void* data, int64_t row_stride, int64_t experts, int per_lane,
                             int element_bytes) {
-  const int64_t run = int64_t{per_lane < 4 ? per_lane : 4} * element_bytes;
+  const int64_t run = int64_t{run_width(per_lane)} * element_bytes;
   if (experts != 32 * int64_t{per_lane} || run < 8) return false;
   return reinterpret_cast<uintptr_t>(data) % run == 0 && (row_stride * element_bytes) % run == 0;
 }
