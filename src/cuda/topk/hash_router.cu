@@ -1,6 +1,7 @@
 // The hash router: ids[t, j] = table[token_ids[t], j], weights 1 / k. A thread per (token, pick);
 // a token id outside [0, vocab) is never used as an index: its ids are -1, its weights 0, and the
-// thread of pick 0 counts it. Memory-bound and tiny (T k 12 bytes written, T (8 + 4 k) read).
+// thread of pick 0 counts it (when there is a count). Memory-bound and tiny (T k 12 bytes written,
+// T (8 + 4 k) read).
 #include <cuda_runtime.h>
 
 #include <string>
@@ -34,7 +35,7 @@ __global__ void __launch_bounds__(kThreads) hash_router_kernel(const __grid_cons
   const int64_t t = i / a.k, j = i - t * a.k;
   const int64_t tok = a.token_ids[t * a.token_stride];
   const bool ok = tok >= 0 && tok < a.vocab;
-  if (!ok && j == 0) atomicAdd(a.bad, 1);
+  if (!ok && j == 0 && a.bad != nullptr) atomicAdd(a.bad, 1);
   a.ids[t * a.ids_stride0 + j * a.ids_stride1] =
       ok ? a.table[tok * a.table_stride0 + j * a.table_stride1] : -1;
   a.weights[t * a.weights_stride0 + j * a.weights_stride1] = ok ? a.inv_k : 0.f;
