@@ -113,7 +113,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,7 +121,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from activation_peers import REPO, Timer  # noqa: E402
+from activation_peers import REPO, Timer, git_commit  # noqa: E402
 
 OPS = ["bias_dropout_add", "moe_sum", "sinkhorn_knopp", "mhc_mix", "gather_rows", "kv_cache_write",
        "tau_tail", "rope", "topk", "router", "hash_router", "dense_router"]
@@ -1002,22 +1001,6 @@ def report(rows, args, ceiling, reps, device_name, commit, floor):
         lines += ["", "torch.compile first call (compile + check), s: "
                   + ", ".join(f"{r['op']} {r['shape']} {r['first_call_s']:.1f}" for r in first)]
     return "\n".join(lines) + "\n", fails
-
-
-def git_commit():
-    """.commit where a device run carried one, as tools/gpu-check reads it (s15: the device copy's
-    git metadata named d8e7873-dirty for trees at other commits); else git."""
-    carried = REPO / ".commit"
-    if carried.is_file() and carried.read_text().strip():
-        return carried.read_text().strip()
-    try:
-        c = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
-                           capture_output=True, text=True, timeout=10)
-        d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                            "--untracked-files=no"], capture_output=True, text=True, timeout=20)
-        return (c.stdout.strip() or "unknown") + ("-dirty" if d.stdout.strip() else "")
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def main():
