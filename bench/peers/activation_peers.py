@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
+from commit import REPO, git_commit
 
 
 def parse_args():
@@ -38,7 +38,10 @@ def parse_args():
     p.add_argument("--out", default=None)
     p.add_argument("--commit", default="")
     p.add_argument("--device", default="cuda")
-    return p.parse_args()
+    args = p.parse_args()
+    args.commit = args.commit or git_commit()
+    return args
+
 
 
 class Timer:

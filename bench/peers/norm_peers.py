@@ -48,12 +48,13 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import traceback
 import types
 from pathlib import Path
+
+from commit import git_commit as peers_git_commit
 
 T0 = time.perf_counter()
 REPO = Path(__file__).resolve().parents[2]
@@ -803,21 +804,7 @@ def summary_table(rows, args):
 
 
 def git_commit(args):
-    if args.commit:
-        return args.commit
-    if os.environ.get("KILN_COMMIT"):
-        return os.environ["KILN_COMMIT"]
-    try:
-        c = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                           timeout=10)
-        if c.returncode == 0 and c.stdout.strip():
-            sha = c.stdout.strip()
-            d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20)
-            return sha + ("-dirty" if d.returncode == 0 and d.stdout.strip() else "")
-    except Exception:  # noqa: BLE001
-        pass
-    return "unknown"
+    return args.commit or peers_git_commit()
 
 
 def meta_info(args):

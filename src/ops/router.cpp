@@ -191,7 +191,7 @@ void hash_router(const TensorView& weights, const TensorView& ids, const TensorV
   p.vocab = table.size(0);
   p.k = table.size(1);
   check_outputs(op, weights, ids, p.rows, p.k, p.device);
-  p.bad = check::counter(op, "bad_token_ids", bad_token_ids, p.device);
+  p.bad = check::optional_counter(op, "bad_token_ids", bad_token_ids, p.device);
   p.token_ids = static_cast<const int64_t*>(token_ids.data);
   p.token_stride = token_ids.stride(0);
   p.table = static_cast<const int32_t*>(table.data);

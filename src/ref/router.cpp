@@ -111,7 +111,7 @@ void hash_router(const HashRouterProblem& p) {
   for (int64_t t = 0; t < p.rows; ++t) {
     const int64_t tok = p.token_ids[t * p.token_stride];
     const bool ok = tok >= 0 && tok < p.vocab;
-    if (!ok) ++*p.bad;
+    if (!ok && p.bad) ++*p.bad;
     for (int64_t j = 0; j < p.k; ++j) {
       p.ids[t * p.ids_stride[0] + j * p.ids_stride[1]] =
           ok ? p.table[tok * p.table_stride[0] + j * p.table_stride[1]] : -1;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -376,6 +377,20 @@ TEST_P(HashRouterCuda, MatchesReferenceAndCountsBadTokens) {
     }
   }
   EXPECT_EQ(mismatches, 0);
+
+  // No count tensor (the torch default): the same bytes out, nothing counted anywhere.
+  w_d.fill_nan();
+  ids_d.fill_nan();
+  hash_router(strided(w_d.data(), DType::f32, {c.rows, c.k}, {pitch, 1}),
+              strided(ids_d.data(), DType::i32, {c.rows, c.k}, {pitch, 1}),
+              TensorView(tokens_d.data(), DType::i64, gpu, {c.rows}),
+              strided(table_d.data(), DType::i32, {kVocab, c.k}, table_strides), TensorView{});
+  std::vector<float> w_uncounted(w.size());
+  std::vector<int32_t> ids_uncounted(ids.size());
+  w_d.download(w_uncounted.data(), w_d.bytes());
+  ids_d.download(ids_uncounted.data(), ids_d.bytes());
+  EXPECT_EQ(std::memcmp(w_uncounted.data(), w.data(), w_d.bytes()), 0) << "uncounted weights";
+  EXPECT_EQ(ids_uncounted, ids) << "uncounted ids";
 }
 
 std::vector<HashCase> hash_sweep() {

@@ -1,8 +1,10 @@
 // The routers' reference against hand-worked rows: softmax (with and without renormalisation),
 // DeepSeek-V3's group-limited choice (bias for selection only, routed scaling), the MegaMoE
-// activation router (stable softplus), the hash router (bad token ids counted), bad input.
+// activation router (stable softplus), the hash router (bad token ids counted, or uncounted
+// without a count tensor), bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -99,6 +101,15 @@ TEST(Router, HashRouter) {
   EXPECT_EQ(ids, (std::vector<int32_t>{2, 2, -1, -1, 3, 1}));
   EXPECT_EQ(w, (std::vector<float>{0.5f, 0.5f, 0.f, 0.f, 0.5f, 0.5f}));
   EXPECT_EQ(bad, 1);
+  // The count may be absent: the same outputs, uncounted.
+  std::fill(w.begin(), w.end(), NAN);
+  std::fill(ids.begin(), ids.end(), -7);
+  hash_router(TensorView(w.data(), DType::f32, Device::cpu(), {3, 2}),
+              TensorView(ids.data(), DType::i32, Device::cpu(), {3, 2}),
+              TensorView(tokens.data(), DType::i64, Device::cpu(), {3}),
+              TensorView(table.data(), DType::i32, Device::cpu(), {3, 2}), TensorView{});
+  EXPECT_EQ(ids, (std::vector<int32_t>{2, 2, -1, -1, 3, 1}));
+  EXPECT_EQ(w, (std::vector<float>{0.5f, 0.5f, 0.f, 0.f, 0.5f, 0.5f}));
 }
 
 // The dense router: the logits are x gate^T (written to logits_out, through its strides), and the

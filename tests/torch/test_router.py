@@ -76,10 +76,14 @@ def test_matches_torch_math(device, kind, opts):
 
 def test_hash_router():
     table = torch.tensor([[3, 1], [0, 2], [2, 2]], dtype=torch.int32)
-    w, ids, bad = kiln.hash_router(torch.tensor([2, 5, 0]), table)
+    w, ids, bad = kiln.hash_router(torch.tensor([2, 5, 0]), table, return_bad_count=True)
     assert ids.tolist() == [[2, 2], [-1, -1], [3, 1]]
     assert w.tolist() == [[0.5, 0.5], [0.0, 0.0], [0.5, 0.5]]
     assert bad.item() == 1
+    # Uncounted by default: the same outputs, no count.
+    w2, ids2 = kiln.hash_router(torch.tensor([2, 5, 0]), table)
+    assert torch.equal(w2, w) and torch.equal(ids2, ids)
+    assert torch.ops.kiln.hash_router(torch.tensor([5]), table, False)[2].numel() == 0
 
 
 @requires_cuda
@@ -87,12 +91,31 @@ def test_hash_router_cuda_matches_cpu():
     g = torch.Generator().manual_seed(5)
     table = torch.randint(0, 256, (1000, 8), generator=g, dtype=torch.int32)
     tokens = torch.randint(-3, 1003, (777,), generator=g)
-    want = kiln.hash_router(tokens, table)
-    got = kiln.hash_router(tokens.cuda(), table.t().contiguous().t().cuda())  # a strided table
+    want = kiln.hash_router(tokens, table, return_bad_count=True)
+    strided = table.t().contiguous().t().cuda()
+    got = kiln.hash_router(tokens.cuda(), strided, return_bad_count=True)
     assert kiln.last_receipt().backend == "cuda"
     for a, b in zip(got, want):
         assert torch.equal(a.cpu(), b)
     assert int(want[2]) > 0
+    for a, b in zip(kiln.hash_router(tokens.cuda(), strided), want[:2]):  # uncounted
+        assert torch.equal(a.cpu(), b)
+
+
+def test_hash_router_check_indices_raises(monkeypatch):
+    from kiln.functional import _bad_count
+    monkeypatch.setattr(_bad_count, "CHECK", True)  # KILN_CHECK_INDICES=1, read at import
+    table = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)
+    assert kiln.hash_router(torch.tensor([0, 1]), table)[1].tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(IndexError, match="hash_router: 1 token id"):
+        kiln.hash_router(torch.tensor([0, 7]), table)
+
+
+def test_hash_router_opcheck():
+    table = torch.randint(0, 64, (50, 4), dtype=torch.int32)
+    for count_bad in (True, False):
+        torch.library.opcheck(torch.ops.kiln.hash_router,
+                              (torch.tensor([3, 60, -1, 49]), table, count_bad))
 
 
 def test_opcheck():

@@ -1,13 +1,13 @@
 // torch.ops.kiln.router, dense_router and hash_router (include/kiln/ops/router.h): schemas, and CPU
 // and CUDA impls over the kiln entry points. Fake impls: torch/kiln/_ops/router.py.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <string>
 #include <tuple>
 
+#include "bad_count.h"
 #include "kiln/ops/router.h"
 #include "tensor_view.h"
 
@@ -83,7 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_router_op(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_router_op(const at::Tensor& token_ids,
-                                                              const at::Tensor& table) {
+                                                              const at::Tensor& table,
+                                                              bool count_bad) {
   return translate_errors([&] {
     constexpr std::string_view op = "hash_router";
     const DeviceScope scope(token_ids);
@@ -91,10 +92,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_router_op(const at::Tensor& 
     const int64_t k = table.dim() == 2 ? table.size(1) : 0;
     at::Tensor weights = at::empty({rows, k}, token_ids.options().dtype(at::kFloat));
     at::Tensor ids = at::empty({rows, k}, token_ids.options().dtype(at::kInt));
-    at::Tensor bad = at::zeros({1}, token_ids.options().dtype(at::kInt));
+    at::Tensor bad = bad_count(token_ids, count_bad);
     kiln::hash_router(to_view(op, "weights", weights), to_view(op, "ids", ids),
                       to_view(op, "token_ids", token_ids), to_view(op, "table", table),
-                      to_view(op, "bad_token_ids", bad), scope.stream());
+                      bad_count_view(op, "bad_token_ids", bad), scope.stream());
     return std::make_tuple(weights, ids, bad);
   });
 }
@@ -118,8 +119,10 @@ TORCH_LIBRARY_FRAGMENT(kiln, m) {
   m.def(
       "dense_router(Tensor x, Tensor gate, str kind, int k, bool renormalize, Tensor? bias, int "
       "n_group, int topk_group, float routed_scaling_factor) -> (Tensor, Tensor, Tensor)");
-  // (weights, ids, bad token id count int32 [1]).
-  m.def("hash_router(Tensor token_ids, Tensor table) -> (Tensor, Tensor, Tensor)");
+  // (weights, ids, bad token id count int32 [1]; count_bad=False: not counted, int32 [0]).
+  m.def(
+      "hash_router(Tensor token_ids, Tensor table, bool count_bad=True) -> (Tensor, Tensor, "
+      "Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kiln, CPU, m) {

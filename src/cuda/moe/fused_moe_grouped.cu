@@ -1,9 +1,10 @@
 // fused_moe for prefill-sized batches on the grouped wgmma GEMM (grouped_gemm_sm90.cuh):
 // 1. moe_align_block_size (block 128): the (token, pick) entries grouped by local expert (bad ids
 //    and map values counted into the caller's bad_ids);
-// 2. gather: x rows into that order (padding rows zero), each row's routing weight, where each
-//    entry landed (inverse, -1 for picks dropped or skipped) and how many rows of each block are
-//    in use (the GEMMs skip the rest: padding sits at the end of each expert's last block);
+// 2. gather, two launches: a thread a sorted row writes its routing weight, where each entry
+//    landed (inverse, -1 for picks dropped or skipped) and how many rows of each block are in use
+//    (the GEMMs skip the rest: padding sits at the end of each expert's last block); then a block
+//    a token copies x's row to its picks' rows (read once; padding rows are left as they are);
 // 3. up GEMM with the activation fused: h [rows, I];
 // 4. down GEMM scaled by the routing weight: y [rows, H];
 // 5. combine: out[t] = sum over the token's picks of y[inverse[t, j]], in pick order (the same
@@ -54,30 +55,45 @@ struct GatherArgs {
   float* x_scale_sorted;
 };
 
-// A block per sorted row; kW elements per access (8 = 16 bytes when rows allow it).
-template <typename T, int kW>
-__global__ void __launch_bounds__(128) gather_kernel(const __grid_constant__ GatherArgs a) {
-  const int64_t r = blockIdx.x;
+// The gather in two launches. Metadata first, a thread per sorted row: its routing weight, the
+// inverse map (pick -> sorted row) and its block's last row in use.
+__global__ void __launch_bounds__(256) gather_meta_kernel(const __grid_constant__ GatherArgs a) {
+  const int64_t r = int64_t{blockIdx.x} * 256 + threadIdx.x;
   if (r >= *a.post_pad) return;
   const int64_t entry = a.sorted[r];
   const bool valid = entry >= 0 && entry < a.entries;
-  const int64_t t = valid ? entry / a.k : 0;
-  if (threadIdx.x == 0) {
-    a.scale_sorted[r] = valid ? a.weights[t * a.weights_stride + entry % a.k] : 0.f;
-    if (valid) {
-      a.inverse[entry] = static_cast<int32_t>(r);
-      atomicMax(&a.block_rows[r / kAlignBlock], static_cast<int32_t>(r % kAlignBlock) + 1);
+  a.scale_sorted[r] = valid ? a.weights[entry / a.k * a.weights_stride + entry % a.k] : 0.f;
+  if (valid) {
+    a.inverse[entry] = static_cast<int32_t>(r);
+    atomicMax(&a.block_rows[r / kAlignBlock], static_cast<int32_t>(r % kAlignBlock) + 1);
+  }
+}
+
+// Then the rows, block (t, y) copying 256 kW-element packs of token t's row (the combine's
+// layout): each pack of x is read once and written to the sorted rows of the token's picks (the
+// inverse map), so x is read once in token order, where a block per sorted row read it k times in
+// expert order (x is past L2's size at prefill). Padding rows are not written: each GEMM row
+// depends on its own A row only, and the combine reads the picks' rows only.
+template <typename T, int kW>
+__global__ void __launch_bounds__(256) gather_rows_kernel(const __grid_constant__ GatherArgs a) {
+  const int64_t t = blockIdx.x, h = kW * (int64_t{blockIdx.y} * 256 + threadIdx.x);
+  const int32_t* rows = a.inverse + t * a.k;
+  if (h < a.hidden) {
+    using P = Pack<T, kW>;
+    const P v = *reinterpret_cast<const P*>(static_cast<const T*>(a.x) + t * a.x_stride + h);
+    for (int64_t j = 0; j < a.k; ++j) {
+      const int32_t r = rows[j];
+      if (r >= 0)
+        *reinterpret_cast<P*>(static_cast<T*>(a.x_sorted) + int64_t{r} * a.hidden + h) = v;
     }
   }
-  using P = Pack<T, kW>;
-  const T* src = static_cast<const T*>(a.x) + t * a.x_stride;
-  T* dst = static_cast<T*>(a.x_sorted) + r * a.hidden;
-  for (int64_t h = kW * int64_t{threadIdx.x}; h < a.hidden; h += kW * int64_t{blockDim.x}) {
-    *reinterpret_cast<P*>(dst + h) = valid ? *reinterpret_cast<const P*>(src + h) : P{};
-  }
-  if (a.x_scale != nullptr) {  // padding rows: scale 0 (their values are 0 too)
+  if (a.x_scale != nullptr && blockIdx.y == 0) {
     for (int64_t c = threadIdx.x; c < a.scale_cols; c += blockDim.x) {
-      a.x_scale_sorted[r * a.scale_cols + c] = valid ? a.x_scale[t * a.x_scale_stride + c] : 0.f;
+      const float v = a.x_scale[t * a.x_scale_stride + c];
+      for (int64_t j = 0; j < a.k; ++j) {
+        const int32_t r = rows[j];
+        if (r >= 0) a.x_scale_sorted[int64_t{r} * a.scale_cols + c] = v;
+      }
     }
   }
 }
@@ -207,17 +223,24 @@ std::string fused_moe_grouped(const MoeProblem& p, Stream stream) {
                  h_groups,
                  h_groups,
                  xs_sorted};
+    gather_meta_kernel<<<static_cast<unsigned>((capacity + 255) / 256), 256, 0, s>>>(g);
+    KILN_CUDA_CHECK(cudaGetLastError());
+    // Blocks (token, 256 packs of its row), as the combine's.
+    auto row_grid = [&](int pack) {
+      return dim3(static_cast<unsigned>(p.tokens),
+                  static_cast<unsigned>(ceil_div(p.hidden, int64_t{256} * pack)));
+    };
     if (fp8) {
       // fits() holds hidden to a multiple of 16: 16-byte packs of e4m3.
-      gather_kernel<uint8_t, 16><<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+      gather_rows_kernel<uint8_t, 16><<<row_grid(16), 256, 0, s>>>(g);
     } else {
       // fits() holds hidden to a multiple of 8: 16-byte packs wherever x's rows are aligned.
       const bool x_vec = p.x.row_stride % 8 == 0 && aligned16(p.x.data);
       dispatch_value<DType::bf16, DType::f16>(p.dtype, p.op, [&](auto dt) {
         using T = typename CudaType<decltype(dt)::value>::type;
         dispatch_bool(x_vec, [&](auto vec) {
-          gather_kernel<T, decltype(vec)::value ? 8 : 1>
-              <<<static_cast<unsigned>(capacity), 128, 0, s>>>(g);
+          constexpr int kW = decltype(vec)::value ? 8 : 1;
+          gather_rows_kernel<T, kW><<<row_grid(kW), 256, 0, s>>>(g);
         });
       });
     }

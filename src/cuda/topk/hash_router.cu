@@ -1,8 +1,11 @@
-// The hash router: ids[t, j] = table[token_ids[t], j], weights 1 / k. A thread per (token, pick);
-// a token id outside [0, vocab) is never used as an index: its ids are -1, its weights 0, and the
-// thread of pick 0 counts it. Memory-bound and tiny (T k 12 bytes written, T (8 + 4 k) read).
+// The hash router: ids[t, j] = table[token_ids[t], j], weights 1 / k. A thread per token: one
+// token id load, then its k table entries (independent loads, 16-byte packs when the rows allow),
+// so the dependent chain is two loads long and no thread divides by k. A token id outside
+// [0, vocab) is never used as an index: its ids are -1, its weights 0, and it is counted (when
+// there is a count). Memory-bound and tiny (T k 8 bytes written, T (8 + 4 k) read).
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "cuda/common/cuda_check.h"
@@ -12,7 +15,8 @@
 namespace kiln::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+// 128 threads a block: T = 16384 tokens spread over 128 SMs.
+constexpr int kThreads = 128;
 
 struct HashArgs {
   const int64_t* token_ids;
@@ -28,23 +32,48 @@ struct HashArgs {
   float inv_k;
 };
 
+// kPack 4: the table, ids and weights rows are contiguous, 16-byte aligned and k % 4 == 0; the
+// strides along k are then 1. kPack 1: any strides.
+template <int kPack>
 __global__ void __launch_bounds__(kThreads) hash_router_kernel(const __grid_constant__ HashArgs a) {
-  const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
-  if (i >= a.rows * a.k) return;
-  const int64_t t = i / a.k, j = i - t * a.k;
+  const int64_t t = int64_t{blockIdx.x} * kThreads + threadIdx.x;
+  if (t >= a.rows) return;
   const int64_t tok = a.token_ids[t * a.token_stride];
   const bool ok = tok >= 0 && tok < a.vocab;
-  if (!ok && j == 0) atomicAdd(a.bad, 1);
-  a.ids[t * a.ids_stride0 + j * a.ids_stride1] =
-      ok ? a.table[tok * a.table_stride0 + j * a.table_stride1] : -1;
-  a.weights[t * a.weights_stride0 + j * a.weights_stride1] = ok ? a.inv_k : 0.f;
+  if (!ok && a.bad != nullptr) atomicAdd(a.bad, 1);
+  const int32_t* row = a.table + (ok ? tok : 0) * a.table_stride0;
+  int32_t* ids = a.ids + t * a.ids_stride0;
+  float* weights = a.weights + t * a.weights_stride0;
+  const float w = ok ? a.inv_k : 0.f;
+  if constexpr (kPack == 4) {
+#pragma unroll 2
+    for (int64_t j = 0; j < a.k; j += 4) {
+      const int4 v = ok ? __ldg(reinterpret_cast<const int4*>(row + j)) : make_int4(-1, -1, -1, -1);
+      *reinterpret_cast<int4*>(ids + j) = v;
+      *reinterpret_cast<float4*>(weights + j) = make_float4(w, w, w, w);
+    }
+  } else {
+#pragma unroll 4
+    for (int64_t j = 0; j < a.k; ++j) {
+      ids[j * a.ids_stride1] = ok ? __ldg(row + j * a.table_stride1) : -1;
+      weights[j * a.weights_stride1] = w;
+    }
+  }
+}
+
+bool packs_of_4(const HashRouterProblem& p) {
+  auto aligned = [](const void* ptr, int64_t row_stride) {
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && row_stride % 4 == 0;
+  };
+  return p.k % 4 == 0 && p.table_stride[1] == 1 && p.ids_stride[1] == 1 &&
+         p.weights_stride[1] == 1 && aligned(p.table, p.table_stride[0]) &&
+         aligned(p.ids, p.ids_stride[0]) && aligned(p.weights, p.weights_stride[0]);
 }
 
 }  // namespace
 
 std::string hash_router(const HashRouterProblem& p, Stream stream) {
-  const int64_t threads = p.rows * p.k;
-  if (threads == 0) return "empty";
+  if (p.rows == 0 || p.k == 0) return "empty";
   const HashArgs a{p.token_ids,
                    p.token_stride,
                    p.table,
@@ -61,15 +90,16 @@ std::string hash_router(const HashRouterProblem& p, Stream stream) {
                    p.vocab,
                    p.k,
                    1.f / static_cast<float>(p.k)};
-  const int64_t blocks = (threads + kThreads - 1) / kThreads;
+  const int64_t blocks = ceil_div(p.rows, int64_t{kThreads});
   if (blocks > 2147483647) {
-    throw Error(p.op + ": T * k = " + std::to_string(threads) +
-                " picks need more blocks than CUDA's grid allows");
+    throw Error(p.op + ": T = " + std::to_string(p.rows) +
+                " tokens need more blocks than CUDA's grid allows");
   }
-  hash_router_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
-                       static_cast<cudaStream_t>(stream)>>>(a);
+  const bool packed = packs_of_4(p);
+  auto kernel = packed ? hash_router_kernel<4> : hash_router_kernel<1>;
+  kernel<<<static_cast<unsigned>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
   KILN_CUDA_CHECK(cudaGetLastError());
-  return "hash_router<thread_per_pick>";
+  return packed ? "hash_router<thread_per_token,pack4>" : "hash_router<thread_per_token>";
 }
 
 }  // namespace kiln::cuda

@@ -35,11 +35,11 @@ def _dense_router_fake(x, gate, kind, k, renormalize, bias, n_group, topk_group,
 
 
 @register_fake("kiln::hash_router")
-def _hash_router_fake(token_ids, table):
+def _hash_router_fake(token_ids, table, count_bad=True):
     rows, k = token_ids.shape[0], table.shape[1]
     return (token_ids.new_empty((rows, k), dtype=torch.float32),
             token_ids.new_empty((rows, k), dtype=torch.int32),
-            fake_count(token_ids))
+            fake_count(token_ids, count_bad))
 
 
 def router_weights(logits: torch.Tensor, ids: torch.Tensor, kind: str, renormalize: bool,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _bad_count
+
 _ops = torch.ops.kiln
 
 
@@ -34,8 +36,13 @@ def dense_router(x: torch.Tensor, gate: torch.Tensor, k: int, *, kind: str = "so
                              routed_scaling_factor)
 
 
-def hash_router(token_ids: torch.Tensor, table: torch.Tensor):
-    """(weights 1/k, ids = table[token_ids], bad token id count int32 [1]); token ids outside the
-    table are never read: their ids are -1 and weights 0. token_ids int64 [T], table int32
-    [vocab, k] (any strides), on one device (CPU: the reference; CUDA: a thread per pick)."""
-    return _ops.hash_router(token_ids, table)
+def hash_router(token_ids: torch.Tensor, table: torch.Tensor, return_bad_count: bool = False):
+    """(weights 1/k float32 [T, k], ids = table[token_ids] int32 [T, k]); token ids outside the
+    table are never read: their ids are -1 and weights 0, counted when asked:
+    return_bad_count=True appends the count (int32 [1], on the tokens' device); without it (and
+    without KILN_CHECK_INDICES=1) nothing is counted, so no zero-fill kernel runs for the count.
+    token_ids int64 [T], table int32 [vocab, k] (any strides), on one device (CPU: the reference;
+    CUDA: a thread per pick)."""
+    w, ids, bad = _ops.hash_router(token_ids, table, _bad_count.wanted(return_bad_count))
+    _bad_count.check(bad, "hash_router: {} token id(s) outside the table (ids -1, weights 0)")
+    return (w, ids, bad) if return_bad_count else (w, ids)
