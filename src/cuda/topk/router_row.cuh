@@ -188,19 +188,20 @@ __device__ __forceinline__ void route_row(const RouterArgs& a, const T* in, int6
   if constexpr (kKind == RouterKind::deepseek_v3) drop_groups<L, kPerLane>(key, a, row_key);
   const Pick mine = warp_topk<L, kPerLane>(key, score, a.k, slots);
   const bool picked = mine.rank < a.k;
-  float value = mine.payload;
+  float value = mine.payload, norm = 0.f;
   if constexpr (kKind == RouterKind::softmax) {
     value = nan_row ? __int_as_float(0x7fffffff) : fast_exp(mine.payload - top);
-  }
-  // The picks' sum; softmax without renormalisation divides by all the experts' instead.
-  float norm = 0.f;
-  if (kKind == RouterKind::softmax && !a.renormalize) {
+    if (a.renormalize) {
+      norm = warp_sum(picked ? value : 0.f);
+    } else {
+      float sum = 0.f;
 #pragma unroll
-    for (int m = 0; m < kPerLane; ++m) norm += valid(m) ? fast_exp(score[m] - top) : 0.f;
+      for (int m = 0; m < kPerLane; ++m) sum += valid(m) ? fast_exp(score[m] - top) : 0.f;
+      norm = warp_sum(sum);
+    }
   } else {
-    norm = picked ? value : 0.f;
+    norm = warp_sum(picked ? value : 0.f);
   }
-  norm = warp_sum(norm);
   if (picked) {
     const float scale = kKind == RouterKind::deepseek_v3 ? a.scale : 1.f;
     a.weights[row * a.weights_stride + mine.rank] = value / norm * scale;
