@@ -4,6 +4,7 @@
 // or the whole tensor; 128 is a multiple of 16, so an access never straddles two tiles).
 // out = fp32(value) * scale, rounded. Bytes: values read once, out written once, scales read
 // (from cache).
+#include <cstdlib>
 #include <string>
 
 #include "core/dispatch.h"
@@ -29,11 +30,10 @@ struct DequantArgs {
 // many. On the H100 (16384 x 8192 groups to bf16, 16 values a thread) one row ran at 79% of copy,
 // two at 82%, four at 80%; what held it back was the strided stores (see dequantize_fp8). With one
 // 16-byte store a thread and two rows: 95%.
-constexpr int kDequantRows = 2;
+constexpr int kDequantRowsDefault = 2;
 
-template <typename T, __nv_fp8_interpretation_t Q, int W>
-__global__ void __launch_bounds__(kRowBlockThreads)
-    dequant_kernel(const __grid_constant__ DequantArgs a) {
+template <typename T, __nv_fp8_interpretation_t Q, int W, int kDequantRows, int kThreads>
+__global__ void __launch_bounds__(kThreads) dequant_kernel(const __grid_constant__ DequantArgs a) {
   const int64_t c = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * W;
   if (c >= a.cols) return;
   const int64_t step = int64_t{gridDim.y} * blockDim.y;
@@ -90,9 +90,13 @@ std::string dequantize_fp8(const DequantizeProblem& p, Stream stream) {
   a.row_shift = g == QuantGranularity::block ? 7 : 0;
   a.col_shift = by_col ? 7 : 0;
   const int width = vec ? vec_width : 1;
-  const RowShape one_pass = row_shape(a.rows, a.cols, width);
-  const int64_t passes = (one_pass.blocks_y + kDequantRows - 1) / kDequantRows;
-  const RowLaunch launch = row_launch(a.rows, a.cols, width, one_pass.blocks_x * passes);
+  // s16 experiment, temporary: KILN_EXP_DEQUANT=1 runs one row a thread in blocks of 128.
+  const bool one_shot = vec && std::getenv("KILN_EXP_DEQUANT") != nullptr;
+  const int rows_a_thread = one_shot ? 1 : kDequantRowsDefault;
+  const int threads = one_shot ? 128 : kRowBlockThreads;
+  const RowShape one_pass = row_shape(a.rows, a.cols, width, 0, threads);
+  const int64_t passes = (one_pass.blocks_y + rows_a_thread - 1) / rows_a_thread;
+  const RowLaunch launch = row_launch(a.rows, a.cols, width, one_pass.blocks_x * passes, threads);
   std::string variant;
   dispatch_value<DType::f32, DType::bf16, DType::f16>(p.out.dtype, p.op, [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
@@ -100,12 +104,17 @@ std::string dequantize_fp8(const DequantizeProblem& p, Stream stream) {
       constexpr __nv_fp8_interpretation_t kQ = decltype(e5m2)::value ? __NV_E5M2 : __NV_E4M3;
       dispatch_bool(vec, [&](auto v) {
         constexpr int kW = decltype(v)::value ? 16 / static_cast<int>(sizeof(T)) : 1;
-        dequant_kernel<T, kQ, kW><<<launch.grid, launch.block, 0, stream>>>(a);
+        if (one_shot) {
+          dequant_kernel<T, kQ, kW, 1, 128><<<launch.grid, launch.block, 0, stream>>>(a);
+        } else {
+          dequant_kernel<T, kQ, kW, kDequantRowsDefault, kRowBlockThreads>
+              <<<launch.grid, launch.block, 0, stream>>>(a);
+        }
         KILN_CUDA_CHECK(cudaGetLastError());
         variant = "dequantize_fp8<" + std::string(dtype_name(p.values.dtype)) + "->" +
                   std::string(dtype_name(p.out.dtype)) + "," + std::string(granularity_name(g)) +
-                  ",vec" + std::to_string(kW) + ",tpr" + std::to_string(launch.threads_per_row) +
-                  ">";
+                  ",vec" + std::to_string(kW) + ",rows" + std::to_string(rows_a_thread) + ",tpr" +
+                  std::to_string(launch.threads_per_row) + ">";
       });
     });
   });
