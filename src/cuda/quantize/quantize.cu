@@ -2,7 +2,6 @@
 // per-tensor dynamic scales runs the absmax pass first (into the workspace word, zeroed here).
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "cuda/common/cuda_check.h"
@@ -35,11 +34,8 @@ std::string quantize_fp8(const QuantizeProblem& p, Stream stream) {
   if (per_tensor && tiling.grid_rows == 0) tiling.grid_rows = 1;
   const int vec_width = vec ? 16 / elem_bytes : 1;
   const int64_t vecs_per_row = (tiling.tile_cols + vec_width - 1) / vec_width;
-  const char* exp_threads = std::getenv("KILN_EXP_QUANT_THREADS");  // s16 experiment, temporary
-  const QuantTileConfig c = quant_tile_config(
-      tiling.grid_rows, tiling.grid_cols, wide, elem_bytes, vec, tiling.tile_rows * vecs_per_row,
-      exp_threads != nullptr && vec && !per_tensor && !p.static_scale ? std::atoi(exp_threads)
-                                                                      : kQuantThreads);
+  const QuantTileConfig c = quant_tile_config(tiling.grid_rows, tiling.grid_cols, wide, elem_bytes,
+                                              vec, tiling.tile_rows * vecs_per_row);
   QuantTileArgs a{};
   a.x = p.x.data;
   a.values = p.values.data;
@@ -80,7 +76,7 @@ std::string quantize_fp8(const QuantizeProblem& p, Stream stream) {
   std::string variant = "quantize_fp8<" + std::string(dtype_name(p.x.dtype)) + "," +
                         std::string(dtype_name(p.fp8)) + "," + how + ",vec" +
                         std::to_string(c.vec_width) + ",team" + std::to_string(c.team) + "x" +
-                        std::to_string(c.items) + ",block" + std::to_string(c.block_threads) + ">";
+                        std::to_string(c.items) + ">";
   if (!vec) variant += " (unaligned: scalar path)";
   return variant;
 }

@@ -40,19 +40,15 @@ struct QuantTileConfig {
   int items = 4;
   int teams_x_log2 = 0;
   int teams_y = 1;
-  int block_threads = kQuantThreads;
   int64_t grid_x = 1, grid_y = 1;
 };
 
 // grid_rows x grid_cols tiles; `wide`: a team of the whole block (rows, blocks), else 1 x 128
 // groups; elem_bytes: x's element size; aligned: 16-byte accesses possible; tile_vecs: a tile's
-// accesses (wide tiles only); block_threads: the block of 1 x 128 group teams (wide tiles take
-// kQuantThreads).
+// accesses (wide tiles only).
 inline QuantTileConfig quant_tile_config(int64_t grid_rows, int64_t grid_cols, bool wide,
-                                         int elem_bytes, bool aligned, int64_t tile_vecs = 0,
-                                         int block_threads = kQuantThreads) {
+                                         int elem_bytes, bool aligned, int64_t tile_vecs = 0) {
   QuantTileConfig c;
-  c.block_threads = wide ? kQuantThreads : block_threads;
   c.vec_width = aligned ? 16 / elem_bytes : 1;
   if (wide) {
     c.team = kQuantThreads;
@@ -63,7 +59,7 @@ inline QuantTileConfig quant_tile_config(int64_t grid_rows, int64_t grid_cols, b
     c.team = quant_group_team(c.vec_width);
     c.items = 128 / (c.vec_width * c.team);
   }
-  const int teams = c.block_threads / c.team;
+  const int teams = kQuantThreads / c.team;
   int teams_x = 1;
   while (teams_x < teams && teams_x < grid_cols) {
     teams_x *= 2;

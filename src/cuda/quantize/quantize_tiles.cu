@@ -161,8 +161,8 @@ __global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<W, TEAM, ITEMS
 // are fixed here made at compile time and each access's offsets computed once a row. ncu at
 // 16384 x 8192 bf16 counted 107 M instructions for the tile kernel against 68 M for
 // torch.compile's, at 15% more time under locked clocks.
-template <typename T, __nv_fp8_interpretation_t Q, int kThreads>
-__global__ void __launch_bounds__(kThreads, 2048 / kThreads)
+template <typename T, __nv_fp8_interpretation_t Q>
+__global__ void __launch_bounds__(kQuantThreads, 8)
     quant_groups_kernel(const __grid_constant__ QuantTileArgs a) {
   constexpr int W = 16 / sizeof(T), kTeam = quant_group_team(W), kHalf = 64;
   const int lane = threadIdx.x % kTeam, team = threadIdx.x / kTeam;
@@ -232,13 +232,9 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
               if (c.team != kTeam || c.items != 128 / (kW * kTeam)) {
                 throw Error("quantize_fp8: launch config does not match the group kernel");
               }
-              dispatch_value<64, 128, 256>(
-                  c.block_threads, "quantize_fp8 group block", [&](auto threads) {
-                    constexpr int kThreads = decltype(threads)::value;
-                    quant_groups_kernel<T, kQ, kThreads>
-                        <<<dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y)),
-                           kThreads, 0, stream>>>(a);
-                  });
+              quant_groups_kernel<T, kQ>
+                  <<<dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y)),
+                     kQuantThreads, 0, stream>>>(a);
               KILN_CUDA_CHECK(cudaGetLastError());
               return;
             }
