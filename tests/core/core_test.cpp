@@ -204,5 +204,26 @@ TEST(TokenBlockThreads, EvenAccessesAtModelSizes) {
   EXPECT_EQ(token_block_threads(0, 8), 32);
 }
 
+// The row launch's shape: a row's accesses over a power of two of threads up to the block, the
+// block's other threads on further rows, rows past 65535 blocks walked by a loop.
+TEST(RowShape, BlockSizeSplitsRowsAndAccesses) {
+  using cuda::row_shape;
+  cuda::RowShape s = row_shape(16384, 8192, 8);  // 1024 accesses a row, blocks of 256
+  EXPECT_EQ(s.threads_per_row, 256);
+  EXPECT_EQ(s.rows_per_block, 1);
+  EXPECT_EQ(s.blocks_x, 4);
+  EXPECT_EQ(s.blocks_y, 16384);
+  s = row_shape(16384, 8192, 8, 0, 128);  // dequantize's blocks of 128
+  EXPECT_EQ(s.threads_per_row, 128);
+  EXPECT_EQ(s.blocks_x, 8);
+  EXPECT_EQ(s.blocks_y, 16384);
+  s = row_shape(1000, 64, 8, 0, 128);  // 8 accesses a row: a warp a row, 4 rows a block
+  EXPECT_EQ(s.threads_per_row, 32);
+  EXPECT_EQ(s.rows_per_block, 4);
+  EXPECT_EQ(s.blocks_y, 250);
+  s = row_shape(1 << 20, 8192, 8, 0, 128);
+  EXPECT_EQ(s.blocks_y, 65535);  // the rest by the kernel's loop
+}
+
 }  // namespace
 }  // namespace kiln

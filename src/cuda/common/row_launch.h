@@ -30,8 +30,9 @@ struct RowLaunch {
   int threads_per_row = 32, rows_per_block = 1;
 };
 
-inline RowLaunch row_launch(int64_t rows, int64_t cols, int vec_width, int64_t max_blocks = 0) {
-  const RowShape s = row_shape(rows, cols, vec_width, max_blocks);
+inline RowLaunch row_launch(int64_t rows, int64_t cols, int vec_width, int64_t max_blocks = 0,
+                            int block_threads = kRowBlockThreads) {
+  const RowShape s = row_shape(rows, cols, vec_width, max_blocks, block_threads);
   RowLaunch l;
   l.threads_per_row = s.threads_per_row;
   l.rows_per_block = s.rows_per_block;

@@ -22,13 +22,15 @@ struct RowShape {
 
 // max_blocks caps blocks_x * blocks_y (at least one row of blocks): kernels that keep a partial
 // result per row slot bound their number that way.
-inline RowShape row_shape(int64_t rows, int64_t cols, int vec_width, int64_t max_blocks = 0) {
+// block_threads: the block's size, a power of two from 32 to kRowBlockThreads.
+inline RowShape row_shape(int64_t rows, int64_t cols, int vec_width, int64_t max_blocks = 0,
+                          int block_threads = kRowBlockThreads) {
   RowShape s;
   const int64_t accesses = (cols + vec_width - 1) / vec_width;
-  while (s.threads_per_row < kRowBlockThreads && s.threads_per_row < accesses) {
+  while (s.threads_per_row < block_threads && s.threads_per_row < accesses) {
     s.threads_per_row *= 2;
   }
-  s.rows_per_block = kRowBlockThreads / s.threads_per_row;
+  s.rows_per_block = block_threads / s.threads_per_row;
   s.blocks_x = std::max<int64_t>(1, (accesses + s.threads_per_row - 1) / s.threads_per_row);
   int64_t y_cap = 65535;
   if (max_blocks > 0) y_cap = std::clamp<int64_t>(max_blocks / s.blocks_x, 1, y_cap);

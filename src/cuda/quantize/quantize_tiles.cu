@@ -155,6 +155,52 @@ __global__ void __launch_bounds__(kQuantThreads, quant_min_blocks<W, TEAM, ITEMS
   }
 }
 
+// 1 x 128 groups with dynamic scales on the 16-byte path (the hot case: activations before an
+// FP8 GEMM): the tile kernel's shape (teams of 64 / W threads, two accesses 64 elements apart, the
+// block's teams across a row of groups and down teams_y rows), with the tile kernel's choices that
+// are fixed here made at compile time and each access's offsets computed once a row. ncu at
+// 16384 x 8192 bf16 counted 107 M instructions for the tile kernel against 68 M for
+// torch.compile's, at 15% more time under locked clocks.
+template <typename T, __nv_fp8_interpretation_t Q>
+__global__ void __launch_bounds__(kQuantThreads, 8)
+    quant_groups_kernel(const __grid_constant__ QuantTileArgs a) {
+  constexpr int W = 16 / sizeof(T), kTeam = quant_group_team(W), kHalf = 64;
+  const int lane = threadIdx.x % kTeam, team = threadIdx.x / kTeam;
+  const int64_t group =
+      (int64_t{blockIdx.x} << a.teams_x_log2) + (team & ((1 << a.teams_x_log2) - 1));
+  const int64_t c0 = group * 128 + lane * W, c1 = c0 + kHalf;
+  const bool in_row = group < a.grid_cols, ok0 = in_row && c0 < a.cols, ok1 = in_row && c1 < a.cols;
+  const int64_t rows = a.rows_used != nullptr ? min(a.rows, int64_t{*a.rows_used}) : a.rows;
+  const T* x = static_cast<const T*>(a.x);
+  uint8_t* q = static_cast<uint8_t*>(a.values);
+  float* scale_of_row = a.scales + group * a.scale_col_stride;
+  // Every thread runs the same iterations: the team's shuffles need its whole warp.
+  for (int64_t r0 = int64_t{blockIdx.y} * a.teams_y; r0 < rows;
+       r0 += int64_t{gridDim.y} * a.teams_y) {
+    const int64_t r = r0 + (team >> a.teams_x_log2);
+    const bool row_ok = r < rows;
+    const T* xr = x + r * a.x_stride;
+    const Pack<T, W> p0 =
+        row_ok && ok0 ? *reinterpret_cast<const Pack<T, W>*>(xr + c0) : splat<T, W>(0.f);
+    const Pack<T, W> p1 =
+        row_ok && ok1 ? *reinterpret_cast<const Pack<T, W>*>(xr + c1) : splat<T, W>(0.f);
+    float f0[W], f1[W];
+    widen(p0, f0);
+    widen(p1, f1);
+    float amax = 0.f;
+#pragma unroll
+    for (int k = 0; k < W; ++k) amax = fmaxf(amax, fmaxf(fabsf(f0[k]), fabsf(f1[k])));
+    amax = team_max<kTeam>(amax);
+    const float scale = fminf(fmaxf(amax, a.amax_floor), a.amax_ceiling) / kFp8Max<Q>;
+    if (!row_ok) continue;
+    if (lane == 0 && in_row) scale_of_row[r * a.scale_row_stride] = scale;
+    const float inv = 1.f / scale;
+    uint8_t* qr = q + r * a.values_stride;
+    if (ok0) *reinterpret_cast<Pack<uint8_t, W>*>(qr + c0) = to_fp8<Q, W>(f0, inv);
+    if (ok1) *reinterpret_cast<Pack<uint8_t, W>*>(qr + c1) = to_fp8<Q, W>(f1, inv);
+  }
+}
+
 }  // namespace
 
 void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType x_dtype, DType fp8,
@@ -181,6 +227,18 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
               [&](auto items) { launch(std::integral_constant<int, kQuantThreads>{}, items); });
         } else {
           constexpr int kTeam = quant_group_team(kW);
+          if constexpr (kW > 1) {
+            if (a.given_scale == nullptr && a.given_amax == nullptr) {
+              if (c.team != kTeam || c.items != 128 / (kW * kTeam)) {
+                throw Error("quantize_fp8: launch config does not match the group kernel");
+              }
+              quant_groups_kernel<T, kQ>
+                  <<<dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y)),
+                     kQuantThreads, 0, stream>>>(a);
+              KILN_CUDA_CHECK(cudaGetLastError());
+              return;
+            }
+          }
           launch(std::integral_constant<int, kTeam>{},
                  std::integral_constant<int, 128 / (kW * kTeam)>{});
         }
