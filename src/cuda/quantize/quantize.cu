@@ -72,11 +72,11 @@ std::string quantize_fp8(const QuantizeProblem& p, Stream stream) {
   } else {
     how = std::string(granularity_name(p.granularity));
   }
-  launch_quant_tiles(a, c, p.x.dtype, p.fp8, stream);
-  std::string variant = "quantize_fp8<" + std::string(dtype_name(p.x.dtype)) + "," +
-                        std::string(dtype_name(p.fp8)) + "," + how + ",vec" +
-                        std::to_string(c.vec_width) + ",team" + std::to_string(c.team) + "x" +
-                        std::to_string(c.items) + ">";
+  const char* kernel = launch_quant_tiles(a, c, p.x.dtype, p.fp8, stream);
+  std::string variant = "quantize_fp8<" + std::string(kernel) + "," +
+                        std::string(dtype_name(p.x.dtype)) + "," + std::string(dtype_name(p.fp8)) +
+                        "," + how + ",vec" + std::to_string(c.vec_width) + ",team" +
+                        std::to_string(c.team) + "x" + std::to_string(c.items) + ">";
   if (!vec) variant += " (unaligned: scalar path)";
   return variant;
 }

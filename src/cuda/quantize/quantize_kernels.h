@@ -33,9 +33,10 @@ struct QuantTileArgs {
   const int32_t* rows_used;  // device scalar: rows at or past it skipped; null: all
 };
 
-// Launches the tile kernel for x's dtype and the fp8 format, with config c.
-void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType x_dtype, DType fp8,
-                        cudaStream_t stream);
+// Launches the tile kernel for x's dtype and the fp8 format, with config c; or, for 1 x 128 groups
+// with their own dynamic scales on the 16-byte path, the group kernel. Returns the kernel's name.
+const char* launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType x_dtype,
+                               DType fp8, cudaStream_t stream);
 
 // max |x| over a [rows, cols] matrix (NaN ignored) folded into *amax_bits (which the caller
 // zeroed) as fp32 bits, by atomicMax: the same bits on every run. vec_width: 16 / element bytes

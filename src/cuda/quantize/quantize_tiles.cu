@@ -203,8 +203,9 @@ __global__ void __launch_bounds__(kQuantThreads, 8)
 
 }  // namespace
 
-void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType x_dtype, DType fp8,
-                        cudaStream_t stream) {
+const char* launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType x_dtype,
+                               DType fp8, cudaStream_t stream) {
+  const char* kernel = "tiles";
   dispatch_value<DType::f32, DType::bf16, DType::f16>(x_dtype, "quantize_fp8", [&](auto dt) {
     using T = typename CudaType<decltype(dt)::value>::type;
     dispatch_bool(fp8 == DType::f8e5m2, [&](auto e5m2) {
@@ -236,6 +237,7 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
                   <<<dim3(static_cast<unsigned>(c.grid_x), static_cast<unsigned>(c.grid_y)),
                      kQuantThreads, 0, stream>>>(a);
               KILN_CUDA_CHECK(cudaGetLastError());
+              kernel = "groups";
               return;
             }
           }
@@ -245,6 +247,7 @@ void launch_quant_tiles(const QuantTileArgs& a, const QuantTileConfig& c, DType 
       });
     });
   });
+  return kernel;
 }
 
 }  // namespace kiln::cuda
