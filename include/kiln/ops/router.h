@@ -62,7 +62,7 @@ void dense_router(const TensorView& weights, const TensorView& ids, const Tensor
 // weights 1 / k. A token id outside [0, vocab) is never read: its ids are -1, its weights 0, and it
 // is counted into bad_token_ids (int32 [1] on the tokens' device, the caller zeroes it). It may be
 // absent (a default TensorView): bad ids still give -1 / 0, uncounted. CPU (the reference) and
-// CUDA (a thread per pick).
+// CUDA (a thread per token).
 void hash_router(const TensorView& weights, const TensorView& ids, const TensorView& token_ids,
                  const TensorView& table, const TensorView& bad_token_ids, Stream stream = nullptr);
 

@@ -42,7 +42,7 @@ def hash_router(token_ids: torch.Tensor, table: torch.Tensor, return_bad_count: 
     return_bad_count=True appends the count (int32 [1], on the tokens' device); without it (and
     without KILN_CHECK_INDICES=1) nothing is counted, so no zero-fill kernel runs for the count.
     token_ids int64 [T], table int32 [vocab, k] (any strides), on one device (CPU: the reference;
-    CUDA: a thread per pick)."""
+    CUDA: a thread per token)."""
     w, ids, bad = _ops.hash_router(token_ids, table, _bad_count.wanted(return_bad_count))
     _bad_count.check(bad, "hash_router: {} token id(s) outside the table (ids -1, weights 0)")
     return (w, ids, bad) if return_bad_count else (w, ids)
