@@ -10,6 +10,7 @@
 #include "core/dispatch.h"
 #include "core/int_math.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/row_shape.h"
 #include "cuda/gather/gather_launch.h"
 #include "kiln/core/error.h"
 
@@ -72,9 +73,10 @@ std::string gather_rows(const GatherProblem& p, Stream stream) {
   const bool pair = p.b.src != nullptr;
   const int unit = unit_bytes(p);
   const int64_t units = std::max(p.a.row_bytes, pair ? p.b.row_bytes : 0) / unit;
-  int threads_per_row = 32;  // a power of two covering the row's units, at most the block
-  while (threads_per_row < kGatherThreads && threads_per_row < units) threads_per_row *= 2;
-  const int rows_per_block = kGatherThreads / threads_per_row;
+  // row_shape's split of a block between a row's units and rows (its grid puts rows on y, capped:
+  // here they go on x, uncapped).
+  const RowShape shape = row_shape(p.m, units, 1, 0, kGatherThreads);
+  const int threads_per_row = shape.threads_per_row, rows_per_block = shape.rows_per_block;
   const int64_t row_blocks = ceil_div(p.m, int64_t{rows_per_block});
   const int64_t unit_blocks = std::max<int64_t>(1, ceil_div(units, int64_t{threads_per_row}));
   if (row_blocks > 2147483647 || unit_blocks > 65535) {
